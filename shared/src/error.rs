@@ -1,0 +1,137 @@
+//! Errors that cross the wire: a stable `code` plus a human `message`.
+//!
+//! Clients branch on [`ErrorCode`]; the message is for people and may change.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Every error code clawfleet puts on the wire. Serialized in snake_case.
+///
+/// New codes may be added; existing ones never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The message body is not valid JSON.
+    InvalidJson,
+    /// The JSON is valid but is not a task object, or a field has the wrong type.
+    InvalidTask,
+    /// The task has a field clawfleet does not know (usually a typo).
+    UnknownField,
+    /// The task has no `tenant`.
+    MissingTenant,
+    /// The tenant is not `[a-z0-9][a-z0-9_-]{0,63}`.
+    InvalidTenant,
+    /// The tenant in the body differs from the tenant in the intake subject.
+    TenantMismatch,
+    /// The id is not `[A-Za-z0-9_-]+`.
+    InvalidId,
+    /// The id is longer than 64 characters.
+    IdTooLong,
+    /// The same id is already used by another tenant.
+    IdConflict,
+    /// `priority` is not one of `critical`, `high`, `normal`, `low`.
+    InvalidPriority,
+    /// A capability name is not `[a-z0-9][a-z0-9_-]{0,31}` or there are too many.
+    InvalidCapability,
+    /// No registered agent profile offers all the required capabilities.
+    UnknownCapability,
+    /// The region is not `[a-z0-9][a-z0-9_-]{0,31}`.
+    InvalidRegion,
+    /// No agent profile with the required capabilities serves that region.
+    UnknownRegion,
+    /// `timeout` is not a humantime duration within the allowed bounds.
+    InvalidTimeout,
+    /// `max_attempts` is not between 1 and the configured maximum.
+    InvalidMaxAttempts,
+    /// `labels` is not a map of short strings.
+    InvalidLabels,
+    /// The payload is larger than the configured limit.
+    PayloadTooLarge,
+    /// An API request could not be understood.
+    InvalidRequest,
+    /// The requested task or entry does not exist.
+    NotFound,
+    /// The executor reported a failure (retryable).
+    ExecutorFailed,
+    /// The executor rejected the task as impossible to run (not retried).
+    ExecutorRejected,
+    /// The attempt ran past the task's timeout.
+    Timeout,
+    /// The agent running the attempt disappeared without finishing it.
+    AgentLost,
+    /// A queued message could not be decoded as a task.
+    Poison,
+    /// The service is starting, stopping or cannot reach NATS; retry later.
+    Unavailable,
+    /// An unexpected internal error; the message says more.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The snake_case wire name of the code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidTask => "invalid_task",
+            Self::UnknownField => "unknown_field",
+            Self::MissingTenant => "missing_tenant",
+            Self::InvalidTenant => "invalid_tenant",
+            Self::TenantMismatch => "tenant_mismatch",
+            Self::InvalidId => "invalid_id",
+            Self::IdTooLong => "id_too_long",
+            Self::IdConflict => "id_conflict",
+            Self::InvalidPriority => "invalid_priority",
+            Self::InvalidCapability => "invalid_capability",
+            Self::UnknownCapability => "unknown_capability",
+            Self::InvalidRegion => "invalid_region",
+            Self::UnknownRegion => "unknown_region",
+            Self::InvalidTimeout => "invalid_timeout",
+            Self::InvalidMaxAttempts => "invalid_max_attempts",
+            Self::InvalidLabels => "invalid_labels",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::InvalidRequest => "invalid_request",
+            Self::NotFound => "not_found",
+            Self::ExecutorFailed => "executor_failed",
+            Self::ExecutorRejected => "executor_rejected",
+            Self::Timeout => "timeout",
+            Self::AgentLost => "agent_lost",
+            Self::Poison => "poison",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error as it appears on the wire: `{"code": "...", "message": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ErrorBody {
+    /// Stable, machine-readable code.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// Builds an error body from a code and any message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The reply of any API call that failed: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What went wrong.
+    pub error: ErrorBody,
+}

@@ -1,0 +1,129 @@
+//! Lifecycle events on `clawfleet.events.>` (stream `CLAWFLEET_EVENTS`).
+//!
+//! Events are notifications for integrations and operators; the task record
+//! (`clawfleet.api.task.get`) stays the source of truth.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorBody;
+use crate::task::Priority;
+use crate::timefmt::{self, Timestamp};
+
+/// What happened to a task. The wire name is also the subject token in
+/// `clawfleet.events.task.<kind>.<tenant>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskEventKind {
+    /// Validated and routed to a queue.
+    Queued,
+    /// Refused by validation; a dead letter records it.
+    Rejected,
+    /// An agent started an attempt.
+    Started,
+    /// An attempt failed and the task will be retried after a backoff.
+    Retrying,
+    /// Finished with a result.
+    Succeeded,
+    /// Failed for good; a dead letter records it.
+    Failed,
+}
+
+impl TaskEventKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskEventKind::Queued => "queued",
+            TaskEventKind::Rejected => "rejected",
+            TaskEventKind::Started => "started",
+            TaskEventKind::Retrying => "retrying",
+            TaskEventKind::Succeeded => "succeeded",
+            TaskEventKind::Failed => "failed",
+        }
+    }
+}
+
+/// A task lifecycle event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskEvent {
+    /// What happened.
+    pub kind: TaskEventKind,
+    /// Task id (absent for a rejected task that had none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Tenant.
+    pub tenant: String,
+    /// When.
+    #[serde(with = "timefmt")]
+    pub time: Timestamp,
+    /// Priority, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Attempt number, for started/retrying/succeeded/failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Agent, for started/retrying/succeeded/failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Queue subject, for queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// The error, for rejected/retrying/failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    /// Delay before the next attempt, for retrying (milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
+}
+
+impl TaskEvent {
+    /// An event with only the required fields set.
+    pub fn new(kind: TaskEventKind, id: Option<String>, tenant: impl Into<String>) -> Self {
+        Self {
+            kind,
+            id,
+            tenant: tenant.into(),
+            time: timefmt::now(),
+            priority: None,
+            attempt: None,
+            agent: None,
+            queue: None,
+            error: None,
+            retry_in_ms: None,
+        }
+    }
+}
+
+/// What happened to an agent: `clawfleet.events.agent.<kind>.<agent_id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentEventKind {
+    /// Registered and pulling work.
+    Joined,
+    /// Stopped pulling; finishing what it holds.
+    Draining,
+    /// Left the fleet cleanly.
+    Left,
+}
+
+impl AgentEventKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentEventKind::Joined => "joined",
+            AgentEventKind::Draining => "draining",
+            AgentEventKind::Left => "left",
+        }
+    }
+}
+
+/// An agent lifecycle event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentEvent {
+    /// What happened.
+    pub kind: AgentEventKind,
+    /// Which agent.
+    pub agent_id: String,
+    /// When.
+    #[serde(with = "timefmt")]
+    pub time: Timestamp,
+}

@@ -1,0 +1,27 @@
+//! The clawfleet wire contract and the plumbing every service shares.
+//!
+//! Everything that crosses a process boundary is defined here exactly once:
+//! subject, stream, consumer and bucket names ([`subjects`]), the task and its
+//! record ([`task`]), API requests and replies ([`api`]), lifecycle events
+//! ([`events`]) and the stable error codes ([`error`]). Services and clients
+//! link this crate instead of spelling a subject or a JSON shape themselves.
+//!
+//! It also holds the small amount of start-up plumbing that would otherwise be
+//! repeated in every `main.rs`: layered config loading ([`config`]), tracing
+//! set-up ([`telemetry`]), the NATS connection helper ([`nats`]) and the
+//! JetStream topology ([`topology`]).
+
+pub mod agent;
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod nats;
+pub mod subjects;
+pub mod task;
+pub mod telemetry;
+pub mod timefmt;
+pub mod topology;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use task::{Priority, TaskRecord, TaskResult, TaskSpec, TaskStatus};

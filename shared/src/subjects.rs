@@ -1,0 +1,190 @@
+//! Every subject, stream, consumer and bucket name clawfleet uses.
+//!
+//! Layout (see `docs/protocol.md` for the full contract):
+//!
+//! | subject | kind | who publishes | who reads |
+//! |---|---|---|---|
+//! | `clawfleet.api.submit` | request/reply | clients | dispatcher |
+//! | `clawfleet.api.task.get` | request/reply | clients | dispatcher |
+//! | `clawfleet.api.agents.list` | request/reply | clients | dispatcher |
+//! | `clawfleet.api.queues.list` | request/reply | clients | dispatcher |
+//! | `clawfleet.api.dlq.list` | request/reply | clients | dispatcher |
+//! | `clawfleet.intake.<tenant>` | stream `CLAWFLEET_INTAKE` | clients | dispatcher |
+//! | `clawfleet.queue.<priority>.<region>.<capkey>` | stream `CLAWFLEET_QUEUE` | dispatcher | agents |
+//! | `clawfleet.results.<tenant>.<id>` | stream `CLAWFLEET_RESULTS` | agents | clients |
+//! | `clawfleet.events.task.<kind>.<tenant>` | stream `CLAWFLEET_EVENTS` | dispatcher, agents | integrations |
+//! | `clawfleet.events.agent.<kind>.<agent_id>` | stream `CLAWFLEET_EVENTS` | agents | integrations |
+//! | `clawfleet.dlq.<reason>.<tenant>` | stream `CLAWFLEET_DLQ` | dispatcher, agents | operators |
+//! | `clawfleet.signal.work` | core NATS, not stored | dispatcher | agents |
+//!
+//! The tenant is always a single subject token so that a later security layer
+//! can grant a tenant's credentials its own subjects and nothing else.
+
+use crate::task::Priority;
+
+/// Root token of every clawfleet subject.
+pub const ROOT: &str = "clawfleet";
+
+/// Request/reply: submit one task. Served by the dispatchers (queue group [`DISPATCHER_QUEUE_GROUP`]).
+pub const API_SUBMIT: &str = "clawfleet.api.submit";
+/// Request/reply: read a task's record by id.
+pub const API_TASK_GET: &str = "clawfleet.api.task.get";
+/// Request/reply: list registered agents.
+pub const API_AGENTS_LIST: &str = "clawfleet.api.agents.list";
+/// Request/reply: queue depth per priority and capability set.
+pub const API_QUEUES_LIST: &str = "clawfleet.api.queues.list";
+/// Request/reply: list dead-letter entries.
+pub const API_DLQ_LIST: &str = "clawfleet.api.dlq.list";
+/// Queue group the dispatchers share for the request/reply API.
+pub const DISPATCHER_QUEUE_GROUP: &str = "clawfleet-dispatcher";
+
+/// Wildcard captured by the intake stream.
+pub const INTAKE_ALL: &str = "clawfleet.intake.>";
+/// Core NATS subject the dispatchers use to wake idle agents after routing work.
+pub const SIGNAL_WORK: &str = "clawfleet.signal.work";
+/// Wildcard captured by the queue stream.
+pub const QUEUE_ALL: &str = "clawfleet.queue.>";
+/// Wildcard captured by the results stream.
+pub const RESULTS_ALL: &str = "clawfleet.results.>";
+/// Wildcard captured by the events stream.
+pub const EVENTS_ALL: &str = "clawfleet.events.>";
+/// Wildcard for task lifecycle events only.
+pub const TASK_EVENTS_ALL: &str = "clawfleet.events.task.>";
+/// Wildcard captured by the dead-letter stream.
+pub const DLQ_ALL: &str = "clawfleet.dlq.>";
+
+/// Stream holding submitted tasks until a dispatcher has routed them (work-queue retention).
+pub const STREAM_INTAKE: &str = "CLAWFLEET_INTAKE";
+/// Stream holding routed tasks until an agent finishes them (work-queue retention).
+pub const STREAM_QUEUE: &str = "CLAWFLEET_QUEUE";
+/// Stream holding one final result per task.
+pub const STREAM_RESULTS: &str = "CLAWFLEET_RESULTS";
+/// Stream holding lifecycle events.
+pub const STREAM_EVENTS: &str = "CLAWFLEET_EVENTS";
+/// Stream holding dead letters: rejected, failed and poison tasks.
+pub const STREAM_DLQ: &str = "CLAWFLEET_DLQ";
+
+/// Durable consumer on [`STREAM_INTAKE`] shared by every dispatcher.
+pub const CONSUMER_DISPATCHER: &str = "dispatcher";
+
+/// KV bucket: task records, keyed by task id.
+pub const BUCKET_TASKS: &str = "clawfleet-tasks";
+/// KV bucket: live agents, keyed by agent id; entries expire when beats stop.
+pub const BUCKET_AGENTS: &str = "clawfleet-agents";
+/// KV bucket: capability profiles agents have offered, keyed by [`profile_key`].
+pub const BUCKET_PROFILES: &str = "clawfleet-profiles";
+/// KV bucket: the queues the dispatchers have created, keyed by [`queue_key`].
+pub const BUCKET_QUEUES: &str = "clawfleet-queues";
+
+/// Token used in queue subjects for "no region" and "no capabilities".
+pub const ANY: &str = "_";
+
+/// `clawfleet.intake.<tenant>`
+pub fn intake(tenant: &str) -> String {
+    format!("clawfleet.intake.{tenant}")
+}
+
+/// The tenant token of an intake subject, if the subject is one.
+pub fn tenant_of_intake(subject: &str) -> Option<&str> {
+    subject.strip_prefix("clawfleet.intake.")
+}
+
+/// `clawfleet.results.<tenant>.<id>`
+pub fn result(tenant: &str, id: &str) -> String {
+    format!("clawfleet.results.{tenant}.{id}")
+}
+
+/// `clawfleet.results.<tenant>.>`: every result of one tenant.
+pub fn results_of_tenant(tenant: &str) -> String {
+    format!("clawfleet.results.{tenant}.>")
+}
+
+/// `clawfleet.events.task.<kind>.<tenant>`
+pub fn task_event(kind: &str, tenant: &str) -> String {
+    format!("clawfleet.events.task.{kind}.{tenant}")
+}
+
+/// `clawfleet.events.agent.<kind>.<agent_id>`
+pub fn agent_event(kind: &str, agent_id: &str) -> String {
+    format!("clawfleet.events.agent.{kind}.{agent_id}")
+}
+
+/// `clawfleet.dlq.<reason>.<tenant>`
+pub fn dlq(reason: &str, tenant: &str) -> String {
+    format!("clawfleet.dlq.{reason}.{tenant}")
+}
+
+/// The capability-set token of a queue subject: sorted capabilities joined
+/// with `+`, or [`ANY`] when the task requires none. `requires` must already
+/// be sorted and de-duplicated (as a validated [`crate::TaskSpec`]'s is).
+pub fn capkey(requires: &[String]) -> String {
+    if requires.is_empty() {
+        ANY.to_string()
+    } else {
+        requires.join("+")
+    }
+}
+
+/// `clawfleet.queue.<priority>.<region>.<capkey>`: one queue per priority,
+/// residency region and required-capability set.
+pub fn queue(priority: Priority, region: Option<&str>, requires: &[String]) -> String {
+    format!(
+        "clawfleet.queue.{}.{}.{}",
+        priority.as_str(),
+        region.unwrap_or(ANY),
+        capkey(requires)
+    )
+}
+
+/// Stable key of a (region, capability set) pair, usable as a KV key and in a
+/// consumer name (subject tokens may hold characters consumer names may not).
+pub fn queue_key(region: Option<&str>, requires: &[String]) -> String {
+    format!("{:016x}", fnv1a(&format!("{}|{}", region.unwrap_or(ANY), capkey(requires))))
+}
+
+/// Durable consumer name of one queue: `q-<priority>-<queue_key>`.
+pub fn queue_consumer(priority: Priority, key: &str) -> String {
+    format!("q-{}-{key}", priority.as_str())
+}
+
+/// Stable key of an agent profile (its region and capability set).
+pub fn profile_key(region: Option<&str>, capabilities: &[String]) -> String {
+    format!(
+        "{:016x}",
+        fnv1a(&format!("profile|{}|{}", region.unwrap_or(ANY), capkey(capabilities)))
+    )
+}
+
+/// FNV-1a, 64 bit: a stable, dependency-free hash for names (not for security).
+fn fnv1a(s: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in s.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_subjects_name_priority_region_and_capabilities() {
+        let caps = vec!["code".to_string(), "git".to_string()];
+        assert_eq!(
+            queue(Priority::High, Some("eu"), &caps),
+            "clawfleet.queue.high.eu.code+git"
+        );
+        assert_eq!(queue(Priority::Low, None, &[]), "clawfleet.queue.low._._");
+    }
+
+    #[test]
+    fn queue_keys_differ_by_region_and_capabilities() {
+        let caps = vec!["code".to_string()];
+        assert_ne!(queue_key(None, &caps), queue_key(Some("eu"), &caps));
+        assert_ne!(queue_key(None, &caps), queue_key(None, &[]));
+        assert_eq!(queue_key(None, &caps), queue_key(None, &caps));
+        assert_eq!(queue_key(None, &caps).len(), 16);
+    }
+}

@@ -1,0 +1,242 @@
+//! The task as clients submit it, as agents receive it, and as it is recorded.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ErrorBody;
+use crate::timefmt::{self, Timestamp};
+
+/// Default task timeout when the submitter gives none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default number of attempts when the submitter gives none.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// Task priority. Agents always take the highest-priority compatible work first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Starts before everything else.
+    Critical,
+    /// Starts before normal and low work.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Runs when nothing more urgent is waiting.
+    Low,
+}
+
+impl Priority {
+    /// Every priority, most urgent first: the order agents look for work in.
+    pub const ALL: [Priority; 4] = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Priority {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "critical" => Ok(Priority::Critical),
+            "high" => Ok(Priority::High),
+            "normal" => Ok(Priority::Normal),
+            "low" => Ok(Priority::Low),
+            other => Err(format!(
+                "unknown priority {other:?}: expected critical, high, normal or low"
+            )),
+        }
+    }
+}
+
+/// A validated task, as the dispatcher routes it and an agent receives it.
+///
+/// Clients submit a looser form (most fields optional); the dispatcher fills in
+/// defaults, normalises `requires` (sorted, de-duplicated) and assigns an `id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// Unique task id; the submitter's idempotency key when one was given.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Priority.
+    pub priority: Priority,
+    /// Capabilities an agent must have, sorted and de-duplicated.
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// Residency: when set, only agents in this region may run the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Opaque input for the executor.
+    #[serde(default)]
+    pub payload: Value,
+    /// Deadline for one attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts before the task fails for good.
+    pub max_attempts: u32,
+    /// Free-form labels, carried into records, results and events.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// When the task was accepted.
+    #[serde(with = "timefmt")]
+    pub submitted_at: Timestamp,
+}
+
+/// Where a task is in its life. `succeeded`, `failed` and `cancelled` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting in a queue for a compatible agent (also between retries).
+    Queued,
+    /// An agent is running an attempt.
+    Running,
+    /// Finished with a result.
+    Succeeded,
+    /// Finished without a result after its last attempt, or with a fatal error.
+    Failed,
+    /// Stopped on request.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Whether the task will change no more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The executor returned a result.
+    Succeeded,
+    /// The executor reported an error.
+    Failed,
+    /// The attempt ran past the task timeout and was stopped.
+    Timeout,
+    /// The agent disappeared mid-attempt; noticed when the task was redelivered.
+    Lost,
+}
+
+/// One attempt at running a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1-based attempt number (the JetStream delivery count).
+    pub attempt: u32,
+    /// Agent that ran it.
+    pub agent: String,
+    /// When the agent started it.
+    #[serde(with = "timefmt")]
+    pub started_at: Timestamp,
+    /// When it ended; absent while running.
+    #[serde(default, with = "timefmt::option", skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    /// How it ended; absent while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// The error, for an attempt that did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// The record of a task, kept in the [`crate::subjects::BUCKET_TASKS`] bucket
+/// and returned by `clawfleet.api.task.get`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task as accepted.
+    #[serde(flatten)]
+    pub spec: TaskSpec,
+    /// Current status.
+    pub status: TaskStatus,
+    /// The queue subject the task was routed to.
+    pub queue: String,
+    /// Every attempt so far, oldest first.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    /// The executor's result, once succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The final error, once failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    /// When the task reached a final status.
+    #[serde(default, with = "timefmt::option", skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+}
+
+/// The one final message per task on `clawfleet.results.<tenant>.<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// Task id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// `succeeded`, `failed` or `cancelled`.
+    pub status: TaskStatus,
+    /// The executor's result, when succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why it failed, when failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// The agent of the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The task's labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// When the task was submitted.
+    #[serde(with = "timefmt")]
+    pub submitted_at: Timestamp,
+    /// When it finished.
+    #[serde(with = "timefmt")]
+    pub finished_at: Timestamp,
+}
