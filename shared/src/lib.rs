@@ -14,9 +14,11 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod emit;
 pub mod error;
 pub mod events;
 pub mod nats;
+pub mod signals;
 pub mod subjects;
 pub mod task;
 pub mod telemetry;

@@ -196,6 +196,11 @@ pub struct TaskRecord {
     pub status: TaskStatus,
     /// The queue subject the task was routed to.
     pub queue: String,
+    /// Sequence of the intake message that created the record. Lets a
+    /// dispatcher tell its own redelivered intake message (finish routing it)
+    /// from a later duplicate submission (ignore it).
+    #[serde(default)]
+    pub intake_seq: u64,
     /// Every attempt so far, oldest first.
     #[serde(default)]
     pub attempts: Vec<Attempt>,

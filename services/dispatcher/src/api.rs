@@ -1,0 +1,300 @@
+//! The request/reply API served on `clawfleet.api.*` (queue group
+//! `clawfleet-dispatcher`, so any number of dispatchers share it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv};
+use async_nats::{HeaderMap, Message};
+use bytes::Bytes;
+use clawfleet_shared::agent::{AgentInfo, QueueEntry};
+use clawfleet_shared::api::{
+    AgentsReply, DlqEntry, DlqListReply, DlqListRequest, QueueDepth, QueuesReply, SubmitReply, TaskGetRequest,
+};
+use clawfleet_shared::error::ErrorReply;
+use clawfleet_shared::{subjects, ErrorBody, ErrorCode, Priority, TaskRecord, TaskStatus};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use ulid::Ulid;
+
+use crate::catalogue::Catalogue;
+use crate::validate::{self, Bounds};
+
+/// Requests handled at once per dispatcher; more wait in the subscription.
+const MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// Default and largest `limit` of `dlq.list`.
+const DLQ_DEFAULT_LIMIT: usize = 100;
+const DLQ_MAX_LIMIT: usize = 1000;
+
+/// What the API handlers need.
+pub struct Api {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) tasks: kv::Store,
+    pub(crate) agents: kv::Store,
+    pub(crate) queues: kv::Store,
+    pub(crate) catalogue: Catalogue,
+    pub(crate) bounds: Bounds,
+}
+
+type Reply = Result<Bytes, ErrorBody>;
+
+fn ok<T: Serialize>(body: &T) -> Reply {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
+}
+
+fn internal(context: &str, e: impl std::fmt::Display) -> ErrorBody {
+    ErrorBody::new(ErrorCode::Unavailable, format!("{context}: {e}"))
+}
+
+impl Api {
+    /// Subscribes to every API subject and serves until `cancel`; in-flight
+    /// requests are answered before this returns.
+    ///
+    /// `ready` receives the outcome of subscribing, before any request is served.
+    pub async fn serve_with_ready(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        ready: tokio::sync::oneshot::Sender<Result<(), async_nats::SubscribeError>>,
+    ) -> Result<(), async_nats::SubscribeError> {
+        let group = subjects::DISPATCHER_QUEUE_GROUP.to_string();
+        let mut subs = Vec::new();
+        for subject in [
+            subjects::API_SUBMIT,
+            subjects::API_TASK_GET,
+            subjects::API_AGENTS_LIST,
+            subjects::API_QUEUES_LIST,
+            subjects::API_DLQ_LIST,
+        ] {
+            match self.client.queue_subscribe(subject, group.clone()).await {
+                Ok(sub) => subs.push(sub),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return Ok(());
+                }
+            }
+        }
+        // Make sure the server has the subscriptions before we report ready.
+        let _ = self.client.flush().await;
+        let _ = ready.send(Ok(()));
+        let mut requests = futures::stream::select_all(subs);
+        let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+        let tracker = TaskTracker::new();
+        loop {
+            let msg = tokio::select! {
+                m = requests.next() => match m { Some(m) => m, None => break },
+                _ = cancel.cancelled() => break,
+            };
+            let Ok(permit) = limit.clone().acquire_owned().await else { break };
+            let this = self.clone();
+            tracker.spawn(async move {
+                this.handle(msg).await;
+                drop(permit);
+            });
+        }
+        // Dropping the subscriptions unsubscribes; then answer what we took.
+        drop(requests);
+        tracker.close();
+        tracker.wait().await;
+        Ok(())
+    }
+
+    async fn handle(&self, msg: Message) {
+        let Some(reply_to) = msg.reply.clone() else {
+            tracing::debug!(subject = %msg.subject, "API message without reply subject ignored");
+            return;
+        };
+        let reply = match msg.subject.as_str() {
+            subjects::API_SUBMIT => self.submit(&msg.payload).await,
+            subjects::API_TASK_GET => self.task_get(&msg.payload).await,
+            subjects::API_AGENTS_LIST => self.agents_list().await,
+            subjects::API_QUEUES_LIST => self.queues_list().await,
+            subjects::API_DLQ_LIST => self.dlq_list(&msg.payload).await,
+            other => Err(ErrorBody::new(ErrorCode::InvalidRequest, format!("unknown API subject {other}"))),
+        };
+        let body = reply.unwrap_or_else(|error| {
+            serde_json::to_vec(&ErrorReply { error })
+                .expect("error reply encodes")
+                .into()
+        });
+        if let Err(e) = self.client.publish(reply_to, body).await {
+            tracing::warn!(error = %e, "could not send API reply");
+        }
+    }
+
+    async fn submit(&self, payload: &[u8]) -> Reply {
+        let draft = validate::parse(payload, None, &self.bounds)?;
+        self.catalogue
+            .check(&draft.spec.requires, draft.spec.region.as_deref())
+            .await?;
+        if let Some(id) = &draft.id {
+            if let Some(record) = self.record(id).await? {
+                if record.spec.tenant != draft.spec.tenant {
+                    return Err(ErrorBody::new(
+                        ErrorCode::IdConflict,
+                        format!("id {id:?} is already used by another tenant"),
+                    ));
+                }
+                return ok(&SubmitReply { id: id.clone(), status: record.status, duplicate: true });
+            }
+        }
+        let spec = draft.into_spec(|| Ulid::new().to_string());
+        let body = serde_json::to_vec(&spec).expect("task encodes");
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", spec.id.as_str());
+        let ack = self
+            .js
+            .publish_with_headers(subjects::intake(&spec.tenant), headers, body.into())
+            .await
+            .map_err(|e| internal("while submitting", e))?
+            .await
+            .map_err(|e| internal("while submitting", e))?;
+        ok(&SubmitReply { id: spec.id, status: TaskStatus::Queued, duplicate: ack.duplicate })
+    }
+
+    async fn record(&self, id: &str) -> Result<Option<TaskRecord>, ErrorBody> {
+        match self.tasks.get(id).await {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("unreadable record {id}: {e}"))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(internal("while reading task", e)),
+        }
+    }
+
+    async fn task_get(&self, payload: &[u8]) -> Reply {
+        let req: TaskGetRequest = serde_json::from_slice(payload).map_err(|e| {
+            ErrorBody::new(ErrorCode::InvalidRequest, format!("expected {{\"id\": \"...\"}}: {e}"))
+        })?;
+        let not_found = || ErrorBody::new(ErrorCode::NotFound, format!("no task with id {:?}", req.id));
+        if req.id.is_empty() || req.id.len() > validate::MAX_ID_LEN || req.id.contains(['.', '*', '>', ' ']) {
+            return Err(not_found());
+        }
+        let record = self.record(&req.id).await?.ok_or_else(not_found)?;
+        if req.tenant.as_ref().is_some_and(|t| *t != record.spec.tenant) {
+            return Err(not_found());
+        }
+        ok(&record)
+    }
+
+    async fn agents_list(&self) -> Reply {
+        let mut agents: Vec<AgentInfo> = read_bucket(&self.agents).await?;
+        agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        ok(&AgentsReply { agents })
+    }
+
+    async fn queues_list(&self) -> Reply {
+        let entries: Vec<QueueEntry> = read_bucket(&self.queues).await?;
+        let stream = self
+            .js
+            .get_stream_no_info(subjects::STREAM_QUEUE)
+            .await
+            .map_err(|e| internal("while opening queue stream", e))?;
+        let mut queues = Vec::new();
+        for entry in entries {
+            for priority in Priority::ALL {
+                let name = subjects::queue_consumer(priority, &entry.key);
+                let Ok(info) = stream.consumer_info(&name).await else { continue };
+                queues.push(QueueDepth {
+                    subject: subjects::queue(priority, entry.region.as_deref(), &entry.requires),
+                    priority,
+                    region: entry.region.clone(),
+                    requires: entry.requires.clone(),
+                    waiting: info.num_pending,
+                    running: info.num_ack_pending as u64,
+                });
+            }
+        }
+        queues.sort_by(|a, b| (a.priority, &a.subject).cmp(&(b.priority, &b.subject)));
+        let intake_pending = match self.js.get_stream_no_info(subjects::STREAM_INTAKE).await {
+            Ok(s) => s
+                .consumer_info(subjects::CONSUMER_DISPATCHER)
+                .await
+                .map(|i| i.num_pending + i.num_ack_pending as u64)
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        ok(&QueuesReply { queues, intake_pending })
+    }
+
+    async fn dlq_list(&self, payload: &[u8]) -> Reply {
+        let req: DlqListRequest = if payload.is_empty() {
+            DlqListRequest::default()
+        } else {
+            serde_json::from_slice(payload)
+                .map_err(|e| ErrorBody::new(ErrorCode::InvalidRequest, format!("bad dlq.list request: {e}")))?
+        };
+        let limit = req.limit.unwrap_or(DLQ_DEFAULT_LIMIT).clamp(1, DLQ_MAX_LIMIT);
+        let filter = format!(
+            "clawfleet.dlq.{}.{}",
+            req.reason.map_or("*", |r| r.as_str()),
+            req.tenant.as_deref().unwrap_or("*")
+        );
+        let stream = self
+            .js
+            .get_stream_no_info(subjects::STREAM_DLQ)
+            .await
+            .map_err(|e| internal("while opening DLQ stream", e))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter,
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| internal("while reading DLQ", e))?;
+        let mut consumer = consumer;
+        let pending = consumer
+            .info()
+            .await
+            .map(|i| i.num_pending)
+            .map_err(|e| internal("while reading DLQ", e))?;
+        let mut entries = std::collections::VecDeque::with_capacity(limit);
+        if pending > 0 {
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| internal("while reading DLQ", e))?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, messages.next()).await {
+                let info = msg.info().ok().map(|i| (i.stream_sequence, i.pending));
+                if let Ok(mut entry) = serde_json::from_slice::<DlqEntry>(&msg.payload) {
+                    entry.seq = info.map(|i| i.0);
+                    if entries.len() == limit {
+                        entries.pop_front();
+                    }
+                    entries.push_back(entry);
+                }
+                if info.is_none_or(|i| i.1 == 0) {
+                    break;
+                }
+            }
+        }
+        let entries: Vec<DlqEntry> = entries.into_iter().rev().collect();
+        ok(&DlqListReply { entries })
+    }
+}
+
+async fn read_bucket<T: serde::de::DeserializeOwned>(bucket: &kv::Store) -> Result<Vec<T>, ErrorBody> {
+    let keys: Vec<String> = bucket
+        .keys()
+        .await
+        .map_err(|e| internal("while listing", e))?
+        .try_collect()
+        .await
+        .map_err(|e| internal("while listing", e))?;
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        if let Ok(Some(bytes)) = bucket.get(&key).await {
+            if let Ok(v) = serde_json::from_slice(&bytes) {
+                out.push(v);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,129 @@
+//! Which (capability set, region) combinations the fleet can run.
+//!
+//! A task is accepted only if some profile covers it: a profile from config,
+//! or one an agent has offered (agents refresh theirs in the profiles bucket
+//! on every heartbeat; an entry outlives the agent by `limits.profile_ttl`,
+//! so work for a fleet that is briefly down still queues). Rejecting early
+//! is what keeps a task from waiting forever for an agent that cannot exist.
+//!
+//! The catalogue is a cache refreshed every [`REFRESH`] and, on a miss, read
+//! again before saying no, so an agent that has just joined is honoured.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use clawfleet_shared::agent::ProfileEntry;
+use clawfleet_shared::{ErrorBody, ErrorCode};
+use futures::TryStreamExt;
+use tokio::sync::{Mutex, RwLock};
+use tokio::time::Instant;
+
+/// How often the cache is refreshed in the background.
+pub const REFRESH: Duration = Duration::from_secs(2);
+/// A miss re-reads the bucket at most this often.
+const MISS_REFRESH: Duration = Duration::from_millis(100);
+
+/// The capability catalogue.
+#[derive(Clone)]
+pub struct Catalogue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bucket: kv::Store,
+    fixed: Vec<ProfileEntry>,
+    offered: RwLock<Vec<ProfileEntry>>,
+    last_read: Mutex<Instant>,
+}
+
+impl Catalogue {
+    /// A catalogue over the profiles bucket plus the profiles from config.
+    pub fn new(bucket: kv::Store, fixed: Vec<ProfileEntry>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                bucket,
+                fixed,
+                offered: RwLock::new(Vec::new()),
+                last_read: Mutex::new(Instant::now() - REFRESH),
+            }),
+        }
+    }
+
+    /// Re-reads the profiles bucket.
+    pub async fn refresh(&self) -> Result<(), kv::WatchError> {
+        let mut last = self.inner.last_read.lock().await;
+        let mut offered = Vec::new();
+        let mut keys = match self.inner.bucket.keys().await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list capability profiles");
+                return Ok(());
+            }
+        };
+        while let Ok(Some(key)) = keys.try_next().await {
+            if let Ok(Some(bytes)) = self.inner.bucket.get(&key).await {
+                match serde_json::from_slice::<ProfileEntry>(&bytes) {
+                    Ok(p) => offered.push(p),
+                    Err(e) => tracing::warn!(key, error = %e, "ignoring unreadable profile"),
+                }
+            }
+        }
+        *self.inner.offered.write().await = offered;
+        *last = Instant::now();
+        Ok(())
+    }
+
+    async fn covered(&self, requires: &[String], region: Option<&str>) -> Coverage {
+        let offered = self.inner.offered.read().await;
+        let mut capable = false;
+        for p in self.inner.fixed.iter().chain(offered.iter()) {
+            if p.covers(requires, region) {
+                return Coverage::Yes;
+            }
+            capable |= p.covers(requires, p.region.as_deref());
+        }
+        if capable {
+            Coverage::WrongRegion
+        } else {
+            Coverage::No
+        }
+    }
+
+    /// Accepts a (capability set, region) the fleet can run, or explains why not.
+    pub async fn check(&self, requires: &[String], region: Option<&str>) -> Result<(), ErrorBody> {
+        let mut coverage = self.covered(requires, region).await;
+        if coverage != Coverage::Yes {
+            let stale = self.inner.last_read.lock().await.elapsed() >= MISS_REFRESH;
+            if stale {
+                let _ = self.refresh().await;
+                coverage = self.covered(requires, region).await;
+            }
+        }
+        match coverage {
+            Coverage::Yes => Ok(()),
+            Coverage::WrongRegion => Err(ErrorBody::new(
+                ErrorCode::UnknownRegion,
+                format!(
+                    "no agent profile with capabilities [{}] serves region {:?}",
+                    requires.join(", "),
+                    region.unwrap_or_default()
+                ),
+            )),
+            Coverage::No => Err(ErrorBody::new(
+                ErrorCode::UnknownCapability,
+                format!(
+                    "no registered agent profile offers all of [{}]; start an agent with them or declare a profile",
+                    requires.join(", ")
+                ),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Coverage {
+    Yes,
+    WrongRegion,
+    No,
+}

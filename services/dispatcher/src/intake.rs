@@ -1,0 +1,344 @@
+//! The intake pipeline: `CLAWFLEET_INTAKE` → validate → record → queue.
+//!
+//! Every dispatcher pulls from the one durable `dispatcher` consumer, so each
+//! intake message is handled by one dispatcher at a time, and an intake
+//! message is acked only once its effect is durable: the task is recorded
+//! and sitting in its queue, or it is in the dead-letter stream with its
+//! reason. A dispatcher that dies mid-way leaves the message unacked and
+//! another (or the restarted one) finishes the job.
+//!
+//! The pipeline is three ordered stages so that many tasks are in flight at
+//! once while order of arrival is kept: records are written concurrently,
+//! queue publishes are sent one after another in arrival order, and their
+//! stream acks are awaited concurrently again.
+//!
+//! Re-delivery safety: the task record remembers the intake sequence that
+//! created it. A re-delivered message finds its own record and re-publishes
+//! to the queue with the task id as `Nats-Msg-Id`, which the queue stream
+//! de-duplicates; a *different* message with a known id is a duplicate
+//! submission and is dropped (the first one stands).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer, context::PublishAckFuture, kv, AckKind};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use clawfleet_shared::api::{DlqEntry, DlqReason};
+use clawfleet_shared::events::{TaskEvent, TaskEventKind};
+use clawfleet_shared::{emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskSpec, TaskStatus};
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use ulid::Ulid;
+
+use crate::catalogue::Catalogue;
+use crate::router::Router;
+use crate::validate::{self, Bounds};
+
+/// What the intake pipeline needs.
+pub struct Intake {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) tasks: kv::Store,
+    pub(crate) catalogue: Catalogue,
+    pub(crate) router: Router,
+    pub(crate) bounds: Bounds,
+    pub(crate) wake: Arc<Notify>,
+}
+
+/// Delay before a message whose handling failed for a transient reason is retried.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+enum Step {
+    Route {
+        msg: jetstream::Message,
+        spec: TaskSpec,
+        subject: String,
+        body: Bytes,
+    },
+    Reject {
+        msg: jetstream::Message,
+        entry: DlqEntry,
+    },
+    Duplicate {
+        msg: jetstream::Message,
+        id: String,
+    },
+    Retry {
+        msg: jetstream::Message,
+        why: String,
+    },
+}
+
+enum Sent {
+    Routed {
+        msg: jetstream::Message,
+        spec: TaskSpec,
+        subject: String,
+        ack: PublishAckFuture,
+    },
+    Other(Step),
+}
+
+impl Intake {
+    /// Runs the pipeline until `cancel`, re-opening the consumer's message
+    /// stream with a back-off if it ends for any other reason.
+    pub async fn run(self: Arc<Self>, consumer: PullConsumer, concurrency: usize, cancel: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !cancel.is_cancelled() {
+            match self.clone().pipeline(&consumer, concurrency, &cancel).await {
+                Ok(()) if cancel.is_cancelled() => break,
+                Ok(()) => tracing::warn!("intake stream ended; reopening"),
+                Err(e) => tracing::warn!(error = %e, "intake stream failed; reopening"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = cancel.cancelled() => break,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn pipeline(
+        self: Arc<Self>,
+        consumer: &PullConsumer,
+        concurrency: usize,
+        cancel: &CancellationToken,
+    ) -> Result<(), jetstream::consumer::StreamError> {
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(concurrency.clamp(1, 1000))
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await?;
+        let this = self.clone();
+        let this2 = self.clone();
+        let this3 = self.clone();
+        messages
+            .take_until(cancel.clone().cancelled_owned())
+            .filter_map(|m| async move {
+                match m {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "intake consumer hiccup");
+                        None
+                    }
+                }
+            })
+            .map(move |msg| {
+                let this = this.clone();
+                async move { this.prepare(msg).await }
+            })
+            .buffered(concurrency)
+            .then(move |step| {
+                let this = this2.clone();
+                async move { this.send(step).await }
+            })
+            .map(move |sent| {
+                let this = this3.clone();
+                async move { this.finish(sent).await }
+            })
+            .buffered(concurrency)
+            .for_each(|_| async {})
+            .await;
+        Ok(())
+    }
+
+    async fn prepare(&self, msg: jetstream::Message) -> Step {
+        let (seq, published_ms) = match msg.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                (info.published.unix_timestamp_nanos() / 1_000_000) as u64,
+            ),
+            Err(e) => {
+                return Step::Retry {
+                    msg,
+                    why: format!("unreadable delivery info: {e}"),
+                }
+            }
+        };
+        let subject = msg.subject.to_string();
+        let subject_tenant = subjects::tenant_of_intake(&subject).map(str::to_string);
+        let reject = |msg, error: ErrorBody, tenant: Option<String>, id: Option<String>| {
+            let task = serde_json::from_slice(&msg_payload(&msg))
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&msg_payload(&msg)).into_owned()));
+            let tenant = tenant
+                .filter(|t| clawfleet_shared::config::is_token(t, validate::MAX_TENANT_LEN))
+                .unwrap_or_else(|| subjects::ANY.to_string());
+            Step::Reject {
+                entry: DlqEntry {
+                    reason: DlqReason::Rejected,
+                    error,
+                    id,
+                    tenant,
+                    subject: subject.clone(),
+                    task,
+                    time: timefmt::now(),
+                    seq: None,
+                },
+                msg,
+            }
+        };
+
+        let draft = match validate::parse(&msg.payload, subject_tenant.as_deref(), &self.bounds) {
+            Ok(d) => d,
+            Err(error) => return reject(msg, error, subject_tenant, None),
+        };
+        if let Err(error) = self
+            .catalogue
+            .check(&draft.spec.requires, draft.spec.region.as_deref())
+            .await
+        {
+            let (tenant, id) = (Some(draft.spec.tenant.clone()), draft.id.clone());
+            return reject(msg, error, tenant, id);
+        }
+        // An id derived from the message itself, so a re-delivery gets the same one.
+        let spec = draft.into_spec(|| Ulid::from_parts(published_ms, u128::from(seq)).to_string());
+        if let Err(e) = self.router.ensure(spec.region.as_deref(), &spec.requires).await {
+            return Step::Retry { msg, why: e.to_string() };
+        }
+        let queue = subjects::queue(spec.priority, spec.region.as_deref(), &spec.requires);
+        let body: Bytes = match serde_json::to_vec(&spec) {
+            Ok(b) => b.into(),
+            Err(e) => return Step::Retry { msg, why: e.to_string() },
+        };
+        let record = TaskRecord {
+            spec,
+            status: TaskStatus::Queued,
+            queue: queue.clone(),
+            intake_seq: seq,
+            attempts: Vec::new(),
+            result: None,
+            error: None,
+            finished_at: None,
+        };
+        let record_bytes = serde_json::to_vec(&record).expect("task record encodes");
+        match self.tasks.create(&record.spec.id, record_bytes.into()).await {
+            Ok(_) => Step::Route {
+                msg,
+                spec: record.spec,
+                subject: queue,
+                body,
+            },
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                self.known_id(msg, record, queue, body, seq).await
+            }
+            Err(e) => Step::Retry {
+                msg,
+                why: format!("while recording task: {e}"),
+            },
+        }
+    }
+
+    /// The id already has a record: finish our own half-done routing, refuse
+    /// another tenant's id, or drop a duplicate submission.
+    async fn known_id(&self, msg: jetstream::Message, new: TaskRecord, queue: String, body: Bytes, seq: u64) -> Step {
+        let id = new.spec.id.clone();
+        let existing = match self.tasks.get(&id).await {
+            Ok(Some(bytes)) => serde_json::from_slice::<TaskRecord>(&bytes).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                return Step::Retry {
+                    msg,
+                    why: format!("while reading task {id}: {e}"),
+                }
+            }
+        };
+        let Some(existing) = existing else {
+            return Step::Retry { msg, why: format!("task {id} vanished while being created") };
+        };
+        if existing.spec.tenant != new.spec.tenant {
+            let error = ErrorBody::new(ErrorCode::IdConflict, format!("id {id:?} is already used by another tenant"));
+            let entry = DlqEntry {
+                reason: DlqReason::Rejected,
+                error,
+                id: Some(id),
+                tenant: new.spec.tenant.clone(),
+                subject: msg.subject.to_string(),
+                task: serde_json::to_value(&new.spec).unwrap_or_default(),
+                time: timefmt::now(),
+                seq: None,
+            };
+            return Step::Reject { msg, entry };
+        }
+        if existing.intake_seq == seq && existing.status == TaskStatus::Queued && existing.attempts.is_empty() {
+            return Step::Route { msg, spec: existing.spec, subject: queue, body };
+        }
+        Step::Duplicate { msg, id }
+    }
+
+    async fn send(&self, step: Step) -> Sent {
+        let Step::Route { msg, spec, subject, body } = step else {
+            return Sent::Other(step);
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", spec.id.as_str());
+        match self.js.publish_with_headers(subject.clone(), headers, body).await {
+            Ok(ack) => Sent::Routed { msg, spec, subject, ack },
+            Err(e) => Sent::Other(Step::Retry {
+                msg,
+                why: format!("while queueing task {}: {e}", spec.id),
+            }),
+        }
+    }
+
+    async fn finish(&self, sent: Sent) {
+        match sent {
+            Sent::Routed { msg, spec, subject, ack } => match ack.await {
+                Ok(_) => {
+                    ack_or_log(&msg, AckKind::Ack).await;
+                    self.wake.notify_one();
+                    let mut event = TaskEvent::new(TaskEventKind::Queued, Some(spec.id.clone()), &spec.tenant);
+                    event.priority = Some(spec.priority);
+                    event.queue = Some(subject);
+                    emit::task_event(&self.client, &event).await;
+                    tracing::debug!(task_id = %spec.id, tenant = %spec.tenant, "task queued");
+                }
+                Err(e) => {
+                    tracing::warn!(task_id = %spec.id, error = %e, "queue did not take task; will retry");
+                    ack_or_log(&msg, AckKind::Nak(Some(RETRY_DELAY))).await;
+                }
+            },
+            Sent::Other(Step::Reject { msg, entry }) => {
+                match emit::dead_letter(&self.js, &entry).await {
+                    Ok(()) => {
+                        tracing::info!(tenant = %entry.tenant, code = %entry.error.code, "task rejected: {}", entry.error.message);
+                        let mut event = TaskEvent::new(TaskEventKind::Rejected, entry.id.clone(), &entry.tenant);
+                        event.error = Some(entry.error);
+                        emit::task_event(&self.client, &event).await;
+                        ack_or_log(&msg, AckKind::Ack).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not dead-letter a rejected task; will retry");
+                        ack_or_log(&msg, AckKind::Nak(Some(RETRY_DELAY))).await;
+                    }
+                }
+            }
+            Sent::Other(Step::Duplicate { msg, id }) => {
+                tracing::info!(task_id = %id, "duplicate submission ignored; the first one stands");
+                ack_or_log(&msg, AckKind::Ack).await;
+            }
+            Sent::Other(Step::Retry { msg, why }) => {
+                tracing::warn!(%why, "intake message will be retried");
+                ack_or_log(&msg, AckKind::Nak(Some(RETRY_DELAY))).await;
+            }
+            Sent::Other(Step::Route { msg, .. }) => {
+                // `send` turns every Route into Routed or Retry.
+                ack_or_log(&msg, AckKind::Nak(Some(RETRY_DELAY))).await;
+            }
+        }
+    }
+}
+
+fn msg_payload(msg: &jetstream::Message) -> Bytes {
+    msg.payload.clone()
+}
+
+async fn ack_or_log(msg: &jetstream::Message, kind: AckKind) {
+    if let Err(e) = msg.ack_with(kind).await {
+        // The message comes back after its ack wait; handling is idempotent.
+        tracing::warn!(error = %e, "could not acknowledge intake message");
+    }
+}

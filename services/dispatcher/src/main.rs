@@ -1,0 +1,58 @@
+//! `clawfleet-dispatcher`: see the library docs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use clawfleet_dispatcher::Config;
+use serde::Serialize;
+
+#[derive(Parser, Serialize)]
+#[command(version, about = "clawfleet dispatcher: validates and routes tasks")]
+struct Args {
+    /// TOML config file.
+    #[arg(long, env = "CLAWFLEET_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// NATS server URL.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_url: Option<String>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    print_config: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config: Config = match clawfleet_shared::config::load(args.config.as_deref(), &args) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if args.print_config {
+        return match toml_string(&config) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    clawfleet_shared::telemetry::init("dispatcher");
+    let shutdown = clawfleet_shared::signals::shutdown_on_signal();
+    match clawfleet_dispatcher::run(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn toml_string<T: Serialize>(value: &T) -> Result<String, String> {
+    serde_json::to_string_pretty(value).map_err(|e| e.to_string())
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("clawfleet-dispatcher: {e}");
+    ExitCode::FAILURE
+}

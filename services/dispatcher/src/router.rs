@@ -1,0 +1,104 @@
+//! Queues: one per (priority, region, required-capability set).
+//!
+//! The first time a dispatcher routes to a (region, capability set) it
+//! creates that set's four durable consumers (one per priority) and registers
+//! it in the queue registry bucket, where agents discover the queues they can
+//! serve. Each queue subject has exactly one consumer, so a task is delivered
+//! to one agent at a time no matter how many agents share the queue.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv};
+use clawfleet_shared::agent::QueueEntry;
+use clawfleet_shared::{subjects, Priority};
+
+/// Errors while creating a queue.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// A consumer could not be created.
+    #[error("while creating queue consumer {name}: {source}")]
+    Consumer {
+        /// Consumer name.
+        name: String,
+        /// Cause.
+        source: jetstream::stream::ConsumerError,
+    },
+    /// The queue could not be registered.
+    #[error("while registering queue {key}: {source}")]
+    Register {
+        /// Queue key.
+        key: String,
+        /// Cause.
+        source: kv::PutError,
+    },
+    /// The queue stream is missing.
+    #[error("while opening the queue stream: {0}")]
+    Stream(#[from] jetstream::context::GetStreamError),
+}
+
+/// Creates queues on first use and remembers which exist.
+#[derive(Clone)]
+pub struct Router {
+    js: jetstream::Context,
+    registry: kv::Store,
+    ack_wait: Duration,
+    known: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Router {
+    /// A router creating consumers with the given ack wait.
+    pub fn new(js: jetstream::Context, registry: kv::Store, ack_wait: Duration) -> Self {
+        Self {
+            js,
+            registry,
+            ack_wait,
+            known: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    /// Makes sure the queues for (region, requires) exist; cheap after the first call.
+    pub async fn ensure(&self, region: Option<&str>, requires: &[String]) -> Result<(), RouterError> {
+        let key = subjects::queue_key(region, requires);
+        if self.known.lock().expect("router lock").contains(&key) {
+            return Ok(());
+        }
+        let stream = self.js.get_stream_no_info(subjects::STREAM_QUEUE).await?;
+        for priority in Priority::ALL {
+            let name = subjects::queue_consumer(priority, &key);
+            let config = consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                description: Some(format!(
+                    "clawfleet queue {}",
+                    subjects::queue(priority, region, requires)
+                )),
+                filter_subject: subjects::queue(priority, region, requires),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.ack_wait,
+                max_deliver: -1,
+                // Agents bound their own concurrency; this only caps the damage of a bug.
+                max_ack_pending: 100_000,
+                max_waiting: 4096,
+                ..Default::default()
+            };
+            stream
+                .create_consumer(config)
+                .await
+                .map_err(|source| RouterError::Consumer { name, source })?;
+        }
+        let entry = QueueEntry {
+            key: key.clone(),
+            requires: requires.to_vec(),
+            region: region.map(str::to_string),
+        };
+        let bytes = serde_json::to_vec(&entry).expect("queue entry encodes");
+        self.registry
+            .put(&key, bytes.into())
+            .await
+            .map_err(|source| RouterError::Register { key: key.clone(), source })?;
+        tracing::info!(queue = %key, ?region, ?requires, "queue created");
+        self.known.lock().expect("router lock").insert(key);
+        Ok(())
+    }
+}

@@ -1,0 +1,388 @@
+//! Turning a submitted body into a [`TaskSpec`], or a precise error.
+//!
+//! Validation is strict on purpose: an unknown field is usually a typo whose
+//! silent acceptance would change what runs (`"priorty": "critical"`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clawfleet_shared::config::is_token;
+use clawfleet_shared::task::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT};
+use clawfleet_shared::timefmt;
+use clawfleet_shared::{ErrorBody, ErrorCode, Priority, TaskSpec};
+use serde_json::{Map, Value};
+
+/// Longest task id.
+pub const MAX_ID_LEN: usize = 64;
+/// Longest tenant name.
+pub const MAX_TENANT_LEN: usize = 64;
+/// Longest capability or region name.
+pub const MAX_NAME_LEN: usize = 32;
+/// Most capabilities a task may require.
+pub const MAX_REQUIRES: usize = 16;
+/// Most labels a task may carry.
+pub const MAX_LABELS: usize = 32;
+/// Shortest allowed task timeout.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+
+const FIELDS: [&str; 10] = [
+    "id",
+    "tenant",
+    "priority",
+    "requires",
+    "region",
+    "payload",
+    "timeout",
+    "max_attempts",
+    "labels",
+    "submitted_at",
+];
+
+/// Bounds that come from the dispatcher's config.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Largest payload, in bytes of its JSON encoding.
+    pub max_payload_bytes: usize,
+    /// Largest `max_attempts`.
+    pub max_attempts: u32,
+    /// Longest `timeout`.
+    pub max_timeout: Duration,
+}
+
+/// A validated task whose id may still have to be assigned.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The submitter's idempotency key, if any.
+    pub id: Option<String>,
+    /// The task; `spec.id` is empty until [`Draft::into_spec`].
+    pub spec: TaskSpec,
+}
+
+impl Draft {
+    /// Completes the task with its id (the submitter's, or `generated`).
+    pub fn into_spec(self, generated: impl FnOnce() -> String) -> TaskSpec {
+        let mut spec = self.spec;
+        spec.id = self.id.unwrap_or_else(generated);
+        spec
+    }
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, message)
+}
+
+/// Validates a submitted body. `subject_tenant` is the tenant token of an
+/// intake subject (`clawfleet.intake.<tenant>`); a body tenant must match it.
+pub fn parse(body: &[u8], subject_tenant: Option<&str>, bounds: &Bounds) -> Result<Draft, ErrorBody> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| err(ErrorCode::InvalidJson, format!("body is not valid JSON: {e}")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(err(ErrorCode::InvalidTask, "a task must be a JSON object"));
+    };
+    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(err(
+            ErrorCode::UnknownField,
+            format!("unknown field {unknown:?}; known fields: {}", FIELDS.join(", ")),
+        ));
+    }
+
+    let tenant = tenant(&mut obj, subject_tenant)?;
+    let id = id(obj.remove("id"))?;
+    let priority = match obj.remove("priority") {
+        None | Some(Value::Null) => Priority::default(),
+        Some(Value::String(s)) => s
+            .parse()
+            .map_err(|m: String| err(ErrorCode::InvalidPriority, m))?,
+        Some(other) => {
+            return Err(err(
+                ErrorCode::InvalidPriority,
+                format!("priority must be a string, got {other}"),
+            ))
+        }
+    };
+    let requires = requires(obj.remove("requires"))?;
+    let region = match obj.remove("region") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if is_token(&s, MAX_NAME_LEN) => Some(s),
+        Some(other) => {
+            return Err(err(
+                ErrorCode::InvalidRegion,
+                format!("region must match [a-z0-9][a-z0-9_-]{{0,31}}, got {other}"),
+            ))
+        }
+    };
+    let payload = obj.remove("payload").unwrap_or(Value::Null);
+    // The whole body bounds the payload, so only a large body needs measuring.
+    if body.len() > bounds.max_payload_bytes {
+        let size = serde_json::to_vec(&payload).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > bounds.max_payload_bytes {
+            return Err(err(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "payload is {size} bytes; the limit is {} bytes",
+                    bounds.max_payload_bytes
+                ),
+            ));
+        }
+    }
+    let timeout = timeout(obj.remove("timeout"), bounds)?;
+    let max_attempts = match obj.remove("max_attempts") {
+        None | Some(Value::Null) => DEFAULT_MAX_ATTEMPTS,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v >= 1 && v <= u64::from(bounds.max_attempts) => v as u32,
+            _ => {
+                return Err(err(
+                    ErrorCode::InvalidMaxAttempts,
+                    format!("max_attempts must be between 1 and {}, got {n}", bounds.max_attempts),
+                ))
+            }
+        },
+        Some(other) => {
+            return Err(err(
+                ErrorCode::InvalidMaxAttempts,
+                format!("max_attempts must be a number, got {other}"),
+            ))
+        }
+    };
+    let labels = labels(obj.remove("labels"))?;
+    let submitted_at = match obj.remove("submitted_at") {
+        None | Some(Value::Null) => timefmt::now(),
+        Some(Value::String(s)) => {
+            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| err(ErrorCode::InvalidTask, format!("submitted_at is not RFC 3339: {e}")))?
+        }
+        Some(other) => {
+            return Err(err(
+                ErrorCode::InvalidTask,
+                format!("submitted_at must be an RFC 3339 string, got {other}"),
+            ))
+        }
+    };
+
+    Ok(Draft {
+        id,
+        spec: TaskSpec {
+            id: String::new(),
+            tenant,
+            priority,
+            requires,
+            region,
+            payload,
+            timeout,
+            max_attempts,
+            labels,
+            submitted_at,
+        },
+    })
+}
+
+fn tenant(obj: &mut Map<String, Value>, subject_tenant: Option<&str>) -> Result<String, ErrorBody> {
+    let body_tenant = match obj.remove("tenant") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => {
+            return Err(err(
+                ErrorCode::InvalidTenant,
+                format!("tenant must be a string, got {other}"),
+            ))
+        }
+    };
+    let tenant = match (body_tenant, subject_tenant) {
+        (None, None) => return Err(err(ErrorCode::MissingTenant, "the task has no tenant")),
+        (Some(b), Some(s)) if b != s => {
+            return Err(err(
+                ErrorCode::TenantMismatch,
+                format!("body tenant {b:?} differs from subject tenant {s:?}"),
+            ))
+        }
+        (Some(t), _) => t,
+        (None, Some(s)) => s.to_string(),
+    };
+    if !is_token(&tenant, MAX_TENANT_LEN) {
+        return Err(err(
+            ErrorCode::InvalidTenant,
+            format!("tenant must match [a-z0-9][a-z0-9_-]{{0,63}}, got {tenant:?}"),
+        ));
+    }
+    Ok(tenant)
+}
+
+fn id(value: Option<Value>) -> Result<Option<String>, ErrorBody> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            if s.len() > MAX_ID_LEN {
+                Err(err(
+                    ErrorCode::IdTooLong,
+                    format!("id is {} characters; the limit is {MAX_ID_LEN}", s.len()),
+                ))
+            } else if s.is_empty()
+                || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                Err(err(
+                    ErrorCode::InvalidId,
+                    format!("id must match [A-Za-z0-9_-]+, got {s:?}"),
+                ))
+            } else {
+                Ok(Some(s))
+            }
+        }
+        Some(other) => Err(err(ErrorCode::InvalidId, format!("id must be a string, got {other}"))),
+    }
+}
+
+fn requires(value: Option<Value>) -> Result<Vec<String>, ErrorBody> {
+    let items = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(err(
+                ErrorCode::InvalidCapability,
+                format!("requires must be a list of capability names, got {other}"),
+            ))
+        }
+    };
+    if items.len() > MAX_REQUIRES {
+        return Err(err(
+            ErrorCode::InvalidCapability,
+            format!("at most {MAX_REQUIRES} capabilities may be required, got {}", items.len()),
+        ));
+    }
+    let mut caps = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::String(s) if is_token(&s, MAX_NAME_LEN) => caps.push(s),
+            other => {
+                return Err(err(
+                    ErrorCode::InvalidCapability,
+                    format!("capability names must match [a-z0-9][a-z0-9_-]{{0,31}}, got {other}"),
+                ))
+            }
+        }
+    }
+    caps.sort();
+    caps.dedup();
+    Ok(caps)
+}
+
+fn timeout(value: Option<Value>, bounds: &Bounds) -> Result<Duration, ErrorBody> {
+    let timeout = match value {
+        None | Some(Value::Null) => return Ok(DEFAULT_TIMEOUT),
+        Some(Value::String(s)) => humantime::parse_duration(&s).map_err(|e| {
+            err(
+                ErrorCode::InvalidTimeout,
+                format!("timeout {s:?} is not a duration like \"30s\" or \"5m\": {e}"),
+            )
+        })?,
+        Some(other) => {
+            return Err(err(
+                ErrorCode::InvalidTimeout,
+                format!("timeout must be a duration string like \"30s\", got {other}"),
+            ))
+        }
+    };
+    if timeout < MIN_TIMEOUT || timeout > bounds.max_timeout {
+        return Err(err(
+            ErrorCode::InvalidTimeout,
+            format!(
+                "timeout must be between {} and {}",
+                humantime::format_duration(MIN_TIMEOUT),
+                humantime::format_duration(bounds.max_timeout)
+            ),
+        ));
+    }
+    Ok(timeout)
+}
+
+fn labels(value: Option<Value>) -> Result<BTreeMap<String, String>, ErrorBody> {
+    let obj = match value {
+        None | Some(Value::Null) => return Ok(BTreeMap::new()),
+        Some(Value::Object(obj)) => obj,
+        Some(other) => {
+            return Err(err(
+                ErrorCode::InvalidLabels,
+                format!("labels must be an object of strings, got {other}"),
+            ))
+        }
+    };
+    if obj.len() > MAX_LABELS {
+        return Err(err(
+            ErrorCode::InvalidLabels,
+            format!("at most {MAX_LABELS} labels, got {}", obj.len()),
+        ));
+    }
+    let mut labels = BTreeMap::new();
+    for (k, v) in obj {
+        match v {
+            Value::String(v) if !k.is_empty() && k.len() <= 64 && v.len() <= 256 => {
+                labels.insert(k, v);
+            }
+            _ => {
+                return Err(err(
+                    ErrorCode::InvalidLabels,
+                    format!("label {k:?} must be a string of at most 256 bytes with a key of 1-64 bytes"),
+                ))
+            }
+        }
+    }
+    Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUNDS: Bounds = Bounds {
+        max_payload_bytes: 1024,
+        max_attempts: 10,
+        max_timeout: Duration::from_secs(3600),
+    };
+
+    fn code(body: &str) -> ErrorCode {
+        parse(body.as_bytes(), None, &BOUNDS).unwrap_err().code
+    }
+
+    #[test]
+    fn a_minimal_task_gets_defaults() {
+        let draft = parse(br#"{"tenant":"acme"}"#, None, &BOUNDS).unwrap();
+        assert_eq!(draft.id, None);
+        assert_eq!(draft.spec.priority, Priority::Normal);
+        assert_eq!(draft.spec.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(draft.spec.max_attempts, DEFAULT_MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn requirements_are_sorted_and_deduplicated() {
+        let draft = parse(br#"{"tenant":"a","requires":["web","code","web"]}"#, None, &BOUNDS).unwrap();
+        assert_eq!(draft.spec.requires, vec!["code", "web"]);
+    }
+
+    #[test]
+    fn each_kind_of_bad_input_has_its_own_code() {
+        assert_eq!(code("nope"), ErrorCode::InvalidJson);
+        assert_eq!(code("[1]"), ErrorCode::InvalidTask);
+        assert_eq!(code(r#"{"tenant":"a","priorty":"low"}"#), ErrorCode::UnknownField);
+        assert_eq!(code(r#"{"payload":1}"#), ErrorCode::MissingTenant);
+        assert_eq!(code(r#"{"tenant":"A B"}"#), ErrorCode::InvalidTenant);
+        assert_eq!(code(r#"{"tenant":"a","priority":"urgent"}"#), ErrorCode::InvalidPriority);
+        assert_eq!(code(r#"{"tenant":"a","timeout":"soon"}"#), ErrorCode::InvalidTimeout);
+        assert_eq!(code(r#"{"tenant":"a","timeout":"100d"}"#), ErrorCode::InvalidTimeout);
+        assert_eq!(code(r#"{"tenant":"a","max_attempts":0}"#), ErrorCode::InvalidMaxAttempts);
+        assert_eq!(code(r#"{"tenant":"a","requires":["Bad Cap"]}"#), ErrorCode::InvalidCapability);
+        assert_eq!(code(r#"{"tenant":"a","region":"EU"}"#), ErrorCode::InvalidRegion);
+        assert_eq!(code(r#"{"tenant":"a","labels":{"k":1}}"#), ErrorCode::InvalidLabels);
+        assert_eq!(code(r#"{"tenant":"a","id":"a.b"}"#), ErrorCode::InvalidId);
+        let long = format!(r#"{{"tenant":"a","id":"{}"}}"#, "x".repeat(65));
+        assert_eq!(code(&long), ErrorCode::IdTooLong);
+        let big = format!(r#"{{"tenant":"a","payload":"{}"}}"#, "x".repeat(2000));
+        assert_eq!(code(&big), ErrorCode::PayloadTooLarge);
+    }
+
+    #[test]
+    fn the_subject_tenant_fills_in_and_must_match() {
+        let draft = parse(b"{}", Some("acme"), &BOUNDS).unwrap();
+        assert_eq!(draft.spec.tenant, "acme");
+        let e = parse(br#"{"tenant":"other"}"#, Some("acme"), &BOUNDS).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TenantMismatch);
+    }
+}

@@ -1,0 +1,44 @@
+//! Test support: a real `nats-server` per test and polling helpers.
+//!
+//! Every test gets its own server on a free loopback port with its own
+//! temporary store, so tests run in parallel without sharing state. Nothing
+//! here mocks NATS.
+
+mod server;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use server::{nats_server_binary, NatsServer};
+
+/// Installs a test subscriber when `TEST_LOG=1`; tests are silent otherwise.
+pub fn init_tracing() {
+    if std::env::var_os("TEST_LOG").is_some_and(|v| v == "1") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what`
+/// after `timeout`. Tests wait with this, never with a bare sleep.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
