@@ -1,0 +1,123 @@
+//! Executors run one task attempt each. The agent runtime owns everything
+//! else (pulling, acks, retries, records); an executor only turns a payload
+//! into a result or an error.
+//!
+//! The trait is shaped for the executors to come (an OpenClaw gateway in
+//! particular): a health probe the agent can report, cancellation through a
+//! token, and usage (tokens, model) for cost tracking.
+
+mod command;
+mod sim;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use clawfleet_shared::{ErrorCode, TaskSpec};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub use command::CommandExecutor;
+pub use sim::SimExecutor;
+
+use crate::config::ExecutorConfig;
+
+/// Context of one attempt.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// 1-based attempt number.
+    pub number: u32,
+    /// Fires when the attempt must stop (agent shutting down). The runtime
+    /// also drops the future at the task's timeout, so executors that hold
+    /// external resources must release them on drop (e.g. `kill_on_drop`).
+    pub cancel: CancellationToken,
+}
+
+/// What a successful attempt produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    /// The result, published on `clawfleet.results.<tenant>.<id>`.
+    pub result: Value,
+    /// Resource usage, when the executor knows it.
+    pub usage: Option<Usage>,
+}
+
+/// Resource usage of an attempt (for cost tracking).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Input tokens.
+    pub tokens_in: u64,
+    /// Output tokens.
+    pub tokens_out: u64,
+    /// Model that served the attempt.
+    pub model: Option<String>,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExecError {
+    /// Worth another attempt (possibly on another agent).
+    #[error("{0}")]
+    Retryable(String),
+    /// Will fail however often it is tried (bad payload, unsupported operation).
+    #[error("{0}")]
+    Fatal(String),
+    /// Stopped because the agent is shutting down.
+    #[error("the agent stopped before the attempt finished")]
+    Cancelled,
+}
+
+impl ExecError {
+    /// The wire error code of this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ExecError::Retryable(_) => ErrorCode::ExecutorFailed,
+            ExecError::Fatal(_) => ErrorCode::ExecutorRejected,
+            ExecError::Cancelled => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// Health of an executor as the agent last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Ready for work.
+    Ready,
+    /// Alive but not ready (starting, overloaded).
+    NotReady,
+    /// Not working.
+    Down,
+}
+
+/// Runs task attempts.
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Short name, reported in the agent registration (`sim`, `command`).
+    fn kind(&self) -> &'static str;
+
+    /// Runs one attempt.
+    async fn run(&self, task: &TaskSpec, attempt: &Attempt) -> Result<Output, ExecError>;
+
+    /// Probes the executor.
+    async fn health(&self) -> Health {
+        Health::Ready
+    }
+}
+
+/// Builds the executor a config asks for.
+pub fn build(config: &ExecutorConfig) -> Arc<dyn Executor> {
+    match config {
+        ExecutorConfig::Sim => Arc::new(SimExecutor),
+        ExecutorConfig::Command { program, args } => Arc::new(CommandExecutor::new(program.clone(), args.clone())),
+    }
+}
+
+/// Sleeps unless cancelled first.
+pub(crate) async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> Result<(), ExecError> {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => Ok(()),
+        _ = cancel.cancelled() => Err(ExecError::Cancelled),
+    }
+}

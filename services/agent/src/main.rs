@@ -1,0 +1,65 @@
+//! `clawfleet-agent`: see the library docs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use clawfleet_agent::Config;
+use serde::Serialize;
+
+#[derive(Parser, Serialize)]
+#[command(version, about = "clawfleet agent: pulls and runs tasks beside one executor")]
+struct Args {
+    /// TOML config file.
+    #[arg(long, env = "CLAWFLEET_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// NATS server URL.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_url: Option<String>,
+    /// Agent id.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_id: Option<String>,
+    /// Capabilities, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capabilities: Option<Vec<String>>,
+    /// Region.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
+    /// Tasks run at once at most.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_concurrency: Option<u32>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    print_config: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config: Config = match clawfleet_shared::config::load(args.config.as_deref(), &args) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if args.print_config {
+        println!("{}", serde_json::to_string_pretty(&config).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    clawfleet_shared::telemetry::init("agent");
+    let shutdown = clawfleet_shared::signals::shutdown_on_signal();
+    match clawfleet_agent::run(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("clawfleet-agent: {e}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,105 @@
+//! Which queues this agent may pull from.
+//!
+//! The dispatchers register every (region, capability set) they route to
+//! in the queue registry bucket; this module watches it and keeps, per
+//! priority, the consumers of the queues whose requirements this agent
+//! meets. An agent never even looks at a queue it may not serve, which is
+//! how capability and residency routing are enforced.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer, kv};
+use clawfleet_shared::agent::QueueEntry;
+use clawfleet_shared::{subjects, Priority};
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// The queues this agent serves, most urgent priority first.
+#[derive(Default)]
+pub struct Eligible {
+    /// Index = position in [`Priority::ALL`].
+    pub by_priority: [Vec<PullConsumer>; 4],
+    /// Keys already attached.
+    keys: Vec<String>,
+}
+
+/// Shared, live view of [`Eligible`].
+pub type SharedEligible = Arc<RwLock<Eligible>>;
+
+/// Watches the queue registry until `cancel`, attaching to every queue this
+/// agent can serve and poking `changed` when one is added.
+pub async fn watch(
+    js: jetstream::Context,
+    registry: kv::Store,
+    capabilities: Vec<String>,
+    region: Option<String>,
+    eligible: SharedEligible,
+    changed: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !cancel.is_cancelled() {
+        let mut watch = match registry.watch_all().await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the queue registry; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        loop {
+            let entry = tokio::select! {
+                e = watch.next() => e,
+                _ = cancel.cancelled() => return,
+            };
+            let Some(entry) = entry else { break };
+            let Ok(entry) = entry else { break };
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            let Ok(queue) = serde_json::from_slice::<QueueEntry>(&entry.value) else {
+                tracing::warn!(key = %entry.key, "ignoring unreadable queue registration");
+                continue;
+            };
+            if !queue.servable_by(&capabilities, region.as_deref()) {
+                continue;
+            }
+            if eligible.read().expect("eligible lock").keys.contains(&queue.key) {
+                continue;
+            }
+            match attach(&js, &queue).await {
+                Ok(consumers) => {
+                    let mut e = eligible.write().expect("eligible lock");
+                    for (i, c) in consumers.into_iter().enumerate() {
+                        e.by_priority[i].push(c);
+                    }
+                    e.keys.push(queue.key.clone());
+                    drop(e);
+                    tracing::info!(queue = %queue.key, requires = ?queue.requires, region = ?queue.region, "serving queue");
+                    changed.notify_one();
+                }
+                Err(e) => tracing::warn!(queue = %queue.key, error = %e, "could not attach to queue"),
+            }
+        }
+    }
+}
+
+async fn attach(js: &jetstream::Context, queue: &QueueEntry) -> Result<Vec<PullConsumer>, String> {
+    let stream = js
+        .get_stream_no_info(subjects::STREAM_QUEUE)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut consumers = Vec::with_capacity(4);
+    for priority in Priority::ALL {
+        let name = subjects::queue_consumer(priority, &queue.key);
+        let consumer: PullConsumer = stream.get_consumer(&name).await.map_err(|e| e.to_string())?;
+        consumers.push(consumer);
+    }
+    Ok(consumers)
+}
