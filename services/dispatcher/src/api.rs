@@ -145,8 +145,11 @@ impl Api {
         }
         let spec = draft.into_spec(|| Ulid::new().to_string());
         let body = serde_json::to_vec(&spec).expect("task encodes");
+        // Scoped by tenant so that another tenant's in-flight submission of the
+        // same id is never answered with this tenant's task (the intake
+        // pipeline then refuses it with `id_conflict`).
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", spec.id.as_str());
+        headers.insert("Nats-Msg-Id", format!("{}/{}", spec.tenant, spec.id).as_str());
         let ack = self
             .js
             .publish_with_headers(subjects::intake(&spec.tenant), headers, body.into())

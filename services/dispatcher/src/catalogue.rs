@@ -8,6 +8,7 @@
 //!
 //! The catalogue is a cache refreshed every [`REFRESH`] and, on a miss, read
 //! again before saying no, so an agent that has just joined is honoured.
+//! Concurrent misses share one re-read.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,12 +18,9 @@ use clawfleet_shared::agent::ProfileEntry;
 use clawfleet_shared::{ErrorBody, ErrorCode};
 use futures::TryStreamExt;
 use tokio::sync::{Mutex, RwLock};
-use tokio::time::Instant;
 
 /// How often the cache is refreshed in the background.
 pub const REFRESH: Duration = Duration::from_secs(2);
-/// A miss re-reads the bucket at most this often.
-const MISS_REFRESH: Duration = Duration::from_millis(100);
 
 /// The capability catalogue.
 #[derive(Clone)]
@@ -34,7 +32,8 @@ struct Inner {
     bucket: kv::Store,
     fixed: Vec<ProfileEntry>,
     offered: RwLock<Vec<ProfileEntry>>,
-    last_read: Mutex<Instant>,
+    /// Number of completed reads; guarded so that re-reads are serialised.
+    reads: Mutex<u64>,
 }
 
 impl Catalogue {
@@ -45,20 +44,25 @@ impl Catalogue {
                 bucket,
                 fixed,
                 offered: RwLock::new(Vec::new()),
-                last_read: Mutex::new(Instant::now() - REFRESH),
+                reads: Mutex::new(0),
             }),
         }
     }
 
     /// Re-reads the profiles bucket.
-    pub async fn refresh(&self) -> Result<(), kv::WatchError> {
-        let mut last = self.inner.last_read.lock().await;
+    pub async fn refresh(&self) {
+        let mut reads = self.inner.reads.lock().await;
+        self.read_bucket().await;
+        *reads += 1;
+    }
+
+    async fn read_bucket(&self) {
         let mut offered = Vec::new();
         let mut keys = match self.inner.bucket.keys().await {
             Ok(keys) => keys,
             Err(e) => {
                 tracing::warn!(error = %e, "could not list capability profiles");
-                return Ok(());
+                return;
             }
         };
         while let Ok(Some(key)) = keys.try_next().await {
@@ -70,8 +74,6 @@ impl Catalogue {
             }
         }
         *self.inner.offered.write().await = offered;
-        *last = Instant::now();
-        Ok(())
     }
 
     async fn covered(&self, requires: &[String], region: Option<&str>) -> Coverage {
@@ -92,13 +94,17 @@ impl Catalogue {
 
     /// Accepts a (capability set, region) the fleet can run, or explains why not.
     pub async fn check(&self, requires: &[String], region: Option<&str>) -> Result<(), ErrorBody> {
+        let seen = *self.inner.reads.lock().await;
         let mut coverage = self.covered(requires, region).await;
         if coverage != Coverage::Yes {
-            let stale = self.inner.last_read.lock().await.elapsed() >= MISS_REFRESH;
-            if stale {
-                let _ = self.refresh().await;
-                coverage = self.covered(requires, region).await;
+            let mut reads = self.inner.reads.lock().await;
+            // Someone else re-read after our miss: their view is fresh enough.
+            if *reads == seen {
+                self.read_bucket().await;
+                *reads += 1;
             }
+            drop(reads);
+            coverage = self.covered(requires, region).await;
         }
         match coverage {
             Coverage::Yes => Ok(()),

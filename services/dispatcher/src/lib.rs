@@ -102,7 +102,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .map_err(|e| DispatcherError::Consumer(e.to_string()))?;
 
     let catalogue = catalogue::Catalogue::new(topo.profiles.clone(), config.static_profiles());
-    let _ = catalogue.refresh().await;
+    catalogue.refresh().await;
     let router = router::Router::new(js.clone(), topo.queues.clone(), config.task_ack_wait);
     let wake = Arc::new(Notify::new());
 
@@ -152,7 +152,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 async fn refresh_catalogue(catalogue: catalogue::Catalogue, cancel: CancellationToken) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(catalogue::REFRESH) => { let _ = catalogue.refresh().await; }
+            _ = tokio::time::sleep(catalogue::REFRESH) => { catalogue.refresh().await; }
             _ = cancel.cancelled() => return,
         }
     }

@@ -4,12 +4,15 @@
 //! temporary store, so tests run in parallel without sharing state. Nothing
 //! here mocks NATS.
 
+pub mod client;
 mod server;
+mod services;
 
 use std::future::Future;
 use std::time::Duration;
 
 pub use server::{nats_server_binary, NatsServer};
+pub use services::{agent_config, dispatcher_config, start_agent, start_dispatcher, Service};
 
 /// Installs a test subscriber when `TEST_LOG=1`; tests are silent otherwise.
 pub fn init_tracing() {

@@ -1,0 +1,62 @@
+//! Client-side helpers: what a user of the public subjects would do.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use clawfleet_shared::api::{ApiReply, SubmitReply, TaskGetRequest};
+use clawfleet_shared::{subjects, ErrorBody, TaskRecord};
+use serde_json::Value;
+
+/// Submits a task by request/reply.
+pub async fn submit(client: &async_nats::Client, task: &Value) -> Result<SubmitReply, ErrorBody> {
+    request(client, subjects::API_SUBMIT, serde_json::to_vec(task).unwrap()).await
+}
+
+/// Submits raw bytes by request/reply.
+pub async fn submit_raw(client: &async_nats::Client, body: Vec<u8>) -> Result<SubmitReply, ErrorBody> {
+    request(client, subjects::API_SUBMIT, body).await
+}
+
+/// Sends a request and decodes the reply.
+pub async fn request<T: serde::de::DeserializeOwned>(
+    client: &async_nats::Client,
+    subject: &str,
+    body: Vec<u8>,
+) -> Result<T, ErrorBody> {
+    let reply = tokio::time::timeout(Duration::from_secs(10), client.request(subject.to_string(), body.into()))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    serde_json::from_slice::<ApiReply<T>>(&reply.payload)
+        .unwrap_or_else(|e| panic!("undecodable reply {:?}: {e}", String::from_utf8_lossy(&reply.payload)))
+        .into_result()
+}
+
+/// Reads a task record; `None` when not found.
+pub async fn task_get(client: &async_nats::Client, id: &str) -> Option<TaskRecord> {
+    let req = TaskGetRequest { id: id.to_string(), tenant: None };
+    request(client, subjects::API_TASK_GET, serde_json::to_vec(&req).unwrap()).await.ok()
+}
+
+/// Publishes a task to `clawfleet.intake.<tenant>` and waits for the stream's ack.
+pub async fn publish_intake(js: &jetstream::Context, tenant: &str, body: Vec<u8>) {
+    js.publish(subjects::intake(tenant), body.into())
+        .await
+        .expect("publish intake")
+        .await
+        .expect("intake ack");
+}
+
+/// Polls until the task's record is final.
+pub async fn wait_final(client: &async_nats::Client, id: &str, timeout: Duration) -> TaskRecord {
+    crate::wait_for(&format!("task {id} to finish"), timeout, || async {
+        task_get(client, id).await.filter(|r| r.status.is_final())
+    })
+    .await
+}
+
+/// Messages currently in a stream.
+pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
+    let mut s = js.get_stream(stream).await.expect("stream exists");
+    s.info().await.expect("stream info").state.messages
+}

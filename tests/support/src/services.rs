@@ -1,0 +1,176 @@
+//! clawfleet services in-process, each on its own runtime so a test can
+//! stop one gracefully or kill it like a crashed process.
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// A service running on its own single-worker runtime in its own thread.
+pub struct Service {
+    /// The agent id, or `dispatcher`.
+    pub id: String,
+    shutdown: CancellationToken,
+    kill: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Service {
+    /// Graceful stop: the service drains and exits.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        self.join().await;
+    }
+
+    /// Crash: every task of the service is dropped at once, its NATS
+    /// connection closes, nothing in flight is acked or handed back.
+    pub async fn kill(mut self) {
+        self.kill.cancel();
+        self.join().await;
+    }
+
+    async fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .expect("join service thread")
+                .expect("service thread panicked");
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill.cancel();
+    }
+}
+
+fn spawn<F, Fut, R>(id: String, start: F) -> (Service, oneshot::Receiver<Result<String, String>>)
+where
+    F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<R, String>>,
+    R: Waitable,
+{
+    let shutdown = CancellationToken::new();
+    let kill = CancellationToken::new();
+    let (tx, rx) = oneshot::channel();
+    let (s, k) = (shutdown.clone(), kill.clone());
+    let thread = std::thread::Builder::new()
+        .name(format!("svc-{id}"))
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("service runtime");
+            rt.block_on(async {
+                let running = tokio::select! {
+                    r = start(s) => r,
+                    _ = k.cancelled() => return,
+                };
+                match running {
+                    Ok(running) => {
+                        let _ = tx.send(Ok(running.id()));
+                        tokio::select! {
+                            _ = running.wait_done() => {}
+                            _ = k.cancelled() => {}
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+            rt.shutdown_timeout(Duration::ZERO);
+        })
+        .expect("spawn service thread");
+    (
+        Service {
+            id,
+            shutdown,
+            kill,
+            thread: Some(thread),
+        },
+        rx,
+    )
+}
+
+/// Something started that can be waited on.
+pub trait Waitable: Send + 'static {
+    /// Its id.
+    fn id(&self) -> String;
+    /// Waits until it stops.
+    fn wait_done(self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl Waitable for clawfleet_agent::Running {
+    fn id(&self) -> String {
+        self.agent_id.clone()
+    }
+    fn wait_done(self) -> impl std::future::Future<Output = ()> + Send {
+        self.wait()
+    }
+}
+
+impl Waitable for clawfleet_dispatcher::Running {
+    fn id(&self) -> String {
+        "dispatcher".to_string()
+    }
+    fn wait_done(self) -> impl std::future::Future<Output = ()> + Send {
+        self.wait()
+    }
+}
+
+/// Starts a dispatcher; returns once it serves requests.
+pub async fn start_dispatcher(config: clawfleet_dispatcher::Config) -> Service {
+    let (service, ready) = spawn("dispatcher".into(), move |token| async move {
+        clawfleet_dispatcher::start(config, token).await.map_err(|e| e.to_string())
+    });
+    match ready.await {
+        Ok(Ok(_)) => service,
+        Ok(Err(e)) => panic!("dispatcher failed to start: {e}"),
+        Err(_) => panic!("dispatcher thread ended before starting"),
+    }
+}
+
+/// Starts an agent; returns once it is registered and pulling.
+pub async fn start_agent(config: clawfleet_agent::Config) -> Service {
+    let (mut service, ready) = spawn(config.agent_id.clone(), move |token| async move {
+        clawfleet_agent::start(config, token).await.map_err(|e| e.to_string())
+    });
+    match ready.await {
+        Ok(Ok(id)) => {
+            service.id = id;
+            service
+        }
+        Ok(Err(e)) => panic!("agent failed to start: {e}"),
+        Err(_) => panic!("agent thread ended before starting"),
+    }
+}
+
+/// A dispatcher config for tests: short ack wait so lost work comes back fast.
+pub fn dispatcher_config(nats_url: &str) -> clawfleet_dispatcher::Config {
+    clawfleet_dispatcher::Config {
+        nats_url: nats_url.to_string(),
+        connect_timeout: Duration::from_secs(5),
+        task_ack_wait: Duration::from_secs(2),
+        ..Default::default()
+    }
+}
+
+/// An agent config for tests: fast heartbeats, polls and retries.
+pub fn agent_config(nats_url: &str, agent_id: &str, capabilities: &[&str]) -> clawfleet_agent::Config {
+    clawfleet_agent::Config {
+        nats_url: nats_url.to_string(),
+        agent_id: agent_id.to_string(),
+        capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        heartbeat_interval: Duration::from_millis(500),
+        idle_poll_interval: Duration::from_millis(50),
+        retry_backoff: Duration::from_millis(50),
+        retry_backoff_max: Duration::from_millis(400),
+        drain_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+        topology_wait: Duration::from_secs(10),
+        ..Default::default()
+    }
+}
