@@ -41,7 +41,8 @@ pub async fn watch(
 ) {
     let mut backoff = Duration::from_millis(100);
     while !cancel.is_cancelled() {
-        let mut watch = match registry.watch_all().await {
+        // With history: existing queues first, then every new one.
+        let mut watch = match registry.watch_with_history(">").await {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the queue registry; retrying");
