@@ -1,0 +1,132 @@
+//! Talking to the dispatchers' request/reply API.
+//!
+//! Transport problems (no NATS, no dispatcher, no reply in time) are errors;
+//! an error *reply* is data the caller may branch on ([`Api::call`]) or
+//! treat as an error ([`Api::request`]). Either way an unreachable fleet is
+//! reported as an [`ErrorCode::Unavailable`] body, so it prints like any
+//! other coded error.
+
+use std::time::Duration;
+
+use async_nats::RequestErrorKind;
+use bytes::Bytes;
+use clawfleet_shared::api::ApiReply;
+use clawfleet_shared::{ErrorBody, ErrorCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// How long a dispatcher may take to answer one request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to the fleet's NATS server.
+#[derive(Clone)]
+pub struct Api {
+    client: async_nats::Client,
+    url: String,
+}
+
+impl Api {
+    /// Connects to `url`, failing fast when nothing listens there.
+    pub async fn connect(url: &str) -> anyhow::Result<Api> {
+        let client = async_nats::ConnectOptions::new()
+            .name("clawfleet-cli")
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| {
+                ErrorBody::new(
+                    ErrorCode::Unavailable,
+                    format!("cannot reach NATS at {url}: {e}"),
+                )
+            })?;
+        Ok(Api {
+            client,
+            url: url.to_string(),
+        })
+    }
+
+    /// The underlying client, for subscriptions and JetStream reads.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// A JetStream context on the same connection.
+    pub fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.client.clone())
+    }
+
+    /// The URL connected to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The error for "nobody serves the API here".
+    pub fn no_dispatcher(&self) -> ErrorBody {
+        ErrorBody::new(
+            ErrorCode::Unavailable,
+            format!("no dispatcher is running at {}", self.url),
+        )
+    }
+
+    /// Sends a request; the outer error is a transport failure, the inner
+    /// one the dispatcher's error reply.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        subject: &'static str,
+        body: Bytes,
+    ) -> anyhow::Result<Result<T, ErrorBody>> {
+        let reply =
+            match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(subject, body)).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
+                    return Err(self.no_dispatcher().into())
+                }
+                Ok(Err(e)) if e.kind() != RequestErrorKind::TimedOut => {
+                    return Err(ErrorBody::new(
+                        ErrorCode::Unavailable,
+                        format!("request to {subject} failed: {e}"),
+                    )
+                    .into())
+                }
+                Ok(Err(_)) | Err(_) => {
+                    return Err(ErrorBody::new(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "no reply on {subject} within {}",
+                            humantime::format_duration(REQUEST_TIMEOUT)
+                        ),
+                    )
+                    .into())
+                }
+            };
+        let decoded: ApiReply<T> = serde_json::from_slice(&reply.payload).map_err(|e| {
+            ErrorBody::new(
+                ErrorCode::Internal,
+                format!(
+                    "undecodable reply on {subject}: {e}: {}",
+                    String::from_utf8_lossy(&reply.payload)
+                ),
+            )
+        })?;
+        Ok(decoded.into_result())
+    }
+
+    /// Sends a request; an error reply becomes an error.
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        subject: &'static str,
+        body: Bytes,
+    ) -> anyhow::Result<T> {
+        Ok(self.call(subject, body).await??)
+    }
+
+    /// Sends `body` as JSON; an error reply becomes an error.
+    pub async fn request_json<Req: Serialize, T: DeserializeOwned>(
+        &self,
+        subject: &'static str,
+        body: &Req,
+    ) -> anyhow::Result<T> {
+        self.request(subject, serde_json::to_vec(body)?.into())
+            .await
+    }
+}

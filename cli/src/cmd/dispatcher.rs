@@ -1,0 +1,40 @@
+//! `clawfleet dispatcher` (hidden): a dispatcher in this process, as `up`
+//! starts it. Same configuration layers as the `clawfleet-dispatcher` binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::Global;
+
+/// Options of the hidden `dispatcher` subcommand.
+#[derive(Debug, clap::Args)]
+pub struct DispatcherArgs {
+    /// TOML config file.
+    #[arg(long, env = "CLAWFLEET_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// The command-line layer of the config: only what was given.
+#[derive(Serialize)]
+struct Overrides<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_url: Option<&'a str>,
+}
+
+/// Runs a dispatcher until SIGINT or SIGTERM.
+pub async fn run(global: &Global, args: DispatcherArgs) -> anyhow::Result<ExitCode> {
+    let overrides = Overrides {
+        nats_url: global.nats_url.as_deref(),
+    };
+    let config: clawfleet_dispatcher::Config =
+        clawfleet_shared::config::load(args.config.as_deref(), &overrides)?;
+    clawfleet_shared::telemetry::init("dispatcher");
+    let shutdown = clawfleet_shared::signals::shutdown_on_signal();
+    clawfleet_dispatcher::run(config, shutdown)
+        .await
+        .context("while running the dispatcher")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,87 @@
+//! One module per subcommand; [`Command`] routes to them.
+
+mod agent;
+mod agents;
+mod batch;
+mod dispatcher;
+mod dlq;
+mod queues;
+mod submit;
+mod task;
+mod up;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use clawfleet_shared::config::DEFAULT_NATS_URL;
+
+use crate::bench;
+
+/// Flags every subcommand sees.
+#[derive(Debug, Clone)]
+pub struct Global {
+    /// `--nats-url` or `NATS_URL`, when either was given.
+    pub nats_url: Option<String>,
+    /// `--json`.
+    pub json: bool,
+}
+
+impl Global {
+    /// The NATS URL to use: the one given, else the default.
+    pub fn url(&self) -> &str {
+        self.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL)
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a local fleet: nats-server, a dispatcher and agents, as child processes.
+    Up(up::UpArgs),
+    /// Submit one task.
+    Submit(submit::SubmitArgs),
+    /// Submit every task of a JSONL file and wait for their results.
+    Batch(batch::BatchArgs),
+    /// Read tasks.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// List the registered agents.
+    Agents,
+    /// Show queue depths.
+    Queues,
+    /// Read the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Print task lifecycle events as they happen.
+    Watch(watch::WatchArgs),
+    /// Measure throughput and latency of a running fleet.
+    Bench(bench::BenchArgs),
+    /// Run a dispatcher in this process (used by `up`).
+    #[command(hide = true)]
+    Dispatcher(dispatcher::DispatcherArgs),
+    /// Run an agent in this process (used by `up`).
+    #[command(hide = true)]
+    Agent(agent::AgentArgs),
+}
+
+impl Command {
+    /// Runs the subcommand; the exit code says whether what it did succeeded.
+    pub async fn run(self, global: Global) -> anyhow::Result<ExitCode> {
+        match self {
+            Command::Up(args) => up::run(&global, args).await,
+            Command::Submit(args) => submit::run(&global, args).await,
+            Command::Batch(args) => batch::run(&global, args).await,
+            Command::Task(cmd) => task::run(&global, cmd).await,
+            Command::Agents => agents::run(&global).await,
+            Command::Queues => queues::run(&global).await,
+            Command::Dlq(cmd) => dlq::run(&global, cmd).await,
+            Command::Watch(args) => watch::run(&global, args).await,
+            Command::Bench(args) => bench::run(global.nats_url, args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Dispatcher(args) => dispatcher::run(&global, args).await,
+            Command::Agent(args) => agent::run(&global, args).await,
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! `clawfleet`: the operator's command line.
+//!
+//! It runs a whole local fleet (`up`), submits work (`submit`, `batch`) and
+//! reads the fleet's state (`task get`, `agents`, `queues`, `dlq list`,
+//! `watch`), all through the public `clawfleet.*` subjects defined in
+//! `clawfleet-shared`. It never touches a stream or bucket a service owns
+//! except to read results and events, which are there for clients.
+//!
+//! Exit status: 0 when everything asked for succeeded, 1 when a task failed
+//! (or a batch had rejected or failed tasks), 2 on an error (bad input, an
+//! error reply, no dispatcher, no NATS).
+
+mod bench;
+mod client;
+mod cmd;
+mod output;
+mod results;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clawfleet_shared::ErrorBody;
+
+/// Run and drive a fleet of agents over NATS JetStream.
+#[derive(Debug, Parser)]
+#[command(name = "clawfleet", version, propagate_version = true)]
+struct Cli {
+    /// NATS server URL [default: nats://127.0.0.1:4222].
+    #[arg(long, global = true, env = "NATS_URL", value_name = "URL")]
+    nats_url: Option<String>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: cmd::Command,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let global = cmd::Global {
+        nats_url: cli.nats_url,
+        json: cli.json,
+    };
+    match cli.command.run(global).await {
+        Ok(code) => code,
+        Err(e) => {
+            match e.downcast_ref::<ErrorBody>() {
+                Some(body) => eprintln!("error: {body}"),
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::from(2)
+        }
+    }
+}
