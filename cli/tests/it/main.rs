@@ -15,6 +15,8 @@ use clawfleet_testkit::{
 
 /// Bound for one CLI invocation on a loaded 2-core machine.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound for a handful of tasks to settle.
+pub const SETTLE: Duration = Duration::from_secs(20);
 
 /// A server, a dispatcher and some agents.
 pub struct Fleet {
@@ -55,6 +57,28 @@ impl Fleet {
     /// Runs `clawfleet args...` against this fleet.
     pub async fn run(&self, args: &[&str]) -> Run {
         self.run_with_stdin(args, None).await
+    }
+
+    /// Runs `clawfleet --json args...` until it succeeds and `accept` likes
+    /// its output. Records and dead letters are written just after the
+    /// result, and the record of a new task just after the submit reply, so
+    /// readers poll.
+    pub async fn poll_json(
+        &self,
+        args: &[&str],
+        accept: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        clawfleet_testkit::wait_for(
+            &format!("clawfleet {args:?} to show the expected state"),
+            SETTLE,
+            || async {
+                let run = self.run(&full).await;
+                (run.code == 0).then(|| run.json()).filter(|v| accept(v))
+            },
+        )
+        .await
     }
 
     /// Runs `clawfleet args...` with `stdin` as its standard input.

@@ -30,14 +30,14 @@ async fn task_get_shows_the_attempts_and_result_of_a_finished_task() {
         .await;
     assert_eq!(submitted.code, 0, "{submitted:#?}");
 
-    let json = fleet.run(&["--json", "task", "get", "t1"]).await;
+    let record = fleet
+        .poll_json(&["task", "get", "t1"], |r| r["status"] == "succeeded")
+        .await;
     let human = fleet.run(&["task", "get", "t1"]).await;
     let other_tenant = fleet
         .run(&["task", "get", "t1", "--tenant", "globex"])
         .await;
 
-    let record = json.json();
-    assert_eq!(record["status"], "succeeded");
     assert_eq!(record["attempts"][0]["agent"], "general-1");
     assert_eq!(record["result"], "x");
     assert!(human.stdout.starts_with("task t1  succeeded"), "{human:#?}");
@@ -118,15 +118,16 @@ async fn dlq_list_shows_a_task_that_failed_for_good() {
         .await;
     assert_eq!(run.code, 1, "{run:#?}");
 
-    let json = fleet
-        .run(&[
-            "--json", "dlq", "list", "--tenant", "acme", "--reason", "failed",
-        ])
+    let reply = fleet
+        .poll_json(
+            &["dlq", "list", "--tenant", "acme", "--reason", "failed"],
+            |r| r["entries"][0].is_object(),
+        )
         .await;
     let human = fleet.run(&["dlq", "list"]).await;
 
-    let entries = json.json()["entries"].as_array().cloned().unwrap();
-    assert_eq!(entries.len(), 1, "{json:#?}");
+    let entries = reply["entries"].as_array().cloned().unwrap();
+    assert_eq!(entries.len(), 1, "{reply}");
     assert_eq!(entries[0]["id"], "bad");
     assert_eq!(entries[0]["error"]["message"], "boom");
     assert!(

@@ -116,9 +116,8 @@ async fn submit_json_prints_the_reply_and_flags_reach_the_record() {
         serde_json::json!({"id": "labelled", "status": "queued"})
     );
     let record = fleet
-        .run(&["--json", "task", "get", "labelled"])
-        .await
-        .json();
+        .poll_json(&["task", "get", "labelled"], |_| true)
+        .await;
     assert_eq!(record["priority"], "high");
     assert_eq!(record["requires"], serde_json::json!(["general"]));
     assert_eq!(record["timeout"], "30s");
