@@ -89,7 +89,8 @@ impl QueueEntry {
     /// Whether an agent with `capabilities` (sorted) in `agent_region` may
     /// take work from this queue.
     pub fn servable_by(&self, capabilities: &[String], agent_region: Option<&str>) -> bool {
-        region_allows(agent_region, self.region.as_deref()) && is_subset(&self.requires, capabilities)
+        region_allows(agent_region, self.region.as_deref())
+            && is_subset(&self.requires, capabilities)
     }
 }
 
@@ -117,7 +118,11 @@ mod tests {
 
     #[test]
     fn a_region_bound_queue_is_served_only_inside_its_region() {
-        let q = QueueEntry { key: "k".into(), requires: caps(&["code"]), region: Some("eu".into()) };
+        let q = QueueEntry {
+            key: "k".into(),
+            requires: caps(&["code"]),
+            region: Some("eu".into()),
+        };
         assert!(q.servable_by(&caps(&["code", "git"]), Some("eu")));
         assert!(!q.servable_by(&caps(&["code", "git"]), Some("us")));
         assert!(!q.servable_by(&caps(&["code", "git"]), None));
@@ -126,7 +131,11 @@ mod tests {
 
     #[test]
     fn an_unbound_queue_is_served_by_any_capable_agent() {
-        let q = QueueEntry { key: "k".into(), requires: vec![], region: None };
+        let q = QueueEntry {
+            key: "k".into(),
+            requires: vec![],
+            region: None,
+        };
         assert!(q.servable_by(&[], Some("us")));
         assert!(q.servable_by(&[], None));
     }

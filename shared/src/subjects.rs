@@ -139,7 +139,10 @@ pub fn queue(priority: Priority, region: Option<&str>, requires: &[String]) -> S
 /// Stable key of a (region, capability set) pair, usable as a KV key and in a
 /// consumer name (subject tokens may hold characters consumer names may not).
 pub fn queue_key(region: Option<&str>, requires: &[String]) -> String {
-    format!("{:016x}", fnv1a(&format!("{}|{}", region.unwrap_or(ANY), capkey(requires))))
+    format!(
+        "{:016x}",
+        fnv1a(&format!("{}|{}", region.unwrap_or(ANY), capkey(requires)))
+    )
 }
 
 /// Durable consumer name of one queue: `q-<priority>-<queue_key>`.
@@ -151,7 +154,11 @@ pub fn queue_consumer(priority: Priority, key: &str) -> String {
 pub fn profile_key(region: Option<&str>, capabilities: &[String]) -> String {
     format!(
         "{:016x}",
-        fnv1a(&format!("profile|{}|{}", region.unwrap_or(ANY), capkey(capabilities)))
+        fnv1a(&format!(
+            "profile|{}|{}",
+            region.unwrap_or(ANY),
+            capkey(capabilities)
+        ))
     )
 }
 

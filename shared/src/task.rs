@@ -17,7 +17,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// Task priority. Agents always take the highest-priority compatible work first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     /// Starts before everything else.
@@ -175,7 +177,11 @@ pub struct Attempt {
     #[serde(with = "timefmt")]
     pub started_at: Timestamp,
     /// When it ended; absent while running.
-    #[serde(default, with = "timefmt::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "timefmt::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ended_at: Option<Timestamp>,
     /// How it ended; absent while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,7 +217,11 @@ pub struct TaskRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
     /// When the task reached a final status.
-    #[serde(default, with = "timefmt::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "timefmt::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub finished_at: Option<Timestamp>,
 }
 

@@ -67,16 +67,16 @@ impl Default for Limits {
             max_msg_bytes: 1024 * 1024,
             duplicate_window: Duration::from_secs(120),
             intake_max_age: Duration::from_secs(7 * DAY),
-            intake_max_bytes: GIB,
-            queue_max_bytes: 4 * GIB,
+            intake_max_bytes: 256 * MIB,
+            queue_max_bytes: GIB,
             results_max_age: Duration::from_secs(7 * DAY),
-            results_max_bytes: 2 * GIB,
+            results_max_bytes: 512 * MIB,
             events_max_age: Duration::from_secs(DAY),
-            events_max_bytes: GIB,
+            events_max_bytes: 256 * MIB,
             dlq_max_age: Duration::from_secs(30 * DAY),
-            dlq_max_bytes: GIB,
+            dlq_max_bytes: 256 * MIB,
             records_max_age: Duration::from_secs(7 * DAY),
-            records_max_bytes: 4 * GIB,
+            records_max_bytes: GIB,
             agent_ttl: Duration::from_secs(30),
             profile_ttl: Duration::from_secs(DAY),
         }
@@ -144,35 +144,50 @@ fn stream_config(name: &'static str, subject: &str, limits: &Limits) -> stream::
 /// several dispatchers at once.
 pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Topology, TopologyError> {
     let streams = [
-        (subjects::STREAM_INTAKE, stream::Config {
-            retention: stream::RetentionPolicy::WorkQueue,
-            discard: stream::DiscardPolicy::New,
-            max_age: limits.intake_max_age,
-            max_bytes: limits.intake_max_bytes,
-            ..stream_config(subjects::STREAM_INTAKE, subjects::INTAKE_ALL, limits)
-        }),
-        (subjects::STREAM_QUEUE, stream::Config {
-            retention: stream::RetentionPolicy::WorkQueue,
-            discard: stream::DiscardPolicy::New,
-            max_bytes: limits.queue_max_bytes,
-            ..stream_config(subjects::STREAM_QUEUE, subjects::QUEUE_ALL, limits)
-        }),
-        (subjects::STREAM_RESULTS, stream::Config {
-            max_age: limits.results_max_age,
-            max_bytes: limits.results_max_bytes,
-            max_messages_per_subject: 1,
-            ..stream_config(subjects::STREAM_RESULTS, subjects::RESULTS_ALL, limits)
-        }),
-        (subjects::STREAM_EVENTS, stream::Config {
-            max_age: limits.events_max_age,
-            max_bytes: limits.events_max_bytes,
-            ..stream_config(subjects::STREAM_EVENTS, subjects::EVENTS_ALL, limits)
-        }),
-        (subjects::STREAM_DLQ, stream::Config {
-            max_age: limits.dlq_max_age,
-            max_bytes: limits.dlq_max_bytes,
-            ..stream_config(subjects::STREAM_DLQ, subjects::DLQ_ALL, limits)
-        }),
+        (
+            subjects::STREAM_INTAKE,
+            stream::Config {
+                retention: stream::RetentionPolicy::WorkQueue,
+                discard: stream::DiscardPolicy::New,
+                max_age: limits.intake_max_age,
+                max_bytes: limits.intake_max_bytes,
+                ..stream_config(subjects::STREAM_INTAKE, subjects::INTAKE_ALL, limits)
+            },
+        ),
+        (
+            subjects::STREAM_QUEUE,
+            stream::Config {
+                retention: stream::RetentionPolicy::WorkQueue,
+                discard: stream::DiscardPolicy::New,
+                max_bytes: limits.queue_max_bytes,
+                ..stream_config(subjects::STREAM_QUEUE, subjects::QUEUE_ALL, limits)
+            },
+        ),
+        (
+            subjects::STREAM_RESULTS,
+            stream::Config {
+                max_age: limits.results_max_age,
+                max_bytes: limits.results_max_bytes,
+                max_messages_per_subject: 1,
+                ..stream_config(subjects::STREAM_RESULTS, subjects::RESULTS_ALL, limits)
+            },
+        ),
+        (
+            subjects::STREAM_EVENTS,
+            stream::Config {
+                max_age: limits.events_max_age,
+                max_bytes: limits.events_max_bytes,
+                ..stream_config(subjects::STREAM_EVENTS, subjects::EVENTS_ALL, limits)
+            },
+        ),
+        (
+            subjects::STREAM_DLQ,
+            stream::Config {
+                max_age: limits.dlq_max_age,
+                max_bytes: limits.dlq_max_bytes,
+                ..stream_config(subjects::STREAM_DLQ, subjects::DLQ_ALL, limits)
+            },
+        ),
     ];
     for (name, config) in streams {
         js.create_or_update_stream(config)
@@ -193,7 +208,11 @@ pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Topology
     for (name, config) in [
         (
             subjects::BUCKET_TASKS,
-            bucket(subjects::BUCKET_TASKS, limits.records_max_age, limits.records_max_bytes),
+            bucket(
+                subjects::BUCKET_TASKS,
+                limits.records_max_age,
+                limits.records_max_bytes,
+            ),
         ),
         (
             subjects::BUCKET_AGENTS,

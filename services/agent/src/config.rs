@@ -96,7 +96,10 @@ impl Config {
             self.agent_id = format!("{}-{}", host.trim_matches('-'), std::process::id());
         }
         if !is_token(&self.agent_id, 64) {
-            return Err(ConfigError::invalid("agent_id", "must match [a-z0-9][a-z0-9_-]{0,63}"));
+            return Err(ConfigError::invalid(
+                "agent_id",
+                "must match [a-z0-9][a-z0-9_-]{0,63}",
+            ));
         }
         if let Some(bad) = self.capabilities.iter().find(|c| !is_token(c, 32)) {
             return Err(ConfigError::invalid(
@@ -107,23 +110,41 @@ impl Config {
         self.capabilities.sort();
         self.capabilities.dedup();
         if let Some(r) = self.region.as_deref().filter(|r| !is_token(r, 32)) {
-            return Err(ConfigError::invalid("region", format!("{r:?} must match [a-z0-9][a-z0-9_-]{{0,31}}")));
+            return Err(ConfigError::invalid(
+                "region",
+                format!("{r:?} must match [a-z0-9][a-z0-9_-]{{0,31}}"),
+            ));
         }
         if self.max_concurrency == 0 || self.max_concurrency > 10_000 {
-            return Err(ConfigError::invalid("max_concurrency", "must be between 1 and 10000"));
+            return Err(ConfigError::invalid(
+                "max_concurrency",
+                "must be between 1 and 10000",
+            ));
         }
         if self.heartbeat_interval < Duration::from_millis(50) {
-            return Err(ConfigError::invalid("heartbeat_interval", "must be at least 50ms"));
+            return Err(ConfigError::invalid(
+                "heartbeat_interval",
+                "must be at least 50ms",
+            ));
         }
         if self.idle_poll_interval < Duration::from_millis(5) {
-            return Err(ConfigError::invalid("idle_poll_interval", "must be at least 5ms"));
+            return Err(ConfigError::invalid(
+                "idle_poll_interval",
+                "must be at least 5ms",
+            ));
         }
         if self.retry_backoff > self.retry_backoff_max {
-            return Err(ConfigError::invalid("retry_backoff", "must not exceed retry_backoff_max"));
+            return Err(ConfigError::invalid(
+                "retry_backoff",
+                "must not exceed retry_backoff_max",
+            ));
         }
         if let ExecutorConfig::Command { program, .. } = &self.executor {
             if program.as_os_str().is_empty() {
-                return Err(ConfigError::invalid("executor.program", "must name a program"));
+                return Err(ConfigError::invalid(
+                    "executor.program",
+                    "must name a program",
+                ));
             }
         }
         Ok(self)

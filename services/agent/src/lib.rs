@@ -170,7 +170,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let pulling = tokio::spawn(puller.run());
     emit::agent_event(
         &client,
-        &AgentEvent { kind: AgentEventKind::Joined, agent_id: config.agent_id.clone(), time: timefmt::now() },
+        &AgentEvent {
+            kind: AgentEventKind::Joined,
+            agent_id: config.agent_id.clone(),
+            time: timefmt::now(),
+        },
     )
     .await;
     tracing::info!(agent_id = %config.agent_id, capabilities = ?config.capabilities, region = ?config.region, "agent ready");
@@ -195,11 +199,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let _ = registry.beat(AgentState::Draining).await;
         emit::agent_event(
             &client,
-            &AgentEvent { kind: AgentEventKind::Draining, agent_id: config.agent_id.clone(), time: timefmt::now() },
+            &AgentEvent {
+                kind: AgentEventKind::Draining,
+                agent_id: config.agent_id.clone(),
+                time: timefmt::now(),
+            },
         )
         .await;
         tasks.close();
-        if tokio::time::timeout(config.drain_timeout, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(config.drain_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("drain timeout reached; handing running tasks back");
             abort.cancel();
             tasks.wait().await;
@@ -209,7 +220,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         registry.leave().await;
         emit::agent_event(
             &client,
-            &AgentEvent { kind: AgentEventKind::Left, agent_id: config.agent_id.clone(), time: timefmt::now() },
+            &AgentEvent {
+                kind: AgentEventKind::Left,
+                agent_id: config.agent_id.clone(),
+                time: timefmt::now(),
+            },
         )
         .await;
         let _ = client.flush().await;

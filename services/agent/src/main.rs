@@ -8,7 +8,10 @@ use clawfleet_agent::Config;
 use serde::Serialize;
 
 #[derive(Parser, Serialize)]
-#[command(version, about = "clawfleet agent: pulls and runs tasks beside one executor")]
+#[command(
+    version,
+    about = "clawfleet agent: pulls and runs tasks beside one executor"
+)]
 struct Args {
     /// TOML config file.
     #[arg(long, env = "CLAWFLEET_CONFIG")]
@@ -48,7 +51,10 @@ async fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     if args.print_config {
-        println!("{}", serde_json::to_string_pretty(&config).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&config).unwrap_or_default()
+        );
         return ExitCode::SUCCESS;
     }
     clawfleet_shared::telemetry::init("agent");

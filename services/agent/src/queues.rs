@@ -71,7 +71,12 @@ pub async fn watch(
             if !queue.servable_by(&capabilities, region.as_deref()) {
                 continue;
             }
-            if eligible.read().expect("eligible lock").keys.contains(&queue.key) {
+            if eligible
+                .read()
+                .expect("eligible lock")
+                .keys
+                .contains(&queue.key)
+            {
                 continue;
             }
             match attach(&js, &queue).await {
@@ -85,7 +90,9 @@ pub async fn watch(
                     tracing::info!(queue = %queue.key, requires = ?queue.requires, region = ?queue.region, "serving queue");
                     changed.notify_one();
                 }
-                Err(e) => tracing::warn!(queue = %queue.key, error = %e, "could not attach to queue"),
+                Err(e) => {
+                    tracing::warn!(queue = %queue.key, error = %e, "could not attach to queue")
+                }
             }
         }
     }
@@ -99,7 +106,10 @@ async fn attach(js: &jetstream::Context, queue: &QueueEntry) -> Result<Vec<PullC
     let mut consumers = Vec::with_capacity(4);
     for priority in Priority::ALL {
         let name = subjects::queue_consumer(priority, &queue.key);
-        let consumer: PullConsumer = stream.get_consumer(&name).await.map_err(|e| e.to_string())?;
+        let consumer: PullConsumer = stream
+            .get_consumer(&name)
+            .await
+            .map_err(|e| e.to_string())?;
         consumers.push(consumer);
     }
     Ok(consumers)

@@ -83,5 +83,7 @@ pub async fn update(
             Err(e) => return Err(RecordError::Nats(e.to_string())),
         }
     }
-    Err(RecordError::Nats(format!("too many concurrent updates of task {id}")))
+    Err(RecordError::Nats(format!(
+        "too many concurrent updates of task {id}"
+    )))
 }

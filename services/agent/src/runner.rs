@@ -23,7 +23,9 @@ use async_nats::HeaderMap;
 use clawfleet_shared::api::{DlqEntry, DlqReason};
 use clawfleet_shared::events::{TaskEvent, TaskEventKind};
 use clawfleet_shared::task::{Attempt as AttemptRecord, Outcome};
-use clawfleet_shared::{emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskResult, TaskSpec, TaskStatus};
+use clawfleet_shared::{
+    emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskResult, TaskSpec, TaskStatus,
+};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -52,7 +54,12 @@ enum Ended {
 
 impl Runner {
     /// Handles one delivered queue message. `ack_wait` is the consumer's.
-    pub async fn handle(&self, msg: jetstream::Message, ack_wait: Duration, cancel: CancellationToken) {
+    pub async fn handle(
+        &self,
+        msg: jetstream::Message,
+        ack_wait: Duration,
+        cancel: CancellationToken,
+    ) {
         let spec: TaskSpec = match serde_json::from_slice(&msg.payload) {
             Ok(spec) => spec,
             Err(e) => return self.poison(msg, e.to_string()).await,
@@ -64,7 +71,9 @@ impl Runner {
         if let Err(e) = self.attempt(&msg, spec, attempt, ack_wait, cancel).await {
             // Leave the message to be redelivered; the record tells the next agent where things stand.
             tracing::warn!(parent: &span, error = %e, "could not complete the attempt's bookkeeping; the task will be redelivered");
-            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
         }
     }
 
@@ -92,7 +101,10 @@ impl Runner {
             // Every attempt was used up by agents that vanished mid-task.
             let error = ErrorBody::new(
                 ErrorCode::AgentLost,
-                format!("all {} attempts were lost with their agents", spec.max_attempts),
+                format!(
+                    "all {} attempts were lost with their agents",
+                    spec.max_attempts
+                ),
             );
             let v = records::update(&self.tasks, &spec.id, Some(current), |r| {
                 close_open_attempts(r, now);
@@ -150,7 +162,11 @@ impl Runner {
                 })
                 .await?;
                 self.completed.fetch_add(1, Ordering::Relaxed);
-                let mut event = TaskEvent::new(TaskEventKind::Succeeded, Some(spec.id.clone()), &spec.tenant);
+                let mut event = TaskEvent::new(
+                    TaskEventKind::Succeeded,
+                    Some(spec.id.clone()),
+                    &spec.tenant,
+                );
                 event.attempt = Some(attempt);
                 event.agent = Some(self.agent_id.clone());
                 emit::task_event(&self.client, &event).await;
@@ -159,7 +175,8 @@ impl Runner {
             }
             Ended::Err(ExecError::Cancelled) => {
                 // Shutting down: hand the task back at once for another agent.
-                let error = ErrorBody::new(ErrorCode::Unavailable, ExecError::Cancelled.to_string());
+                let error =
+                    ErrorBody::new(ErrorCode::Unavailable, ExecError::Cancelled.to_string());
                 records::update(&self.tasks, &spec.id, Some(started), |r| {
                     finish_attempt(r, attempt, ended_at, Outcome::Failed, Some(error.clone()));
                     r.status = TaskStatus::Queued;
@@ -176,13 +193,20 @@ impl Runner {
                         Outcome::Timeout,
                         ErrorBody::new(
                             ErrorCode::Timeout,
-                            format!("attempt ran past the task timeout of {}", humantime::format_duration(spec.timeout)),
+                            format!(
+                                "attempt ran past the task timeout of {}",
+                                humantime::format_duration(spec.timeout)
+                            ),
                         ),
                         true,
                     ),
                     Ended::Err(e) => {
                         let retryable = matches!(e, ExecError::Retryable(_));
-                        (Outcome::Failed, ErrorBody::new(e.code(), e.to_string()), retryable)
+                        (
+                            Outcome::Failed,
+                            ErrorBody::new(e.code(), e.to_string()),
+                            retryable,
+                        )
                     }
                     Ended::Ok(_) => unreachable!("handled above"),
                 };
@@ -198,7 +222,11 @@ impl Runner {
                 .await?;
                 if retry {
                     let delay = self.backoff(attempt);
-                    let mut event = TaskEvent::new(TaskEventKind::Retrying, Some(spec.id.clone()), &spec.tenant);
+                    let mut event = TaskEvent::new(
+                        TaskEventKind::Retrying,
+                        Some(spec.id.clone()),
+                        &spec.tenant,
+                    );
                     event.attempt = Some(attempt);
                     event.agent = Some(self.agent_id.clone());
                     event.error = Some(error);
@@ -223,7 +251,10 @@ impl Runner {
         ack_wait: Duration,
         cancel: CancellationToken,
     ) -> Ended {
-        let ctx = executor::Attempt { number: attempt, cancel };
+        let ctx = executor::Attempt {
+            number: attempt,
+            cancel,
+        };
         let run = tokio::time::timeout(spec.timeout, self.executor.run(spec, &ctx));
         tokio::pin!(run);
         let every = (ack_wait / 3).max(Duration::from_millis(50));
@@ -302,7 +333,11 @@ impl Runner {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", result.id.as_str());
         self.js
-            .publish_with_headers(subjects::result(&result.tenant, &result.id), headers, body.into())
+            .publish_with_headers(
+                subjects::result(&result.tenant, &result.id),
+                headers,
+                body.into(),
+            )
             .await
             .map_err(|e| RecordError::Nats(e.to_string()))?
             .await
@@ -312,7 +347,11 @@ impl Runner {
 
     /// A queued task whose record is gone (expired): recreate it so the task
     /// still runs and is still visible.
-    async fn recreate(&self, spec: &TaskSpec, msg: &jetstream::Message) -> Result<Versioned, RecordError> {
+    async fn recreate(
+        &self,
+        spec: &TaskSpec,
+        msg: &jetstream::Message,
+    ) -> Result<Versioned, RecordError> {
         let record = TaskRecord {
             spec: spec.clone(),
             status: TaskStatus::Queued,
@@ -326,7 +365,9 @@ impl Runner {
         let bytes = serde_json::to_vec(&record).expect("record encodes");
         match self.tasks.create(&spec.id, bytes.into()).await {
             Ok(revision) => Ok(Versioned { record, revision }),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => records::read(&self.tasks, &spec.id).await,
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                records::read(&self.tasks, &spec.id).await
+            }
             Err(e) => Err(RecordError::Nats(e.to_string())),
         }
     }
@@ -338,7 +379,10 @@ impl Runner {
         let body = String::from_utf8_lossy(&msg.payload).into_owned();
         let entry = DlqEntry {
             reason: DlqReason::Poison,
-            error: ErrorBody::new(ErrorCode::Poison, format!("queued message is not a task: {why}")),
+            error: ErrorBody::new(
+                ErrorCode::Poison,
+                format!("queued message is not a task: {why}"),
+            ),
             id: None,
             tenant: subjects::ANY.to_string(),
             subject: msg.subject.to_string(),
@@ -352,7 +396,9 @@ impl Runner {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not dead-letter a poison message; it will come back");
-                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                    .await;
             }
         }
     }
@@ -380,7 +426,13 @@ fn close_open_attempts(r: &mut TaskRecord, now: timefmt::Timestamp) {
     }
 }
 
-fn finish_attempt(r: &mut TaskRecord, attempt: u32, at: timefmt::Timestamp, outcome: Outcome, error: Option<ErrorBody>) {
+fn finish_attempt(
+    r: &mut TaskRecord,
+    attempt: u32,
+    at: timefmt::Timestamp,
+    outcome: Outcome,
+    error: Option<ErrorBody>,
+) {
     if let Some(a) = r.attempts.iter_mut().rev().find(|a| a.attempt == attempt) {
         a.ended_at = Some(at);
         a.outcome = Some(outcome);

@@ -9,7 +9,8 @@ use async_nats::{HeaderMap, Message};
 use bytes::Bytes;
 use clawfleet_shared::agent::{AgentInfo, QueueEntry};
 use clawfleet_shared::api::{
-    AgentsReply, DlqEntry, DlqListReply, DlqListRequest, QueueDepth, QueuesReply, SubmitReply, TaskGetRequest,
+    AgentsReply, DlqEntry, DlqListReply, DlqListRequest, QueueDepth, QueuesReply, SubmitReply,
+    TaskGetRequest,
 };
 use clawfleet_shared::error::ErrorReply;
 use clawfleet_shared::{subjects, ErrorBody, ErrorCode, Priority, TaskRecord, TaskStatus};
@@ -90,7 +91,9 @@ impl Api {
                 m = requests.next() => match m { Some(m) => m, None => break },
                 _ = cancel.cancelled() => break,
             };
-            let Ok(permit) = limit.clone().acquire_owned().await else { break };
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                break;
+            };
             let this = self.clone();
             tracker.spawn(async move {
                 this.handle(msg).await;
@@ -115,7 +118,10 @@ impl Api {
             subjects::API_AGENTS_LIST => self.agents_list().await,
             subjects::API_QUEUES_LIST => self.queues_list().await,
             subjects::API_DLQ_LIST => self.dlq_list(&msg.payload).await,
-            other => Err(ErrorBody::new(ErrorCode::InvalidRequest, format!("unknown API subject {other}"))),
+            other => Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("unknown API subject {other}"),
+            )),
         };
         let body = reply.unwrap_or_else(|error| {
             serde_json::to_vec(&ErrorReply { error })
@@ -140,7 +146,11 @@ impl Api {
                         format!("id {id:?} is already used by another tenant"),
                     ));
                 }
-                return ok(&SubmitReply { id: id.clone(), status: record.status, duplicate: true });
+                return ok(&SubmitReply {
+                    id: id.clone(),
+                    status: record.status,
+                    duplicate: true,
+                });
             }
         }
         let spec = draft.into_spec(|| Ulid::new().to_string());
@@ -149,7 +159,10 @@ impl Api {
         // same id is never answered with this tenant's task (the intake
         // pipeline then refuses it with `id_conflict`).
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("{}/{}", spec.tenant, spec.id).as_str());
+        headers.insert(
+            "Nats-Msg-Id",
+            format!("{}/{}", spec.tenant, spec.id).as_str(),
+        );
         let ack = self
             .js
             .publish_with_headers(subjects::intake(&spec.tenant), headers, body.into())
@@ -157,14 +170,18 @@ impl Api {
             .map_err(|e| internal("while submitting", e))?
             .await
             .map_err(|e| internal("while submitting", e))?;
-        ok(&SubmitReply { id: spec.id, status: TaskStatus::Queued, duplicate: ack.duplicate })
+        ok(&SubmitReply {
+            id: spec.id,
+            status: TaskStatus::Queued,
+            duplicate: ack.duplicate,
+        })
     }
 
     async fn record(&self, id: &str) -> Result<Option<TaskRecord>, ErrorBody> {
         match self.tasks.get(id).await {
-            Ok(Some(bytes)) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("unreadable record {id}: {e}"))),
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                ErrorBody::new(ErrorCode::Internal, format!("unreadable record {id}: {e}"))
+            }),
             Ok(None) => Ok(None),
             Err(e) => Err(internal("while reading task", e)),
         }
@@ -172,14 +189,25 @@ impl Api {
 
     async fn task_get(&self, payload: &[u8]) -> Reply {
         let req: TaskGetRequest = serde_json::from_slice(payload).map_err(|e| {
-            ErrorBody::new(ErrorCode::InvalidRequest, format!("expected {{\"id\": \"...\"}}: {e}"))
+            ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("expected {{\"id\": \"...\"}}: {e}"),
+            )
         })?;
-        let not_found = || ErrorBody::new(ErrorCode::NotFound, format!("no task with id {:?}", req.id));
-        if req.id.is_empty() || req.id.len() > validate::MAX_ID_LEN || req.id.contains(['.', '*', '>', ' ']) {
+        let not_found =
+            || ErrorBody::new(ErrorCode::NotFound, format!("no task with id {:?}", req.id));
+        if req.id.is_empty()
+            || req.id.len() > validate::MAX_ID_LEN
+            || req.id.contains(['.', '*', '>', ' '])
+        {
             return Err(not_found());
         }
         let record = self.record(&req.id).await?.ok_or_else(not_found)?;
-        if req.tenant.as_ref().is_some_and(|t| *t != record.spec.tenant) {
+        if req
+            .tenant
+            .as_ref()
+            .is_some_and(|t| *t != record.spec.tenant)
+        {
             return Err(not_found());
         }
         ok(&record)
@@ -202,7 +230,9 @@ impl Api {
         for entry in entries {
             for priority in Priority::ALL {
                 let name = subjects::queue_consumer(priority, &entry.key);
-                let Ok(info) = stream.consumer_info(&name).await else { continue };
+                let Ok(info) = stream.consumer_info(&name).await else {
+                    continue;
+                };
                 queues.push(QueueDepth {
                     subject: subjects::queue(priority, entry.region.as_deref(), &entry.requires),
                     priority,
@@ -222,17 +252,27 @@ impl Api {
                 .unwrap_or(0),
             Err(_) => 0,
         };
-        ok(&QueuesReply { queues, intake_pending })
+        ok(&QueuesReply {
+            queues,
+            intake_pending,
+        })
     }
 
     async fn dlq_list(&self, payload: &[u8]) -> Reply {
         let req: DlqListRequest = if payload.is_empty() {
             DlqListRequest::default()
         } else {
-            serde_json::from_slice(payload)
-                .map_err(|e| ErrorBody::new(ErrorCode::InvalidRequest, format!("bad dlq.list request: {e}")))?
+            serde_json::from_slice(payload).map_err(|e| {
+                ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    format!("bad dlq.list request: {e}"),
+                )
+            })?
         };
-        let limit = req.limit.unwrap_or(DLQ_DEFAULT_LIMIT).clamp(1, DLQ_MAX_LIMIT);
+        let limit = req
+            .limit
+            .unwrap_or(DLQ_DEFAULT_LIMIT)
+            .clamp(1, DLQ_MAX_LIMIT);
         let filter = format!(
             "clawfleet.dlq.{}.{}",
             req.reason.map_or("*", |r| r.as_str()),
@@ -283,7 +323,9 @@ impl Api {
     }
 }
 
-async fn read_bucket<T: serde::de::DeserializeOwned>(bucket: &kv::Store) -> Result<Vec<T>, ErrorBody> {
+async fn read_bucket<T: serde::de::DeserializeOwned>(
+    bucket: &kv::Store,
+) -> Result<Vec<T>, ErrorBody> {
     let keys: Vec<String> = bucket
         .keys()
         .await

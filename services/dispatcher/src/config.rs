@@ -82,21 +82,34 @@ impl Config {
                 "max_payload_bytes",
                 format!(
                     "must be between 1 and limits.max_msg_bytes - {headroom} ({})",
-                    self.limits.max_msg_bytes as usize - headroom.min(self.limits.max_msg_bytes as usize)
+                    self.limits.max_msg_bytes as usize
+                        - headroom.min(self.limits.max_msg_bytes as usize)
                 ),
             ));
         }
         if self.max_attempts_limit == 0 || self.max_attempts_limit > 1000 {
-            return Err(ConfigError::invalid("max_attempts_limit", "must be between 1 and 1000"));
+            return Err(ConfigError::invalid(
+                "max_attempts_limit",
+                "must be between 1 and 1000",
+            ));
         }
         if self.task_ack_wait < Duration::from_millis(100) {
-            return Err(ConfigError::invalid("task_ack_wait", "must be at least 100ms"));
+            return Err(ConfigError::invalid(
+                "task_ack_wait",
+                "must be at least 100ms",
+            ));
         }
         if self.intake_concurrency == 0 || self.intake_concurrency > 10_000 {
-            return Err(ConfigError::invalid("intake_concurrency", "must be between 1 and 10000"));
+            return Err(ConfigError::invalid(
+                "intake_concurrency",
+                "must be between 1 and 10000",
+            ));
         }
         if self.limits.agent_ttl < Duration::from_secs(1) {
-            return Err(ConfigError::invalid("limits.agent_ttl", "must be at least 1s"));
+            return Err(ConfigError::invalid(
+                "limits.agent_ttl",
+                "must be at least 1s",
+            ));
         }
         for p in &self.profiles {
             if let Some(bad) = p.capabilities.iter().find(|c| !is_token(c, MAX_NAME_LEN)) {
@@ -106,7 +119,10 @@ impl Config {
                 ));
             }
             if let Some(r) = p.region.as_deref().filter(|r| !is_token(r, MAX_NAME_LEN)) {
-                return Err(ConfigError::invalid("profiles.region", format!("{r:?} is not a valid region")));
+                return Err(ConfigError::invalid(
+                    "profiles.region",
+                    format!("{r:?} is not a valid region"),
+                ));
             }
         }
         Ok(())
@@ -129,7 +145,10 @@ impl Config {
                 let mut capabilities = p.capabilities.clone();
                 capabilities.sort();
                 capabilities.dedup();
-                ProfileEntry { capabilities, region: p.region.clone() }
+                ProfileEntry {
+                    capabilities,
+                    region: p.region.clone(),
+                }
             })
             .collect()
     }

@@ -26,7 +26,9 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use clawfleet_shared::api::{DlqEntry, DlqReason};
 use clawfleet_shared::events::{TaskEvent, TaskEventKind};
-use clawfleet_shared::{emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskSpec, TaskStatus};
+use clawfleet_shared::{
+    emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskSpec, TaskStatus,
+};
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -84,7 +86,12 @@ enum Sent {
 impl Intake {
     /// Runs the pipeline until `cancel`, re-opening the consumer's message
     /// stream with a back-off if it ends for any other reason.
-    pub async fn run(self: Arc<Self>, consumer: PullConsumer, concurrency: usize, cancel: CancellationToken) {
+    pub async fn run(
+        self: Arc<Self>,
+        consumer: PullConsumer,
+        concurrency: usize,
+        cancel: CancellationToken,
+    ) {
         let mut backoff = Duration::from_millis(100);
         while !cancel.is_cancelled() {
             match self.clone().pipeline(&consumer, concurrency, &cancel).await {
@@ -162,8 +169,9 @@ impl Intake {
         let subject = msg.subject.to_string();
         let subject_tenant = subjects::tenant_of_intake(&subject).map(str::to_string);
         let reject = |msg, error: ErrorBody, tenant: Option<String>, id: Option<String>| {
-            let task = serde_json::from_slice(&msg_payload(&msg))
-                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&msg_payload(&msg)).into_owned()));
+            let task = serde_json::from_slice(&msg_payload(&msg)).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&msg_payload(&msg)).into_owned())
+            });
             let tenant = tenant
                 .filter(|t| clawfleet_shared::config::is_token(t, validate::MAX_TENANT_LEN))
                 .unwrap_or_else(|| subjects::ANY.to_string());
@@ -196,13 +204,25 @@ impl Intake {
         }
         // An id derived from the message itself, so a re-delivery gets the same one.
         let spec = draft.into_spec(|| Ulid::from_parts(published_ms, u128::from(seq)).to_string());
-        if let Err(e) = self.router.ensure(spec.region.as_deref(), &spec.requires).await {
-            return Step::Retry { msg, why: e.to_string() };
+        if let Err(e) = self
+            .router
+            .ensure(spec.region.as_deref(), &spec.requires)
+            .await
+        {
+            return Step::Retry {
+                msg,
+                why: e.to_string(),
+            };
         }
         let queue = subjects::queue(spec.priority, spec.region.as_deref(), &spec.requires);
         let body: Bytes = match serde_json::to_vec(&spec) {
             Ok(b) => b.into(),
-            Err(e) => return Step::Retry { msg, why: e.to_string() },
+            Err(e) => {
+                return Step::Retry {
+                    msg,
+                    why: e.to_string(),
+                }
+            }
         };
         let record = TaskRecord {
             spec,
@@ -215,7 +235,11 @@ impl Intake {
             finished_at: None,
         };
         let record_bytes = serde_json::to_vec(&record).expect("task record encodes");
-        match self.tasks.create(&record.spec.id, record_bytes.into()).await {
+        match self
+            .tasks
+            .create(&record.spec.id, record_bytes.into())
+            .await
+        {
             Ok(_) => Step::Route {
                 msg,
                 spec: record.spec,
@@ -234,7 +258,14 @@ impl Intake {
 
     /// The id already has a record: finish our own half-done routing, refuse
     /// another tenant's id, or drop a duplicate submission.
-    async fn known_id(&self, msg: jetstream::Message, new: TaskRecord, queue: String, body: Bytes, seq: u64) -> Step {
+    async fn known_id(
+        &self,
+        msg: jetstream::Message,
+        new: TaskRecord,
+        queue: String,
+        body: Bytes,
+        seq: u64,
+    ) -> Step {
         let id = new.spec.id.clone();
         let existing = match self.tasks.get(&id).await {
             Ok(Some(bytes)) => serde_json::from_slice::<TaskRecord>(&bytes).ok(),
@@ -247,10 +278,16 @@ impl Intake {
             }
         };
         let Some(existing) = existing else {
-            return Step::Retry { msg, why: format!("task {id} vanished while being created") };
+            return Step::Retry {
+                msg,
+                why: format!("task {id} vanished while being created"),
+            };
         };
         if existing.spec.tenant != new.spec.tenant {
-            let error = ErrorBody::new(ErrorCode::IdConflict, format!("id {id:?} is already used by another tenant"));
+            let error = ErrorBody::new(
+                ErrorCode::IdConflict,
+                format!("id {id:?} is already used by another tenant"),
+            );
             let entry = DlqEntry {
                 reason: DlqReason::Rejected,
                 error,
@@ -263,20 +300,43 @@ impl Intake {
             };
             return Step::Reject { msg, entry };
         }
-        if existing.intake_seq == seq && existing.status == TaskStatus::Queued && existing.attempts.is_empty() {
-            return Step::Route { msg, spec: existing.spec, subject: queue, body };
+        if existing.intake_seq == seq
+            && existing.status == TaskStatus::Queued
+            && existing.attempts.is_empty()
+        {
+            return Step::Route {
+                msg,
+                spec: existing.spec,
+                subject: queue,
+                body,
+            };
         }
         Step::Duplicate { msg, id }
     }
 
     async fn send(&self, step: Step) -> Sent {
-        let Step::Route { msg, spec, subject, body } = step else {
+        let Step::Route {
+            msg,
+            spec,
+            subject,
+            body,
+        } = step
+        else {
             return Sent::Other(step);
         };
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", spec.id.as_str());
-        match self.js.publish_with_headers(subject.clone(), headers, body).await {
-            Ok(ack) => Sent::Routed { msg, spec, subject, ack },
+        match self
+            .js
+            .publish_with_headers(subject.clone(), headers, body)
+            .await
+        {
+            Ok(ack) => Sent::Routed {
+                msg,
+                spec,
+                subject,
+                ack,
+            },
             Err(e) => Sent::Other(Step::Retry {
                 msg,
                 why: format!("while queueing task {}: {e}", spec.id),
@@ -286,11 +346,17 @@ impl Intake {
 
     async fn finish(&self, sent: Sent) {
         match sent {
-            Sent::Routed { msg, spec, subject, ack } => match ack.await {
+            Sent::Routed {
+                msg,
+                spec,
+                subject,
+                ack,
+            } => match ack.await {
                 Ok(_) => {
                     ack_or_log(&msg, AckKind::Ack).await;
                     self.wake.notify_one();
-                    let mut event = TaskEvent::new(TaskEventKind::Queued, Some(spec.id.clone()), &spec.tenant);
+                    let mut event =
+                        TaskEvent::new(TaskEventKind::Queued, Some(spec.id.clone()), &spec.tenant);
                     event.priority = Some(spec.priority);
                     event.queue = Some(subject);
                     emit::task_event(&self.client, &event).await;
@@ -305,7 +371,11 @@ impl Intake {
                 match emit::dead_letter(&self.js, &entry).await {
                     Ok(()) => {
                         tracing::info!(tenant = %entry.tenant, code = %entry.error.code, "task rejected: {}", entry.error.message);
-                        let mut event = TaskEvent::new(TaskEventKind::Rejected, entry.id.clone(), &entry.tenant);
+                        let mut event = TaskEvent::new(
+                            TaskEventKind::Rejected,
+                            entry.id.clone(),
+                            &entry.tenant,
+                        );
                         event.error = Some(entry.error);
                         emit::task_event(&self.client, &event).await;
                         ack_or_log(&msg, AckKind::Ack).await;

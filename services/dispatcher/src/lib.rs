@@ -28,8 +28,8 @@ use std::time::Duration;
 use async_nats::jetstream::consumer;
 use clawfleet_shared::config::ConfigError;
 use clawfleet_shared::nats::{self, ConnectError};
-use clawfleet_shared::topology::{self, TopologyError};
 use clawfleet_shared::subjects;
+use clawfleet_shared::topology::{self, TopologyError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -78,9 +78,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Disp
 }
 
 /// Starts a dispatcher and returns once it serves the API and consumes intake.
-pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, DispatcherError> {
+pub async fn start(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<Running, DispatcherError> {
     config.validate()?;
-    let client = nats::connect(&config.nats_url, "clawfleet-dispatcher", config.connect_timeout, &shutdown).await?;
+    let client = nats::connect(
+        &config.nats_url,
+        "clawfleet-dispatcher",
+        config.connect_timeout,
+        &shutdown,
+    )
+    .await?;
     let js = nats::jetstream(client.clone());
     let topo = topology::ensure(&js, &config.limits).await?;
 
@@ -168,7 +177,10 @@ async fn wake_agents(client: async_nats::Client, wake: Arc<Notify>, cancel: Canc
             _ = wake.notified() => {}
             _ = cancel.cancelled() => return,
         }
-        if let Err(e) = client.publish(subjects::SIGNAL_WORK, bytes::Bytes::new()).await {
+        if let Err(e) = client
+            .publish(subjects::SIGNAL_WORK, bytes::Bytes::new())
+            .await
+        {
             tracing::debug!(error = %e, "could not signal agents");
         }
         tokio::time::sleep(WAKE_INTERVAL).await;

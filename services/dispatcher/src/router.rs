@@ -59,7 +59,11 @@ impl Router {
     }
 
     /// Makes sure the queues for (region, requires) exist; cheap after the first call.
-    pub async fn ensure(&self, region: Option<&str>, requires: &[String]) -> Result<(), RouterError> {
+    pub async fn ensure(
+        &self,
+        region: Option<&str>,
+        requires: &[String],
+    ) -> Result<(), RouterError> {
         let key = subjects::queue_key(region, requires);
         if self.known.lock().expect("router lock").contains(&key) {
             return Ok(());
@@ -96,7 +100,10 @@ impl Router {
         self.registry
             .put(&key, bytes.into())
             .await
-            .map_err(|source| RouterError::Register { key: key.clone(), source })?;
+            .map_err(|source| RouterError::Register {
+                key: key.clone(),
+                source,
+            })?;
         tracing::info!(queue = %key, ?region, ?requires, "queue created");
         self.known.lock().expect("router lock").insert(key);
         Ok(())

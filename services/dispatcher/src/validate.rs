@@ -73,16 +73,27 @@ fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
 
 /// Validates a submitted body. `subject_tenant` is the tenant token of an
 /// intake subject (`clawfleet.intake.<tenant>`); a body tenant must match it.
-pub fn parse(body: &[u8], subject_tenant: Option<&str>, bounds: &Bounds) -> Result<Draft, ErrorBody> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| err(ErrorCode::InvalidJson, format!("body is not valid JSON: {e}")))?;
+pub fn parse(
+    body: &[u8],
+    subject_tenant: Option<&str>,
+    bounds: &Bounds,
+) -> Result<Draft, ErrorBody> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        err(
+            ErrorCode::InvalidJson,
+            format!("body is not valid JSON: {e}"),
+        )
+    })?;
     let Value::Object(mut obj) = value else {
         return Err(err(ErrorCode::InvalidTask, "a task must be a JSON object"));
     };
     if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(err(
             ErrorCode::UnknownField,
-            format!("unknown field {unknown:?}; known fields: {}", FIELDS.join(", ")),
+            format!(
+                "unknown field {unknown:?}; known fields: {}",
+                FIELDS.join(", ")
+            ),
         ));
     }
 
@@ -114,7 +125,9 @@ pub fn parse(body: &[u8], subject_tenant: Option<&str>, bounds: &Bounds) -> Resu
     let payload = obj.remove("payload").unwrap_or(Value::Null);
     // The whole body bounds the payload, so only a large body needs measuring.
     if body.len() > bounds.max_payload_bytes {
-        let size = serde_json::to_vec(&payload).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&payload)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > bounds.max_payload_bytes {
             return Err(err(
                 ErrorCode::PayloadTooLarge,
@@ -133,7 +146,10 @@ pub fn parse(body: &[u8], subject_tenant: Option<&str>, bounds: &Bounds) -> Resu
             _ => {
                 return Err(err(
                     ErrorCode::InvalidMaxAttempts,
-                    format!("max_attempts must be between 1 and {}, got {n}", bounds.max_attempts),
+                    format!(
+                        "max_attempts must be between 1 and {}, got {n}",
+                        bounds.max_attempts
+                    ),
                 ))
             }
         },
@@ -149,7 +165,12 @@ pub fn parse(body: &[u8], subject_tenant: Option<&str>, bounds: &Bounds) -> Resu
         None | Some(Value::Null) => timefmt::now(),
         Some(Value::String(s)) => {
             time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
-                .map_err(|e| err(ErrorCode::InvalidTask, format!("submitted_at is not RFC 3339: {e}")))?
+                .map_err(|e| {
+                    err(
+                        ErrorCode::InvalidTask,
+                        format!("submitted_at is not RFC 3339: {e}"),
+                    )
+                })?
         }
         Some(other) => {
             return Err(err(
@@ -217,7 +238,9 @@ fn id(value: Option<Value>) -> Result<Option<String>, ErrorBody> {
                     format!("id is {} characters; the limit is {MAX_ID_LEN}", s.len()),
                 ))
             } else if s.is_empty()
-                || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             {
                 Err(err(
                     ErrorCode::InvalidId,
@@ -227,7 +250,10 @@ fn id(value: Option<Value>) -> Result<Option<String>, ErrorBody> {
                 Ok(Some(s))
             }
         }
-        Some(other) => Err(err(ErrorCode::InvalidId, format!("id must be a string, got {other}"))),
+        Some(other) => Err(err(
+            ErrorCode::InvalidId,
+            format!("id must be a string, got {other}"),
+        )),
     }
 }
 
@@ -245,7 +271,10 @@ fn requires(value: Option<Value>) -> Result<Vec<String>, ErrorBody> {
     if items.len() > MAX_REQUIRES {
         return Err(err(
             ErrorCode::InvalidCapability,
-            format!("at most {MAX_REQUIRES} capabilities may be required, got {}", items.len()),
+            format!(
+                "at most {MAX_REQUIRES} capabilities may be required, got {}",
+                items.len()
+            ),
         ));
     }
     let mut caps = Vec::with_capacity(items.len());
@@ -320,7 +349,9 @@ fn labels(value: Option<Value>) -> Result<BTreeMap<String, String>, ErrorBody> {
             _ => {
                 return Err(err(
                     ErrorCode::InvalidLabels,
-                    format!("label {k:?} must be a string of at most 256 bytes with a key of 1-64 bytes"),
+                    format!(
+                    "label {k:?} must be a string of at most 256 bytes with a key of 1-64 bytes"
+                ),
                 ))
             }
         }
@@ -353,7 +384,12 @@ mod tests {
 
     #[test]
     fn requirements_are_sorted_and_deduplicated() {
-        let draft = parse(br#"{"tenant":"a","requires":["web","code","web"]}"#, None, &BOUNDS).unwrap();
+        let draft = parse(
+            br#"{"tenant":"a","requires":["web","code","web"]}"#,
+            None,
+            &BOUNDS,
+        )
+        .unwrap();
         assert_eq!(draft.spec.requires, vec!["code", "web"]);
     }
 
@@ -361,16 +397,40 @@ mod tests {
     fn each_kind_of_bad_input_has_its_own_code() {
         assert_eq!(code("nope"), ErrorCode::InvalidJson);
         assert_eq!(code("[1]"), ErrorCode::InvalidTask);
-        assert_eq!(code(r#"{"tenant":"a","priorty":"low"}"#), ErrorCode::UnknownField);
+        assert_eq!(
+            code(r#"{"tenant":"a","priorty":"low"}"#),
+            ErrorCode::UnknownField
+        );
         assert_eq!(code(r#"{"payload":1}"#), ErrorCode::MissingTenant);
         assert_eq!(code(r#"{"tenant":"A B"}"#), ErrorCode::InvalidTenant);
-        assert_eq!(code(r#"{"tenant":"a","priority":"urgent"}"#), ErrorCode::InvalidPriority);
-        assert_eq!(code(r#"{"tenant":"a","timeout":"soon"}"#), ErrorCode::InvalidTimeout);
-        assert_eq!(code(r#"{"tenant":"a","timeout":"100d"}"#), ErrorCode::InvalidTimeout);
-        assert_eq!(code(r#"{"tenant":"a","max_attempts":0}"#), ErrorCode::InvalidMaxAttempts);
-        assert_eq!(code(r#"{"tenant":"a","requires":["Bad Cap"]}"#), ErrorCode::InvalidCapability);
-        assert_eq!(code(r#"{"tenant":"a","region":"EU"}"#), ErrorCode::InvalidRegion);
-        assert_eq!(code(r#"{"tenant":"a","labels":{"k":1}}"#), ErrorCode::InvalidLabels);
+        assert_eq!(
+            code(r#"{"tenant":"a","priority":"urgent"}"#),
+            ErrorCode::InvalidPriority
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","timeout":"soon"}"#),
+            ErrorCode::InvalidTimeout
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","timeout":"100d"}"#),
+            ErrorCode::InvalidTimeout
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","max_attempts":0}"#),
+            ErrorCode::InvalidMaxAttempts
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","requires":["Bad Cap"]}"#),
+            ErrorCode::InvalidCapability
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","region":"EU"}"#),
+            ErrorCode::InvalidRegion
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","labels":{"k":1}}"#),
+            ErrorCode::InvalidLabels
+        );
         assert_eq!(code(r#"{"tenant":"a","id":"a.b"}"#), ErrorCode::InvalidId);
         let long = format!(r#"{{"tenant":"a","id":"{}"}}"#, "x".repeat(65));
         assert_eq!(code(&long), ErrorCode::IdTooLong);

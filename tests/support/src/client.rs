@@ -9,11 +9,19 @@ use serde_json::Value;
 
 /// Submits a task by request/reply.
 pub async fn submit(client: &async_nats::Client, task: &Value) -> Result<SubmitReply, ErrorBody> {
-    request(client, subjects::API_SUBMIT, serde_json::to_vec(task).unwrap()).await
+    request(
+        client,
+        subjects::API_SUBMIT,
+        serde_json::to_vec(task).unwrap(),
+    )
+    .await
 }
 
 /// Submits raw bytes by request/reply.
-pub async fn submit_raw(client: &async_nats::Client, body: Vec<u8>) -> Result<SubmitReply, ErrorBody> {
+pub async fn submit_raw(
+    client: &async_nats::Client,
+    body: Vec<u8>,
+) -> Result<SubmitReply, ErrorBody> {
     request(client, subjects::API_SUBMIT, body).await
 }
 
@@ -23,19 +31,36 @@ pub async fn request<T: serde::de::DeserializeOwned>(
     subject: &str,
     body: Vec<u8>,
 ) -> Result<T, ErrorBody> {
-    let reply = tokio::time::timeout(Duration::from_secs(10), client.request(subject.to_string(), body.into()))
-        .await
-        .expect("request timed out")
-        .expect("request failed");
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(subject.to_string(), body.into()),
+    )
+    .await
+    .expect("request timed out")
+    .expect("request failed");
     serde_json::from_slice::<ApiReply<T>>(&reply.payload)
-        .unwrap_or_else(|e| panic!("undecodable reply {:?}: {e}", String::from_utf8_lossy(&reply.payload)))
+        .unwrap_or_else(|e| {
+            panic!(
+                "undecodable reply {:?}: {e}",
+                String::from_utf8_lossy(&reply.payload)
+            )
+        })
         .into_result()
 }
 
 /// Reads a task record; `None` when not found.
 pub async fn task_get(client: &async_nats::Client, id: &str) -> Option<TaskRecord> {
-    let req = TaskGetRequest { id: id.to_string(), tenant: None };
-    request(client, subjects::API_TASK_GET, serde_json::to_vec(&req).unwrap()).await.ok()
+    let req = TaskGetRequest {
+        id: id.to_string(),
+        tenant: None,
+    };
+    request(
+        client,
+        subjects::API_TASK_GET,
+        serde_json::to_vec(&req).unwrap(),
+    )
+    .await
+    .ok()
 }
 
 /// Publishes a task to `clawfleet.intake.<tenant>` and waits for the stream's ack.

@@ -84,7 +84,10 @@ fn spawn(dir: &Path, port: Option<u16>) -> (Child, u16) {
     let store = dir.join("store");
     let ports_dir = dir.join("ports");
     std::fs::create_dir_all(&ports_dir).expect("create ports dir");
-    for entry in std::fs::read_dir(&ports_dir).expect("read ports dir").flatten() {
+    for entry in std::fs::read_dir(&ports_dir)
+        .expect("read ports dir")
+        .flatten()
+    {
         let _ = std::fs::remove_file(entry.path());
     }
     let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
@@ -112,7 +115,10 @@ fn spawn(dir: &Path, port: Option<u16>) -> (Child, u16) {
                 return (child, port);
             }
         }
-        assert!(Instant::now() < deadline, "nats-server did not write {ports_file:?}");
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not write {ports_file:?}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -125,7 +131,10 @@ fn parse_client_port(text: &str) -> Option<u16> {
 
 fn wait_accepting(port: u16, deadline: Instant) {
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server not accepting on {port}");
+        assert!(
+            Instant::now() < deadline,
+            "nats-server not accepting on {port}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }

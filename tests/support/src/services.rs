@@ -124,7 +124,9 @@ impl Waitable for clawfleet_dispatcher::Running {
 /// Starts a dispatcher; returns once it serves requests.
 pub async fn start_dispatcher(config: clawfleet_dispatcher::Config) -> Service {
     let (service, ready) = spawn("dispatcher".into(), move |token| async move {
-        clawfleet_dispatcher::start(config, token).await.map_err(|e| e.to_string())
+        clawfleet_dispatcher::start(config, token)
+            .await
+            .map_err(|e| e.to_string())
     });
     match ready.await {
         Ok(Ok(_)) => service,
@@ -136,7 +138,9 @@ pub async fn start_dispatcher(config: clawfleet_dispatcher::Config) -> Service {
 /// Starts an agent; returns once it is registered and pulling.
 pub async fn start_agent(config: clawfleet_agent::Config) -> Service {
     let (mut service, ready) = spawn(config.agent_id.clone(), move |token| async move {
-        clawfleet_agent::start(config, token).await.map_err(|e| e.to_string())
+        clawfleet_agent::start(config, token)
+            .await
+            .map_err(|e| e.to_string())
     });
     match ready.await {
         Ok(Ok(id)) => {
@@ -159,7 +163,11 @@ pub fn dispatcher_config(nats_url: &str) -> clawfleet_dispatcher::Config {
 }
 
 /// An agent config for tests: fast heartbeats, polls and retries.
-pub fn agent_config(nats_url: &str, agent_id: &str, capabilities: &[&str]) -> clawfleet_agent::Config {
+pub fn agent_config(
+    nats_url: &str,
+    agent_id: &str,
+    capabilities: &[&str],
+) -> clawfleet_agent::Config {
     clawfleet_agent::Config {
         nats_url: nats_url.to_string(),
         agent_id: agent_id.to_string(),

@@ -55,7 +55,9 @@ impl Executor for CommandExecutor {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| ExecError::Retryable(format!("could not start {}: {e}", self.program.display())))?;
+            .map_err(|e| {
+                ExecError::Retryable(format!("could not start {}: {e}", self.program.display()))
+            })?;
 
         let payload = serde_json::to_vec(&task.payload).unwrap_or_default();
         let mut stdin = child.stdin.take().expect("stdin is piped");
@@ -68,7 +70,10 @@ impl Executor for CommandExecutor {
         };
         let read_out = async move {
             let mut buf = Vec::new();
-            let _ = (&mut stdout).take(MAX_STDOUT as u64 + 1).read_to_end(&mut buf).await;
+            let _ = (&mut stdout)
+                .take(MAX_STDOUT as u64 + 1)
+                .read_to_end(&mut buf)
+                .await;
             buf
         };
         let read_err = async move {
@@ -85,26 +90,44 @@ impl Executor for CommandExecutor {
             r = work => r,
             _ = attempt.cancel.cancelled() => return Err(ExecError::Cancelled),
         };
-        let status = status.map_err(|e| ExecError::Retryable(format!("could not wait for the program: {e}")))?;
+        let status = status
+            .map_err(|e| ExecError::Retryable(format!("could not wait for the program: {e}")))?;
         let tail = || {
             let text = String::from_utf8_lossy(&err);
             let text = text.trim();
             let start = text.len().saturating_sub(STDERR_TAIL);
-            let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+            let start = (start..text.len())
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(text.len());
             text[start..].to_string()
         };
         match status.code() {
             Some(0) => {
                 if out.len() > MAX_STDOUT {
-                    return Err(ExecError::Fatal(format!("output is larger than {MAX_STDOUT} bytes")));
+                    return Err(ExecError::Fatal(format!(
+                        "output is larger than {MAX_STDOUT} bytes"
+                    )));
                 }
-                let result = serde_json::from_slice(&out)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out).trim().to_string()));
-                Ok(Output { result, usage: None })
+                let result = serde_json::from_slice(&out).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&out).trim().to_string())
+                });
+                Ok(Output {
+                    result,
+                    usage: None,
+                })
             }
-            Some(EXIT_FATAL) => Err(ExecError::Fatal(format!("program rejected the task: {}", tail()))),
-            Some(code) => Err(ExecError::Retryable(format!("program exited with status {code}: {}", tail()))),
-            None => Err(ExecError::Retryable(format!("program was killed by a signal: {}", tail()))),
+            Some(EXIT_FATAL) => Err(ExecError::Fatal(format!(
+                "program rejected the task: {}",
+                tail()
+            ))),
+            Some(code) => Err(ExecError::Retryable(format!(
+                "program exited with status {code}: {}",
+                tail()
+            ))),
+            None => Err(ExecError::Retryable(format!(
+                "program was killed by a signal: {}",
+                tail()
+            ))),
         }
     }
 }

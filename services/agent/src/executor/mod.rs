@@ -110,12 +110,17 @@ pub trait Executor: Send + Sync + 'static {
 pub fn build(config: &ExecutorConfig) -> Arc<dyn Executor> {
     match config {
         ExecutorConfig::Sim => Arc::new(SimExecutor),
-        ExecutorConfig::Command { program, args } => Arc::new(CommandExecutor::new(program.clone(), args.clone())),
+        ExecutorConfig::Command { program, args } => {
+            Arc::new(CommandExecutor::new(program.clone(), args.clone()))
+        }
     }
 }
 
 /// Sleeps unless cancelled first.
-pub(crate) async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> Result<(), ExecError> {
+pub(crate) async fn sleep_or_cancel(
+    d: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), ExecError> {
     tokio::select! {
         _ = tokio::time::sleep(d) => Ok(()),
         _ = cancel.cancelled() => Err(ExecError::Cancelled),

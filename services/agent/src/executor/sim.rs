@@ -48,7 +48,10 @@ impl Executor for SimExecutor {
             "flaky" => {
                 let fail = p.get("fail_attempts").and_then(Value::as_u64).unwrap_or(1);
                 if u64::from(attempt.number) <= fail {
-                    return Err(ExecError::Retryable(format!("flaky failure on attempt {}", attempt.number)));
+                    return Err(ExecError::Retryable(format!(
+                        "flaky failure on attempt {}",
+                        attempt.number
+                    )));
                 }
                 p.get("data").cloned().unwrap_or(Value::Null)
             }
@@ -58,6 +61,9 @@ impl Executor for SimExecutor {
                 )))
             }
         };
-        Ok(Output { result, usage: None })
+        Ok(Output {
+            result,
+            usage: None,
+        })
     }
 }

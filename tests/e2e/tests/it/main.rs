@@ -9,7 +9,9 @@ mod routing;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use clawfleet_testkit::{agent_config, dispatcher_config, start_agent, start_dispatcher, NatsServer, Service};
+use clawfleet_testkit::{
+    agent_config, dispatcher_config, start_agent, start_dispatcher, NatsServer, Service,
+};
 
 /// Generous bound for a handful of tasks to finish on a loaded 2-core machine.
 pub const FINISH: Duration = Duration::from_secs(20);
@@ -31,7 +33,13 @@ impl Fleet {
         let dispatcher = start_dispatcher(dispatcher_config(server.url())).await;
         let client = server.client().await;
         let js = jetstream::new(client.clone());
-        Fleet { server, client, js, dispatcher: Some(dispatcher), agents: Vec::new() }
+        Fleet {
+            server,
+            client,
+            js,
+            dispatcher: Some(dispatcher),
+            agents: Vec::new(),
+        }
     }
 
     /// Starts an agent with these capabilities and optional region.
@@ -48,7 +56,11 @@ impl Fleet {
 
     /// Removes and returns the agent with this id.
     pub fn take_agent(&mut self, id: &str) -> Service {
-        let i = self.agents.iter().position(|a| a.id == id).expect("agent exists");
+        let i = self
+            .agents
+            .iter()
+            .position(|a| a.id == id)
+            .expect("agent exists");
         self.agents.remove(i)
     }
 }

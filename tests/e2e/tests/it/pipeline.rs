@@ -24,16 +24,22 @@ async fn tasks_submitted_by_request_and_by_intake_both_complete_with_results_rea
     let mut fleet = Fleet::new().await;
     fleet.agent("a1", &["general"], None).await;
 
-    let reply = submit(&fleet.client, &json!({"tenant": "acme", "payload": {"op": "echo", "data": "by request"}}))
-        .await
-        .expect("accepted");
+    let reply = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "payload": {"op": "echo", "data": "by request"}}),
+    )
+    .await
+    .expect("accepted");
     assert_eq!(reply.status, TaskStatus::Queued);
     assert!(!reply.duplicate);
 
     publish_intake(
         &fleet.js,
         "acme",
-        serde_json::to_vec(&json!({"id": "intake-1", "payload": {"op": "echo", "data": "by intake"}})).unwrap(),
+        serde_json::to_vec(
+            &json!({"id": "intake-1", "payload": {"op": "echo", "data": "by intake"}}),
+        )
+        .unwrap(),
     )
     .await;
 
@@ -59,18 +65,31 @@ async fn tasks_submitted_by_request_and_by_intake_both_complete_with_results_rea
 async fn lifecycle_events_are_published_for_each_step() {
     let mut fleet = Fleet::new().await;
     fleet.agent("a1", &[], None).await;
-    let mut events = fleet.client.subscribe(subjects::TASK_EVENTS_ALL).await.unwrap();
-    fleet.client.flush().await.unwrap();
-
-    let reply = submit(&fleet.client, &json!({"tenant": "acme", "payload": {"op": "echo", "data": 1}}))
+    let mut events = fleet
+        .client
+        .subscribe(subjects::TASK_EVENTS_ALL)
         .await
         .unwrap();
+    fleet.client.flush().await.unwrap();
+
+    let reply = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "payload": {"op": "echo", "data": 1}}),
+    )
+    .await
+    .unwrap();
     let mut kinds = Vec::new();
     while kinds.last().map(String::as_str) != Some("succeeded") {
-        let msg = tokio::time::timeout(FINISH, events.next()).await.expect("event in time").unwrap();
+        let msg = tokio::time::timeout(FINISH, events.next())
+            .await
+            .expect("event in time")
+            .unwrap();
         let event: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
         assert_eq!(event["id"], reply.id.as_str());
-        assert_eq!(msg.subject.as_str(), subjects::task_event(event["kind"].as_str().unwrap(), "acme"));
+        assert_eq!(
+            msg.subject.as_str(),
+            subjects::task_event(event["kind"].as_str().unwrap(), "acme")
+        );
         kinds.push(event["kind"].as_str().unwrap().to_string());
     }
     assert_eq!(kinds, ["queued", "started", "succeeded"]);
@@ -108,12 +127,18 @@ async fn the_same_id_submitted_twice_runs_once() {
 async fn an_id_used_by_one_tenant_is_refused_to_another() {
     let mut fleet = Fleet::new().await;
     fleet.agent("a1", &[], None).await;
-    submit(&fleet.client, &json!({"id": "shared-id", "tenant": "acme", "payload": {"op": "echo"}}))
-        .await
-        .unwrap();
+    submit(
+        &fleet.client,
+        &json!({"id": "shared-id", "tenant": "acme", "payload": {"op": "echo"}}),
+    )
+    .await
+    .unwrap();
     wait_final(&fleet.client, "shared-id", FINISH).await;
-    let err = submit(&fleet.client, &json!({"id": "shared-id", "tenant": "globex", "payload": {"op": "echo"}}))
-        .await
-        .unwrap_err();
+    let err = submit(
+        &fleet.client,
+        &json!({"id": "shared-id", "tenant": "globex", "payload": {"op": "echo"}}),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code, clawfleet_shared::ErrorCode::IdConflict);
 }
