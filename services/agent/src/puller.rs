@@ -75,7 +75,7 @@ impl Puller {
     async fn fill(&self, mut permits: OwnedSemaphorePermit, rotation: usize) -> usize {
         let by_priority: Vec<Vec<PullConsumer>> = {
             let e = self.eligible.read().expect("eligible lock");
-            e.by_priority.iter().cloned().collect()
+            e.by_priority.to_vec()
         };
         let mut started = 0;
         for consumers in by_priority {

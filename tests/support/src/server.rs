@@ -80,6 +80,8 @@ impl Drop for NatsServer {
     }
 }
 
+// The child is handed to the server guard, which kills and reaps it on drop.
+#[allow(clippy::zombie_processes)]
 fn spawn(dir: &Path, port: Option<u16>) -> (Child, u16) {
     let store = dir.join("store");
     let ports_dir = dir.join("ports");
@@ -92,7 +94,7 @@ fn spawn(dir: &Path, port: Option<u16>) -> (Child, u16) {
     }
     let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
     let binary = nats_server_binary();
-    let child = Command::new(&binary)
+    let mut child = Command::new(&binary)
         .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-m", "-1", "-sd"])
         .arg(&store)
         .arg("--ports_file_dir")
@@ -115,10 +117,11 @@ fn spawn(dir: &Path, port: Option<u16>) -> (Child, u16) {
                 return (child, port);
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "nats-server did not write {ports_file:?}"
-        );
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nats-server did not write {ports_file:?}");
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
