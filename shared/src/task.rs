@@ -164,12 +164,23 @@ pub enum Outcome {
     Timeout,
     /// The agent disappeared mid-attempt; noticed when the task was redelivered.
     Lost,
+    /// The agent was stopping and handed the task back unfinished. A returned
+    /// attempt does not count against `max_attempts`.
+    Returned,
+}
+
+impl Outcome {
+    /// Whether an attempt that ended this way uses up one of `max_attempts`.
+    pub fn is_charged(self) -> bool {
+        self != Outcome::Returned
+    }
 }
 
 /// One attempt at running a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
-    /// 1-based attempt number (the JetStream delivery count).
+    /// 1-based attempt number, counting only attempts charged against
+    /// `max_attempts` (a returned attempt shares its number with the next).
     pub attempt: u32,
     /// Agent that ran it.
     pub agent: String,

@@ -64,11 +64,9 @@ impl Runner {
             Ok(spec) => spec,
             Err(e) => return self.poison(msg, e.to_string()).await,
         };
-        let attempt = msg.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
-        let span = tracing::info_span!("task", task_id = %spec.id, tenant = %spec.tenant, agent_id = %self.agent_id, attempt);
-        let _enter = span.enter();
-        drop(_enter);
-        if let Err(e) = self.attempt(&msg, spec, attempt, ack_wait, cancel).await {
+        let delivery = msg.info().map(|i| i.delivered).unwrap_or(1);
+        let span = tracing::info_span!("task", task_id = %spec.id, tenant = %spec.tenant, agent_id = %self.agent_id, delivery);
+        if let Err(e) = self.attempt(&msg, spec, ack_wait, cancel).await {
             // Leave the message to be redelivered; the record tells the next agent where things stand.
             tracing::warn!(parent: &span, error = %e, "could not complete the attempt's bookkeeping; the task will be redelivered");
             let _ = msg
@@ -81,7 +79,6 @@ impl Runner {
         &self,
         msg: &jetstream::Message,
         spec: TaskSpec,
-        attempt: u32,
         ack_wait: Duration,
         cancel: CancellationToken,
     ) -> Result<(), RecordError> {
@@ -96,6 +93,14 @@ impl Runner {
             return Ok(());
         }
 
+        // Attempts still open were lost with their agents and count; attempts
+        // handed back by a stopping agent do not.
+        let attempt = 1 + current
+            .record
+            .attempts
+            .iter()
+            .filter(|a| a.outcome.is_none_or(Outcome::is_charged))
+            .count() as u32;
         let now = timefmt::now();
         if attempt > spec.max_attempts {
             // Every attempt was used up by agents that vanished mid-task.
@@ -174,11 +179,12 @@ impl Runner {
                 Ok(())
             }
             Ended::Err(ExecError::Cancelled) => {
-                // Shutting down: hand the task back at once for another agent.
+                // Shutting down: hand the task back at once for another agent,
+                // without spending one of its attempts.
                 let error =
                     ErrorBody::new(ErrorCode::Unavailable, ExecError::Cancelled.to_string());
                 records::update(&self.tasks, &spec.id, Some(started), |r| {
-                    finish_attempt(r, attempt, ended_at, Outcome::Failed, Some(error.clone()));
+                    finish_attempt(r, attempt, ended_at, Outcome::Returned, Some(error.clone()));
                     r.status = TaskStatus::Queued;
                     true
                 })
@@ -403,14 +409,14 @@ impl Runner {
         }
     }
 
-    /// Exponential back-off with ±20% jitter: `retry_backoff * 2^(attempt-1)`, capped.
+    /// Exponential back-off with ±20% jitter, `retry_backoff * 2^(attempt-1)`;
+    /// the cap applies after the jitter so it is a true upper bound.
     fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
             .retry_backoff
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-            .min(self.retry_backoff_max);
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
         let jitter = rand::rng().random_range(0.8..=1.2);
-        exp.mul_f64(jitter)
+        exp.mul_f64(jitter).min(self.retry_backoff_max)
     }
 }
 

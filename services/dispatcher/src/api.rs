@@ -273,10 +273,20 @@ impl Api {
             .limit
             .unwrap_or(DLQ_DEFAULT_LIMIT)
             .clamp(1, DLQ_MAX_LIMIT);
-        let filter = format!(
-            "clawfleet.dlq.{}.{}",
+        if let Some(tenant) = req.tenant.as_deref() {
+            // `_` holds entries with no valid tenant (poison and unreadable intake).
+            if tenant != subjects::ANY
+                && !clawfleet_shared::config::is_token(tenant, crate::validate::MAX_TENANT_LEN)
+            {
+                return Err(ErrorBody::new(
+                    ErrorCode::InvalidTenant,
+                    format!("tenant {tenant:?} is not a valid tenant name"),
+                ));
+            }
+        }
+        let filter = subjects::dlq(
             req.reason.map_or("*", |r| r.as_str()),
-            req.tenant.as_deref().unwrap_or("*")
+            req.tenant.as_deref().unwrap_or("*"),
         );
         let stream = self
             .js
