@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agent::{AgentInfo, QueueEntry};
-use crate::error::ErrorBody;
+use crate::error::{ErrorBody, ErrorReply};
 use crate::task::{Priority, TaskStatus};
 use crate::timefmt::{self, Timestamp};
 
@@ -146,10 +146,7 @@ pub struct DlqListReply {
 #[serde(untagged)]
 pub enum ApiReply<T> {
     /// `{"error": {...}}`.
-    Err {
-        /// What went wrong.
-        error: ErrorBody,
-    },
+    Err(ErrorReply),
     /// The documented success body.
     Ok(T),
 }
@@ -159,7 +156,7 @@ impl<T> ApiReply<T> {
     pub fn into_result(self) -> Result<T, ErrorBody> {
         match self {
             ApiReply::Ok(v) => Ok(v),
-            ApiReply::Err { error } => Err(error),
+            ApiReply::Err(reply) => Err(reply.error),
         }
     }
 }

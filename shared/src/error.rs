@@ -130,7 +130,11 @@ impl ErrorBody {
 }
 
 /// The reply of any API call that failed: `{"error": {"code": ..., "message": ...}}`.
+///
+/// Exactly one field: a success body never has a top-level `error`, and an
+/// error reply never has anything else.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ErrorReply {
     /// What went wrong.
     pub error: ErrorBody,

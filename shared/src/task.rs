@@ -224,9 +224,10 @@ pub struct TaskRecord {
     /// The executor's result, once succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
-    /// The final error, once failed.
+    /// Why the task failed, once failed. (Not named `error`: a reply with a
+    /// top-level `error` field is an API error.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorBody>,
+    pub failure: Option<ErrorBody>,
     /// When the task reached a final status.
     #[serde(
         default,

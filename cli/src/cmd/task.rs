@@ -83,7 +83,7 @@ fn print_record(r: &TaskRecord) -> anyhow::Result<()> {
             println!("  {line}");
         }
     }
-    if let Some(error) = &r.error {
+    if let Some(error) = &r.failure {
         println!("error: {error}");
     }
     Ok(())

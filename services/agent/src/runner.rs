@@ -161,7 +161,7 @@ impl Runner {
                     finish_attempt(r, attempt, ended_at, Outcome::Succeeded, None);
                     r.status = TaskStatus::Succeeded;
                     r.result = Some(output.result.clone());
-                    r.error = None;
+                    r.failure = None;
                     r.finished_at = Some(ended_at);
                     true
                 })
@@ -306,7 +306,7 @@ impl Runner {
         self.publish_result(&result).await?;
         records::update(&self.tasks, &spec.id, Some(current), |r| {
             r.status = TaskStatus::Failed;
-            r.error = Some(error.clone());
+            r.failure = Some(error.clone());
             r.finished_at = Some(finished_at);
             true
         })
@@ -365,7 +365,7 @@ impl Runner {
             intake_seq: 0,
             attempts: Vec::new(),
             result: None,
-            error: None,
+            failure: None,
             finished_at: None,
         };
         let bytes = serde_json::to_vec(&record).expect("record encodes");

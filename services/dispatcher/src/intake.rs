@@ -231,7 +231,7 @@ impl Intake {
             intake_seq: seq,
             attempts: Vec::new(),
             result: None,
-            error: None,
+            failure: None,
             finished_at: None,
         };
         let record_bytes = serde_json::to_vec(&record).expect("task record encodes");

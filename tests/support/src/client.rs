@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use clawfleet_shared::api::{ApiReply, SubmitReply, TaskGetRequest};
-use clawfleet_shared::{subjects, ErrorBody, TaskRecord};
+use clawfleet_shared::{subjects, ErrorBody, ErrorCode, TaskRecord};
 use serde_json::Value;
 
 /// Submits a task by request/reply.
@@ -48,19 +48,23 @@ pub async fn request<T: serde::de::DeserializeOwned>(
         .into_result()
 }
 
-/// Reads a task record; `None` when not found.
+/// Reads a task record; `None` when not found. Any other error fails the test.
 pub async fn task_get(client: &async_nats::Client, id: &str) -> Option<TaskRecord> {
     let req = TaskGetRequest {
         id: id.to_string(),
         tenant: None,
     };
-    request(
+    match request(
         client,
         subjects::API_TASK_GET,
         serde_json::to_vec(&req).unwrap(),
     )
     .await
-    .ok()
+    {
+        Ok(record) => Some(record),
+        Err(e) if e.code == ErrorCode::NotFound => None,
+        Err(e) => panic!("task.get {id}: {e:?}"),
+    }
 }
 
 /// Publishes a task to `clawfleet.intake.<tenant>` and waits for the stream's ack.

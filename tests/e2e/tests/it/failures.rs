@@ -1,1 +1,456 @@
+//! What happens when things go wrong: failing work, dead agents, restarted
+//! dispatchers and servers, poison messages, stopping agents.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer;
+use clawfleet_shared::api::{
+    ApiReply, DlqEntry, DlqListReply, DlqListRequest, DlqReason, SubmitReply,
+};
+use clawfleet_shared::events::TaskEvent;
+use clawfleet_shared::task::Outcome;
+use clawfleet_shared::{subjects, ErrorCode, TaskStatus};
+use clawfleet_testkit::client::{request, stream_messages, submit, task_get, wait_final};
+use clawfleet_testkit::{dispatcher_config, start_dispatcher, wait_for};
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::{Fleet, FINISH};
+
+/// Reads every task event of one kind from the events stream and counts them per task id.
+async fn events_per_task(fleet: &Fleet, kind: &str) -> HashMap<String, usize> {
+    let stream = fleet.js.get_stream(subjects::STREAM_EVENTS).await.unwrap();
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subjects::task_event(kind, "*"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut counts = HashMap::new();
+    let mut messages = consumer.messages().await.unwrap();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
+        let msg = msg.unwrap();
+        let event: TaskEvent = serde_json::from_slice(&msg.payload).unwrap();
+        *counts.entry(event.id.unwrap()).or_insert(0) += 1;
+        if msg.info().unwrap().pending == 0 {
+            break;
+        }
+    }
+    counts
+}
+
+async fn dead_letters(fleet: &Fleet, reason: DlqReason) -> Vec<DlqEntry> {
+    let req = DlqListRequest {
+        reason: Some(reason),
+        ..Default::default()
+    };
+    let reply: DlqListReply = request(
+        &fleet.client,
+        subjects::API_DLQ_LIST,
+        serde_json::to_vec(&req).unwrap(),
+    )
+    .await
+    .unwrap();
+    reply.entries
+}
+
+/// Publishes `n` echo tasks with ids `<prefix>-<i>` to intake, acks awaited in chunks.
+async fn publish_echo_tasks(fleet: &Fleet, prefix: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    let mut acks = Vec::new();
+    for i in 0..n {
+        let id = format!("{prefix}-{i:05}");
+        let task = json!({"id": id, "payload": {"op": "echo", "data": i}});
+        acks.push(
+            fleet
+                .js
+                .publish(
+                    subjects::intake("acme"),
+                    serde_json::to_vec(&task).unwrap().into(),
+                )
+                .await
+                .unwrap(),
+        );
+        if acks.len() == 500 {
+            for ack in acks.drain(..) {
+                ack.await.unwrap();
+            }
+        }
+        ids.push(id);
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    ids
+}
+
+/// Waits for every task to succeed; returns nothing, panics with the first that did not.
+async fn all_succeed(fleet: &Fleet, ids: &[String], timeout: Duration) {
+    for id in ids {
+        let record = wait_final(&fleet.client, id, timeout).await;
+        assert_eq!(
+            record.status,
+            TaskStatus::Succeeded,
+            "task {id}: {record:?}"
+        );
+    }
+}
+
+/// Every task started, succeeded and was queued exactly once.
+async fn assert_exactly_once(fleet: &Fleet, ids: &[String]) {
+    for kind in ["queued", "started", "succeeded"] {
+        let counts = events_per_task(fleet, kind).await;
+        for id in ids {
+            assert_eq!(
+                counts.get(id).copied(),
+                Some(1),
+                "task {id} was {kind} {:?} times",
+                counts.get(id)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failing_task_is_retried_up_to_max_attempts_then_fails_with_every_attempt_recorded() {
+    let mut fleet = Fleet::new().await;
+    fleet.agent("a1", &[], None).await;
+    fleet.agent("a2", &[], None).await;
+
+    let reply = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "max_attempts": 3, "payload": {"op": "fail", "message": "upstream said no"}}),
+    )
+    .await
+    .unwrap();
+    let record = wait_final(&fleet.client, &reply.id, FINISH).await;
+
+    assert_eq!(record.status, TaskStatus::Failed);
+    assert_eq!(
+        record
+            .attempts
+            .iter()
+            .map(|a| a.attempt)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    for a in &record.attempts {
+        assert_eq!(a.outcome, Some(Outcome::Failed));
+        let error = a.error.as_ref().unwrap();
+        assert_eq!(error.code, ErrorCode::ExecutorFailed);
+        assert!(error.message.contains("upstream said no"), "{error:?}");
+        assert!(a.ended_at.unwrap() >= a.started_at);
+    }
+    assert_eq!(
+        record.failure.as_ref().unwrap().code,
+        ErrorCode::ExecutorFailed
+    );
+
+    // The final result says so too, and the task is listed as a dead letter.
+    let stream = fleet.js.get_stream(subjects::STREAM_RESULTS).await.unwrap();
+    let msg = stream
+        .get_last_raw_message_by_subject(&subjects::result("acme", &reply.id))
+        .await
+        .unwrap();
+    let result: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(result["status"], "failed");
+    assert_eq!(result["attempts"], 3);
+    let dlq = wait_for("the dead letter", FINISH, || async {
+        dead_letters(&fleet, DlqReason::Failed)
+            .await
+            .into_iter()
+            .find(|e| e.id.as_deref() == Some(&reply.id))
+    })
+    .await;
+    assert_eq!(dlq.tenant, "acme");
+    assert_eq!(dlq.task["payload"]["op"], "fail");
+    let retries = wait_for("two retrying events", FINISH, || async {
+        events_per_task(&fleet, "retrying")
+            .await
+            .get(&reply.id)
+            .copied()
+            .filter(|n| *n == 2)
+    })
+    .await;
+    assert_eq!(retries, 2);
+}
+
+#[tokio::test]
+async fn a_task_past_its_timeout_is_stopped_and_retried_then_fails_with_timeout() {
+    let mut fleet = Fleet::new().await;
+    fleet.agent("a1", &[], None).await;
+    let reply = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "timeout": "300ms", "max_attempts": 2, "payload": {"op": "sleep", "ms": 60_000}}),
+    )
+    .await
+    .unwrap();
+    let record = wait_final(&fleet.client, &reply.id, FINISH).await;
+    assert_eq!(record.status, TaskStatus::Failed);
+    assert_eq!(record.attempts.len(), 2);
+    for a in &record.attempts {
+        assert_eq!(a.outcome, Some(Outcome::Timeout));
+        assert_eq!(a.error.as_ref().unwrap().code, ErrorCode::Timeout);
+        let ran = a.ended_at.unwrap() - a.started_at;
+        assert!(
+            ran < time::Duration::seconds(10),
+            "the attempt was not stopped at its timeout: {ran}"
+        );
+    }
+    assert_eq!(record.failure.unwrap().code, ErrorCode::Timeout);
+}
+
+#[tokio::test]
+async fn a_task_whose_agent_dies_mid_task_completes_on_another_agent() {
+    let mut fleet = Fleet::new().await;
+    fleet.agent("doomed", &[], None).await;
+    let reply = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "payload": {"op": "sleep", "ms": 1000}}),
+    )
+    .await
+    .unwrap();
+    wait_for("the task to start on the doomed agent", FINISH, || async {
+        task_get(&fleet.client, &reply.id)
+            .await
+            .filter(|r| r.status == TaskStatus::Running)
+    })
+    .await;
+    fleet.agent("rescuer", &[], None).await;
+    // Crash: nothing acked, nothing handed back, the connection just goes away.
+    fleet.take_agent("doomed").kill().await;
+
+    let record = wait_final(&fleet.client, &reply.id, FINISH).await;
+    assert_eq!(record.status, TaskStatus::Succeeded);
+    assert_eq!(record.attempts.len(), 2, "{:?}", record.attempts);
+    let (lost, won) = (&record.attempts[0], &record.attempts[1]);
+    assert_eq!(
+        (lost.agent.as_str(), lost.outcome),
+        ("doomed", Some(Outcome::Lost))
+    );
+    assert_eq!(lost.error.as_ref().unwrap().code, ErrorCode::AgentLost);
+    assert_eq!(
+        (won.agent.as_str(), won.outcome),
+        ("rescuer", Some(Outcome::Succeeded))
+    );
+    assert_eq!((lost.attempt, won.attempt), (1, 2));
+}
+
+#[tokio::test]
+async fn a_stopping_agent_hands_its_task_back_without_spending_an_attempt() {
+    let mut fleet = Fleet::new().await;
+    let mut config = clawfleet_testkit::agent_config(fleet.server.url(), "leaving", &[]);
+    config.drain_timeout = Duration::from_millis(200);
+    fleet.agent_with(config).await;
+    let reply = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "max_attempts": 1, "payload": {"op": "sleep", "ms": 1500}}),
+    )
+    .await
+    .unwrap();
+    wait_for("the task to start", FINISH, || async {
+        task_get(&fleet.client, &reply.id)
+            .await
+            .filter(|r| r.status == TaskStatus::Running)
+    })
+    .await;
+    fleet.take_agent("leaving").stop().await;
+    let handed_back = task_get(&fleet.client, &reply.id).await.unwrap();
+    assert_eq!(handed_back.status, TaskStatus::Queued);
+
+    fleet.agent("staying", &[], None).await;
+    let record = wait_final(&fleet.client, &reply.id, FINISH).await;
+    assert_eq!(
+        record.status,
+        TaskStatus::Succeeded,
+        "the hand-back must not use up the only attempt"
+    );
+    let summary: Vec<_> = record
+        .attempts
+        .iter()
+        .map(|a| (a.agent.as_str(), a.attempt, a.outcome))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("leaving", 1, Some(Outcome::Returned)),
+            ("staying", 1, Some(Outcome::Succeeded))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_dispatcher_restarted_with_tasks_in_flight_loses_nothing_and_runs_nothing_twice() {
+    let mut fleet = Fleet::new().await;
+    fleet.agent("a1", &[], None).await;
+    fleet.agent("a2", &[], None).await;
+
+    let first = publish_echo_tasks(&fleet, "before", 1_000).await;
+    // Crash the dispatcher part-way through routing the intake.
+    wait_for("routing to be under way", FINISH, || async {
+        task_get(&fleet.client, "before-00050").await.map(|_| ())
+    })
+    .await;
+    fleet.dispatcher.take().unwrap().kill().await;
+    // Intake keeps accepting while no dispatcher runs.
+    let second = publish_echo_tasks(&fleet, "during", 200).await;
+    fleet.dispatcher = Some(start_dispatcher(dispatcher_config(fleet.server.url())).await);
+
+    let ids: Vec<String> = first.into_iter().chain(second).collect();
+    all_succeed(&fleet, &ids, Duration::from_secs(60)).await;
+    assert_exactly_once(&fleet, &ids).await;
+    assert_eq!(stream_messages(&fleet.js, subjects::STREAM_QUEUE).await, 0);
+}
+
+#[tokio::test]
+async fn two_dispatchers_side_by_side_dispatch_every_task_exactly_once() {
+    let mut fleet = Fleet::new().await;
+    let second = start_dispatcher(dispatcher_config(fleet.server.url())).await;
+    fleet.agent("a1", &[], None).await;
+    fleet.agent("a2", &[], None).await;
+
+    let ids = publish_echo_tasks(&fleet, "shared", 1_500).await;
+    all_succeed(&fleet, &ids, Duration::from_secs(60)).await;
+    assert_exactly_once(&fleet, &ids).await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_nats_server_loses_no_accepted_task() {
+    let mut fleet = Fleet::new().await;
+    fleet.agent("a1", &[], None).await;
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        let reply = submit(
+            &fleet.client,
+            &json!({"tenant": "acme", "priority": if i % 2 == 0 { "high" } else { "low" }, "payload": {"op": "sleep", "ms": 20}}),
+        )
+        .await
+        .unwrap();
+        ids.push(reply.id);
+    }
+    wait_for("some tasks to finish", FINISH, || async {
+        task_get(&fleet.client, &ids[10])
+            .await
+            .filter(|r| r.status.is_final())
+    })
+    .await;
+    fleet.server.restart();
+
+    // Clients, dispatcher and agent reconnect by themselves; everything
+    // accepted before the crash still runs, and new work is accepted.
+    let task = serde_json::to_vec(&json!({"tenant": "acme", "priority": "critical", "payload": {"op": "echo", "data": "after"}})).unwrap();
+    let after = wait_for("submissions to be accepted again", FINISH, || async {
+        // Until the server is back, requests fail at the transport level.
+        let reply = fleet
+            .client
+            .request(subjects::API_SUBMIT, task.clone().into())
+            .await
+            .ok()?;
+        serde_json::from_slice::<ApiReply<SubmitReply>>(&reply.payload)
+            .ok()?
+            .into_result()
+            .ok()
+    })
+    .await;
+    ids.push(after.id);
+    all_succeed(&fleet, &ids, Duration::from_secs(60)).await;
+}
+
+#[tokio::test]
+async fn a_poison_message_in_a_queue_is_dead_lettered_and_never_redelivered() {
+    let mut fleet = Fleet::new().await;
+    fleet.agent("a1", &[], None).await;
+    // A queue exists once a task has been routed to it.
+    let warmup = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "payload": {"op": "echo", "data": 1}}),
+    )
+    .await
+    .unwrap();
+    let warmup = wait_final(&fleet.client, &warmup.id, FINISH).await;
+
+    let garbage = b"{not a task".to_vec();
+    fleet
+        .js
+        .publish(warmup.queue.clone(), garbage.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let entry = wait_for("the poison dead letter", FINISH, || async {
+        dead_letters(&fleet, DlqReason::Poison)
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_eq!(entry.error.code, ErrorCode::Poison);
+    assert_eq!(entry.subject, warmup.queue);
+    assert_eq!(entry.task, json!("{not a task"));
+    wait_for("the poison message to leave the queue", FINISH, || async {
+        (stream_messages(&fleet.js, subjects::STREAM_QUEUE).await == 0).then_some(())
+    })
+    .await;
+
+    // The agent is unharmed and goes on working.
+    let after = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "payload": {"op": "echo", "data": 2}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        wait_final(&fleet.client, &after.id, FINISH).await.status,
+        TaskStatus::Succeeded
+    );
+    assert_eq!(
+        dead_letters(&fleet, DlqReason::Poison).await.len(),
+        1,
+        "the poison message came back"
+    );
+}
+
+#[tokio::test]
+async fn a_fatal_executor_error_fails_at_once_without_retries() {
+    let mut fleet = Fleet::new().await;
+    fleet.agent("a1", &[], None).await;
+    // The sim executor cannot run an unknown operation, however often it tries.
+    let reply = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "max_attempts": 5, "payload": {"op": "juggle"}}),
+    )
+    .await
+    .unwrap();
+    let record = wait_final(&fleet.client, &reply.id, FINISH).await;
+    assert_eq!(record.status, TaskStatus::Failed);
+    assert_eq!(record.attempts.len(), 1);
+    assert_eq!(record.failure.unwrap().code, ErrorCode::ExecutorRejected);
+}
+
+#[tokio::test]
+async fn a_flaky_task_succeeds_on_a_later_attempt_with_its_failures_recorded() {
+    let mut fleet = Fleet::new().await;
+    fleet.agent("a1", &[], None).await;
+    let reply = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "max_attempts": 3, "payload": {"op": "flaky", "fail_attempts": 2, "data": "third time"}}),
+    )
+    .await
+    .unwrap();
+    let record = wait_final(&fleet.client, &reply.id, FINISH).await;
+    assert_eq!(record.status, TaskStatus::Succeeded);
+    assert_eq!(record.result, Some(json!("third time")));
+    let outcomes: Vec<_> = record.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            Some(Outcome::Failed),
+            Some(Outcome::Failed),
+            Some(Outcome::Succeeded)
+        ]
+    );
+    assert!(record.failure.is_none(), "a success clears the last error");
+}
