@@ -131,3 +131,121 @@ impl Executor for CommandExecutor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    fn task(payload: Value) -> TaskSpec {
+        serde_json::from_value(json!({
+            "id": "t1", "tenant": "acme", "priority": "normal", "requires": [],
+            "payload": payload, "timeout": "1m", "max_attempts": 3, "labels": {},
+            "submitted_at": "2026-01-01T00:00:00Z"
+        }))
+        .expect("a valid spec")
+    }
+
+    fn attempt() -> Attempt {
+        Attempt {
+            number: 1,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    fn sh(script: &str) -> CommandExecutor {
+        CommandExecutor::new("sh".into(), vec!["-c".into(), script.into()])
+    }
+
+    #[tokio::test]
+    async fn the_payload_goes_to_stdin_and_json_stdout_is_the_result() {
+        let out = sh("cat").run(&task(json!({"a": [1, 2]})), &attempt()).await;
+        assert_eq!(out.unwrap().result, json!({"a": [1, 2]}));
+    }
+
+    #[tokio::test]
+    async fn plain_text_stdout_is_a_trimmed_string_and_the_task_is_in_the_environment() {
+        let out = sh("echo \"$CLAWFLEET_TENANT/$CLAWFLEET_TASK_ID/$CLAWFLEET_ATTEMPT\"")
+            .run(&task(json!(null)), &attempt())
+            .await;
+        assert_eq!(out.unwrap().result, json!("acme/t1/1"));
+    }
+
+    #[tokio::test]
+    async fn a_nonzero_exit_is_retryable_and_quotes_stderr() {
+        let err = sh("echo 'disk on fire' >&2; exit 3")
+            .run(&task(json!(1)), &attempt())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ExecError::Retryable("program exited with status 3: disk on fire".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn exit_65_is_fatal() {
+        let err = sh("echo 'bad payload' >&2; exit 65")
+            .run(&task(json!(1)), &attempt())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ExecError::Fatal(m) if m.contains("bad payload")));
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_retryable_error() {
+        let err = CommandExecutor::new("/nonexistent/program".into(), vec![])
+            .run(&task(json!(1)), &attempt())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ExecError::Retryable(m) if m.contains("could not start")));
+    }
+
+    /// The runtime enforces the task timeout by dropping the attempt; the
+    /// program must not outlive it.
+    #[tokio::test]
+    async fn a_dropped_attempt_kills_the_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("echo $$ > {}; exec sleep 30", pidfile.display());
+        let exec = sh(&script);
+        let spec = task(json!(1));
+        let a = attempt();
+        let run = tokio::time::timeout(Duration::from_millis(500), exec.run(&spec, &a)).await;
+        assert!(run.is_err(), "the program should still have been running");
+        let pid = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .to_string();
+        let gone = async {
+            // Killed, then reaped by tokio's orphan reaper.
+            while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), gone)
+            .await
+            .expect("the program was killed");
+    }
+
+    #[tokio::test]
+    async fn cancelling_an_attempt_stops_the_program() {
+        let exec = sh("exec sleep 30");
+        let spec = task(json!(1));
+        let a = attempt();
+        let cancel = a.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            cancel.cancel();
+        });
+        let err = tokio::time::timeout(Duration::from_secs(5), exec.run(&spec, &a))
+            .await
+            .expect("cancel returns promptly")
+            .unwrap_err();
+        assert_eq!(err, ExecError::Cancelled);
+    }
+}

@@ -142,3 +142,39 @@ async fn an_id_used_by_one_tenant_is_refused_to_another() {
     .unwrap_err();
     assert_eq!(err.code, clawfleet_shared::ErrorCode::IdConflict);
 }
+
+#[tokio::test]
+async fn a_command_agent_runs_its_program_and_stops_it_at_the_task_timeout() {
+    let mut fleet = Fleet::new().await;
+    let mut config = clawfleet_testkit::agent_config(fleet.server.url(), "shell", &["shell"]);
+    // Upper-cases the payload, or sleeps when asked to.
+    let script = r#"input=$(cat); case "$input" in *sleep*) exec sleep 30;; esac; printf '%s' "$input" | tr a-z A-Z"#;
+    config.executor = clawfleet_agent::config::ExecutorConfig::Command {
+        program: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+    };
+    fleet.agent_with(config).await;
+
+    let shout = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "requires": ["shell"], "payload": {"text": "hello"}}),
+    )
+    .await
+    .unwrap();
+    let record = wait_final(&fleet.client, &shout.id, FINISH).await;
+    assert_eq!(record.status, TaskStatus::Succeeded);
+    assert_eq!(record.result, Some(json!({"TEXT": "HELLO"})));
+
+    let stuck = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "requires": ["shell"], "timeout": "500ms", "max_attempts": 1, "payload": "sleep"}),
+    )
+    .await
+    .unwrap();
+    let record = wait_final(&fleet.client, &stuck.id, FINISH).await;
+    assert_eq!(record.status, TaskStatus::Failed);
+    assert_eq!(
+        record.failure.unwrap().code,
+        clawfleet_shared::ErrorCode::Timeout
+    );
+}
