@@ -22,6 +22,8 @@ use crate::runner::Runner;
 
 /// Largest batch asked of one queue at once.
 const MAX_BATCH: usize = 256;
+/// How long to wait for the server's answer to a fetch before giving up on it.
+const FETCH_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The pull loop's parts.
 pub struct Puller {
@@ -95,14 +97,24 @@ impl Puller {
                     }
                 };
                 let mut batch = std::pin::pin!(batch);
-                while let Some(msg) = batch.next().await {
-                    let msg: jetstream::Message = match msg {
-                        Ok(m) => m,
-                        Err(e) => {
+                loop {
+                    // A no-wait fetch is answered at once; a reply that never
+                    // comes (the server restarted mid-request) must not stall
+                    // the loop. Anything delivered late is redelivered after
+                    // its ack wait.
+                    let msg = match tokio::time::timeout(FETCH_REPLY_TIMEOUT, batch.next()).await {
+                        Ok(Some(Ok(m))) => m,
+                        Ok(None) => break,
+                        Ok(Some(Err(e))) => {
                             tracing::debug!(error = %e, "fetch ended");
                             break;
                         }
+                        Err(_) => {
+                            tracing::warn!("no reply to a fetch; asking again");
+                            break;
+                        }
                     };
+                    let msg: jetstream::Message = msg;
                     let Some(slot) = permits.split(1) else {
                         // More than asked for cannot happen; hand it back rather than hoard.
                         let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;

@@ -29,6 +29,11 @@ pub struct Config {
     /// before JetStream redelivers it to another agent.
     #[serde(with = "humantime_serde")]
     pub task_ack_wait: Duration,
+    /// How long a dispatcher may hold an intake message before it goes to
+    /// another dispatcher: how fast the intake of a crashed dispatcher is
+    /// taken over. Handling is idempotent, so a short value is safe.
+    #[serde(with = "humantime_serde")]
+    pub intake_ack_wait: Duration,
     /// Intake messages a dispatcher works on at once.
     pub intake_concurrency: usize,
     /// Profiles accepted even before any agent offers them, so tasks for
@@ -61,6 +66,7 @@ impl Default for Config {
             max_attempts_limit: 20,
             max_task_timeout: Duration::from_secs(24 * 3600),
             task_ack_wait: Duration::from_secs(30),
+            intake_ack_wait: Duration::from_secs(10),
             intake_concurrency: 256,
             profiles: Vec::new(),
             limits: Limits::default(),
@@ -97,6 +103,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "task_ack_wait",
                 "must be at least 100ms",
+            ));
+        }
+        if self.intake_ack_wait < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "intake_ack_wait",
+                "must be at least 1s",
             ));
         }
         if self.intake_concurrency == 0 || self.intake_concurrency > 10_000 {

@@ -15,8 +15,10 @@
 //! Re-delivery safety: the task record remembers the intake sequence that
 //! created it. A re-delivered message finds its own record and re-publishes
 //! to the queue with the task id as `Nats-Msg-Id`, which the queue stream
-//! de-duplicates; a *different* message with a known id is a duplicate
-//! submission and is dropped (the first one stands).
+//! de-duplicates (or, if an agent already took the task, only repeats the
+//! `queued` event, so events are delivered at least once); a *different*
+//! message with a known id is a duplicate submission and is dropped (the
+//! first one stands).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +68,13 @@ enum Step {
     Duplicate {
         msg: jetstream::Message,
         id: String,
+    },
+    /// A re-delivery of the message that created the task, which an agent
+    /// has already taken: only the `queued` event may be missing.
+    AlreadyRouted {
+        msg: jetstream::Message,
+        spec: TaskSpec,
+        subject: String,
     },
     Retry {
         msg: jetstream::Message,
@@ -300,10 +309,10 @@ impl Intake {
             };
             return Step::Reject { msg, entry };
         }
-        if existing.intake_seq == seq
-            && existing.status == TaskStatus::Queued
-            && existing.attempts.is_empty()
-        {
+        if existing.intake_seq != seq {
+            return Step::Duplicate { msg, id };
+        }
+        if existing.status == TaskStatus::Queued && existing.attempts.is_empty() {
             return Step::Route {
                 msg,
                 spec: existing.spec,
@@ -311,7 +320,11 @@ impl Intake {
                 body,
             };
         }
-        Step::Duplicate { msg, id }
+        Step::AlreadyRouted {
+            msg,
+            spec: existing.spec,
+            subject: existing.queue,
+        }
     }
 
     async fn send(&self, step: Step) -> Sent {
@@ -353,13 +366,11 @@ impl Intake {
                 ack,
             } => match ack.await {
                 Ok(_) => {
+                    // Event before ack: a crash in between re-delivers the
+                    // message and repeats the event rather than losing it.
+                    self.queued_event(&spec, subject).await;
                     ack_or_log(&msg, AckKind::Ack).await;
                     self.wake.notify_one();
-                    let mut event =
-                        TaskEvent::new(TaskEventKind::Queued, Some(spec.id.clone()), &spec.tenant);
-                    event.priority = Some(spec.priority);
-                    event.queue = Some(subject);
-                    emit::task_event(&self.client, &event).await;
                     tracing::debug!(task_id = %spec.id, tenant = %spec.tenant, "task queued");
                 }
                 Err(e) => {
@@ -390,6 +401,10 @@ impl Intake {
                 tracing::info!(task_id = %id, "duplicate submission ignored; the first one stands");
                 ack_or_log(&msg, AckKind::Ack).await;
             }
+            Sent::Other(Step::AlreadyRouted { msg, spec, subject }) => {
+                self.queued_event(&spec, subject).await;
+                ack_or_log(&msg, AckKind::Ack).await;
+            }
             Sent::Other(Step::Retry { msg, why }) => {
                 tracing::warn!(%why, "intake message will be retried");
                 ack_or_log(&msg, AckKind::Nak(Some(RETRY_DELAY))).await;
@@ -399,6 +414,15 @@ impl Intake {
                 ack_or_log(&msg, AckKind::Nak(Some(RETRY_DELAY))).await;
             }
         }
+    }
+}
+
+impl Intake {
+    async fn queued_event(&self, spec: &TaskSpec, queue: String) {
+        let mut event = TaskEvent::new(TaskEventKind::Queued, Some(spec.id.clone()), &spec.tenant);
+        event.priority = Some(spec.priority);
+        event.queue = Some(queue);
+        emit::task_event(&self.client, &event).await;
     }
 }
 

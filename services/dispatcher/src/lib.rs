@@ -102,7 +102,7 @@ pub async fn start(
             durable_name: Some(subjects::CONSUMER_DISPATCHER.to_string()),
             description: Some("clawfleet dispatchers (shared)".to_string()),
             ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
+            ack_wait: config.intake_ack_wait,
             max_deliver: -1,
             max_ack_pending: 20_000,
             ..Default::default()

@@ -76,12 +76,20 @@ pub async fn publish_intake(js: &jetstream::Context, tenant: &str, body: Vec<u8>
         .expect("intake ack");
 }
 
-/// Polls until the task's record is final.
+/// Polls until the task's record is final; on timeout the panic shows the
+/// last record seen.
 pub async fn wait_final(client: &async_nats::Client, id: &str, timeout: Duration) -> TaskRecord {
-    crate::wait_for(&format!("task {id} to finish"), timeout, || async {
-        task_get(client, id).await.filter(|r| r.status.is_final())
-    })
-    .await
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let record = task_get(client, id).await;
+        match record {
+            Some(r) if r.status.is_final() => return r,
+            _ if tokio::time::Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for task {id} to finish; last seen: {record:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
 
 /// Messages currently in a stream.

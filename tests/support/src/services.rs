@@ -158,6 +158,7 @@ pub fn dispatcher_config(nats_url: &str) -> clawfleet_dispatcher::Config {
         nats_url: nats_url.to_string(),
         connect_timeout: Duration::from_secs(5),
         task_ack_wait: Duration::from_secs(2),
+        intake_ack_wait: Duration::from_secs(2),
         ..Default::default()
     }
 }
