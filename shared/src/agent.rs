@@ -29,7 +29,7 @@ pub struct AgentInfo {
     pub host: String,
     /// Process id on that host.
     pub pid: u32,
-    /// Tasks finished (any outcome) since start.
+    /// Attempts that succeeded since start.
     pub completed: u64,
     /// Attempts that failed since start.
     pub failed: u64,
