@@ -57,9 +57,10 @@ pub struct QueueDepth {
     pub region: Option<String>,
     /// Required capabilities.
     pub requires: Vec<String>,
-    /// Tasks waiting for an agent (including ones waiting out a retry backoff).
+    /// Tasks no agent has taken yet.
     pub waiting: u64,
-    /// Tasks an agent holds and has not finished.
+    /// Tasks delivered to an agent and not yet acknowledged: running, or
+    /// waiting out a retry back-off (JetStream holds a nak'ed task as pending).
     pub running: u64,
 }
 
