@@ -37,7 +37,7 @@ struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_concurrency: Option<u32>,
-    /// Print the effective configuration and exit.
+    /// Print the effective configuration (JSON, after every layer) and exit.
     #[arg(long)]
     #[serde(skip)]
     print_config: bool,
@@ -46,7 +46,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let config: Config = match clawfleet_shared::config::load(args.config.as_deref(), &args) {
+    // Refuse a bad config before anything else, with the key it is about.
+    let config = match clawfleet_shared::config::load::<Config, _>(args.config.as_deref(), &args)
+        .map_err(|e| e.to_string())
+        .and_then(|c| c.validate().map_err(|e| e.to_string()))
+    {
         Ok(c) => c,
         Err(e) => return fail(e),
     };

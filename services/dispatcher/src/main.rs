@@ -18,7 +18,7 @@ struct Args {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     nats_url: Option<String>,
-    /// Print the effective configuration and exit.
+    /// Print the effective configuration (JSON, after every layer) and exit.
     #[arg(long)]
     #[serde(skip)]
     print_config: bool,
@@ -31,8 +31,12 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    // Refuse a bad config before anything else, with the key it is about.
+    if let Err(e) = config.validate() {
+        return fail(e);
+    }
     if args.print_config {
-        return match toml_string(&config) {
+        return match to_json(&config) {
             Ok(s) => {
                 println!("{s}");
                 ExitCode::SUCCESS
@@ -48,7 +52,7 @@ async fn main() -> ExitCode {
     }
 }
 
-fn toml_string<T: Serialize>(value: &T) -> Result<String, String> {
+fn to_json<T: Serialize>(value: &T) -> Result<String, String> {
     serde_json::to_string_pretty(value).map_err(|e| e.to_string())
 }
 
