@@ -1,13 +1,246 @@
-//! `clawfleet bench`: load generation against a running fleet.
+//! `clawfleet bench`: clawfleet's throughput and latency, next to what the
+//! same nats-server does with plain JetStream.
 //!
-//! Not built yet; the command exists so scripts can already name it.
+//! One run, one server (a temporary one of its own unless `--nats-url` or
+//! `NATS_URL` names one), in this order:
+//!
+//! 1. **Raw JetStream** (the ceiling): N messages of the task size are
+//!    published to a temporary work-queue stream, acks pipelined, while one
+//!    pull consumer fetches them in batches and acks each. Reported: publish
+//!    rate, and the round-trip rate from the first publish to the last ack.
+//! 2. **Raw job round trip** (the floor any durable job system pays): jobs
+//!    on a work-queue stream, workers that publish a result to a second
+//!    stream, wait for its ack and ack the job, a collector reading results
+//!    on a core subscription. Same shape as clawfleet (one connection per
+//!    worker, the same in-flight limit) without records, routing or events.
+//! 3. **clawfleet end to end**: a dispatcher and agents (simulator executor)
+//!    start in this process; N echo tasks with explicit ids are published to
+//!    `clawfleet.intake.bench` and their results read from
+//!    `clawfleet.results.bench.>`. Reported: tasks/s from the first submit to
+//!    the last result, and the ratio to (1). A short warm-up runs first, so
+//!    the one-off creation of the queue is not timed.
+//! 4. **Latency**: tasks submitted on a fixed schedule (open loop) at half
+//!    the rate (3) reached, submit → result time per task, as percentiles.
+//!
+//! Each throughput phase keeps the server busy for the whole run: the
+//! producer never waits for a result before sending more, only for publish
+//! acks, at most [`load::ACK_WINDOW`] behind.
+//!
+//! The in-process dispatcher creates or updates the clawfleet streams with
+//! its default limits, and the tasks, records, results and events of the
+//! run stay in them: against a shared server, prefer a dedicated one.
+
+mod e2e;
+mod fleet;
+mod load;
+mod raw;
+mod report;
+mod server;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+
+use self::e2e::Tasks;
+use self::fleet::Fleet;
+use self::report::Report;
+use self::server::TempServer;
+use crate::output;
+
+/// The latency phase is cut to this many seconds' worth of tasks at its rate.
+const LATENCY_MAX_SECONDS: f64 = 20.0;
 
 /// Options of `clawfleet bench`.
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
+#[command(
+    after_help = "Measures plain JetStream, a minimal job round trip on JetStream, then \
+                        clawfleet end to end, on one server: its own temporary nats-server \
+                        unless --nats-url or NATS_URL names one. The dispatcher and agents run \
+                        in this process. On a shared server the dispatcher re-applies its \
+                        default stream limits and the run's tasks stay in the clawfleet \
+                        streams: prefer a dedicated server."
+)]
+pub struct BenchArgs {
+    /// Tasks in the throughput phase (also the raw messages and raw jobs).
+    #[arg(long, default_value_t = 20_000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    tasks: u32,
+    /// Size of each submitted task body in bytes (the echo payload is padded
+    /// to reach it); raw messages have the same size.
+    #[arg(long, default_value_t = 256, value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(128..=200_000))]
+    payload_bytes: u32,
+    /// Agents to start.
+    #[arg(long, default_value_t = 8, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    agents: u32,
+    /// Tasks each agent runs at once (also the raw workers' in-flight jobs).
+    #[arg(long, default_value_t = 64, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    concurrency: u32,
+    /// Tasks in the latency phase (fewer if they would take more than 20 s at its rate).
+    #[arg(long, default_value_t = 5_000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    latency_tasks: u32,
+    /// Submission rate of the latency phase, tasks/s [default: half the measured throughput].
+    #[arg(long, value_name = "PER_SEC", value_parser = parse_rate)]
+    latency_rate: Option<f64>,
+    /// Tasks run, untimed, before the throughput phase.
+    #[arg(long, default_value_t = 200, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    warmup: u32,
+    /// Print one JSON object instead of the report.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The options as sizes.
+struct Plan {
+    tasks: usize,
+    payload_bytes: usize,
+    agents: usize,
+    concurrency: usize,
+    latency_tasks: usize,
+    latency_rate: Option<f64>,
+    warmup: usize,
+}
+
+impl From<&BenchArgs> for Plan {
+    fn from(a: &BenchArgs) -> Plan {
+        Plan {
+            tasks: a.tasks as usize,
+            payload_bytes: a.payload_bytes as usize,
+            agents: a.agents as usize,
+            concurrency: a.concurrency as usize,
+            latency_tasks: a.latency_tasks as usize,
+            latency_rate: a.latency_rate,
+            warmup: a.warmup as usize,
+        }
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a positive number of tasks per second"
+        )),
+    }
+}
 
 /// Runs the benchmark against the fleet at `nats_url` (the default URL when `None`).
 pub async fn run(nats_url: Option<String>, args: BenchArgs) -> anyhow::Result<()> {
-    let _ = (nats_url, args);
-    anyhow::bail!("clawfleet bench is not built yet")
+    init_logging();
+    let plan = Plan::from(&args);
+    let mut interrupt = signal(SignalKind::interrupt()).context("while handling SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("while handling SIGTERM")?;
+    // Interrupted, the measurement is dropped: its server is killed and its
+    // services' tasks end with the runtime.
+    let report = tokio::select! {
+        report = measure(nats_url, &plan) => report?,
+        _ = interrupt.recv() => anyhow::bail!("interrupted"),
+        _ = terminate.recv() => anyhow::bail!("terminated"),
+    };
+    if args.json {
+        output::print_json(&report)
+    } else {
+        print!("{}", report.render());
+        Ok(())
+    }
+}
+
+/// Logs go to stderr, warnings and errors only unless `RUST_LOG` says otherwise.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn measure(nats_url: Option<String>, plan: &Plan) -> anyhow::Result<Report> {
+    let (server, url) = match nats_url {
+        Some(url) => (None, url),
+        None => {
+            let server = TempServer::start().await?;
+            let url = server.url.clone();
+            (Some(server), url)
+        }
+    };
+    let report = phases(&url, plan, server.is_some()).await;
+    if let Some(server) = server {
+        server.stop().await;
+    }
+    report
+}
+
+async fn phases(url: &str, plan: &Plan, own_server: bool) -> anyhow::Result<Report> {
+    let probe = load::connect(url, "clawfleet-bench").await?;
+    let version = probe.server_info().version;
+    let run = run_id();
+    let raw_body = Tasks::new(&run, 'r', plan.payload_bytes).body(0);
+
+    let raw = raw::throughput(url, plan.tasks, raw_body.clone()).await?;
+    let raw_jobs =
+        raw::job_round_trip(url, plan.tasks, plan.agents, plan.concurrency, raw_body).await?;
+
+    let fleet = Fleet::start(url, plan.agents, plan.concurrency).await?;
+    let measured = clawfleet(url, plan, &run, &fleet).await;
+    fleet.stop().await;
+    let (clawfleet, latency) = measured?;
+
+    Ok(Report {
+        nats_url: url.to_string(),
+        nats_server_version: version,
+        own_server,
+        agents: plan.agents,
+        concurrency: plan.concurrency,
+        ratio: clawfleet.per_sec / raw.round_trip_per_sec,
+        ratio_to_raw_jobs: clawfleet.per_sec / raw_jobs.per_sec,
+        raw,
+        raw_jobs,
+        clawfleet,
+        latency,
+    })
+}
+
+/// Warm-up, throughput, then latency at half the throughput.
+async fn clawfleet(
+    url: &str,
+    plan: &Plan,
+    run: &str,
+    fleet: &Fleet,
+) -> anyhow::Result<(e2e::ThroughputReport, e2e::LatencyReport)> {
+    fleet.wait_registered(url).await?;
+    if plan.warmup > 0 {
+        let warmup = Tasks::new(run, 'w', plan.payload_bytes);
+        e2e::throughput(url, &warmup, plan.warmup)
+            .await
+            .context("during the warm-up")?;
+    }
+    let tasks = Tasks::new(run, 't', plan.payload_bytes);
+    let throughput = e2e::throughput(url, &tasks, plan.tasks)
+        .await
+        .context("during the throughput phase")?;
+    let rate = plan.latency_rate.unwrap_or(throughput.per_sec / 2.0);
+    let n = plan
+        .latency_tasks
+        .min((rate * LATENCY_MAX_SECONDS).ceil() as usize)
+        .max(1);
+    let tasks = Tasks::new(run, 'l', plan.payload_bytes);
+    let latency = e2e::latency(url, &tasks, n, rate)
+        .await
+        .context("during the latency phase")?;
+    Ok((throughput, latency))
+}
+
+/// A token unique to this run, so its task ids never collide with an
+/// earlier run's on the same server (ids are idempotency keys).
+fn run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("b{:x}", nanos & 0xffff_ffff_ffff_ffff)
 }

@@ -3,6 +3,7 @@
 //! judged by its exit status and output.
 
 mod batch;
+mod bench;
 mod read;
 mod submit;
 

@@ -1,0 +1,61 @@
+//! `clawfleet bench`: a tiny run, checked for the shape and the counts of
+//! its report (never for speed), and for cleaning up after itself.
+
+use futures::TryStreamExt;
+
+use crate::Fleet;
+
+#[tokio::test]
+async fn a_small_bench_reports_every_phase_and_removes_its_streams() {
+    // A bare server: the benchmark starts its own dispatcher and agents.
+    let fleet = Fleet::bare();
+
+    let run = fleet
+        .run(&[
+            "--json",
+            "bench",
+            "--tasks",
+            "200",
+            "--latency-tasks",
+            "100",
+        ])
+        .await;
+
+    assert_eq!(run.code, 0, "{run:#?}");
+    let r = run.json();
+    assert_eq!(r["nats_url"], fleet.server.url(), "{r}");
+    assert_eq!(r["own_server"], false, "{r}");
+    assert_eq!(r["agents"], 8, "{r}");
+    assert_eq!(r["raw"]["messages"], 200, "{r}");
+    assert_eq!(r["raw"]["message_bytes"], 256, "{r}");
+    assert_eq!(r["raw_jobs"]["jobs"], 200, "{r}");
+    assert_eq!(r["clawfleet"]["tasks"], 200, "{r}");
+    assert_eq!(r["clawfleet"]["task_bytes"], 256, "{r}");
+    assert_eq!(r["clawfleet"]["succeeded"], 200, "{r}");
+    assert_eq!(r["clawfleet"]["failed"], 0, "{r}");
+    assert_eq!(r["latency"]["tasks"], 100, "{r}");
+    assert_eq!(r["latency"]["failed"], 0, "{r}");
+    for rate in [
+        &r["raw"]["publish_per_sec"],
+        &r["raw"]["round_trip_per_sec"],
+        &r["raw_jobs"]["per_sec"],
+        &r["clawfleet"]["per_sec"],
+        &r["ratio"],
+        &r["latency"]["target_per_sec"],
+    ] {
+        assert!(rate.as_f64().is_some_and(|v| v > 0.0), "{r}");
+    }
+    let (p50, p99, max) = (
+        r["latency"]["p50_ms"].as_f64().expect("p50"),
+        r["latency"]["p99_ms"].as_f64().expect("p99"),
+        r["latency"]["max_ms"].as_f64().expect("max"),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{r}");
+
+    let js = async_nats::jetstream::new(fleet.server.client().await);
+    let streams: Vec<String> = js.stream_names().try_collect().await.expect("stream names");
+    assert!(
+        streams.iter().all(|s| !s.starts_with("BENCH_")),
+        "{streams:?}"
+    );
+}
