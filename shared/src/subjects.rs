@@ -76,6 +76,17 @@ pub const BUCKET_PROFILES: &str = "clawfleet-profiles";
 /// KV bucket: the queues the dispatchers have created, keyed by [`queue_key`].
 pub const BUCKET_QUEUES: &str = "clawfleet-queues";
 
+/// Header on a queued task: the task record's revision when the dispatcher
+/// queued it. An agent receiving the task for the first time updates the
+/// record at that revision without reading it first; if the record changed
+/// meanwhile, the update fails and the agent reads it.
+pub const HEADER_RECORD_REVISION: &str = "Clawfleet-Record-Revision";
+
+/// Header on a queued task: the sequence of the intake message that created
+/// its record (the record's `intake_seq`), sent with
+/// [`HEADER_RECORD_REVISION`] so an agent can rebuild the record exactly.
+pub const HEADER_INTAKE_SEQ: &str = "Clawfleet-Intake-Seq";
+
 /// Token used in queue subjects for "no region" and "no capabilities".
 pub const ANY: &str = "_";
 

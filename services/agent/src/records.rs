@@ -24,6 +24,9 @@ pub enum RecordError {
         /// Cause.
         source: serde_json::Error,
     },
+    /// The record changed since the revision an update was based on.
+    #[error("task record {0} changed meanwhile")]
+    Conflict(String),
     /// NATS trouble.
     #[error("while accessing task record: {0}")]
     Nats(String),
@@ -54,6 +57,24 @@ pub async fn read(tasks: &kv::Store, id: &str) -> Result<Versioned, RecordError>
         record,
         revision: entry.revision,
     })
+}
+
+/// Writes `record` at `revision`, once: [`RecordError::Conflict`] if the
+/// stored record is at another revision.
+pub async fn write_at(
+    tasks: &kv::Store,
+    id: &str,
+    record: TaskRecord,
+    revision: u64,
+) -> Result<Versioned, RecordError> {
+    let bytes = serde_json::to_vec(&record).expect("task record encodes");
+    match tasks.update(id, bytes.into(), revision).await {
+        Ok(revision) => Ok(Versioned { record, revision }),
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+            Err(RecordError::Conflict(id.to_string()))
+        }
+        Err(e) => Err(RecordError::Nats(e.to_string())),
+    }
 }
 
 /// Applies `change` to the record, starting from `current` when given (saving

@@ -1,7 +1,9 @@
 //! One task attempt, from delivery to ack.
 //!
 //! Order matters for "never lost, never run twice to completion":
-//! 1. read the record; a final record means this is a stale re-delivery: ack it;
+//! 1. read the record (on a first delivery, rebuild it from the message and
+//!    the revision the dispatcher sent along instead); a final record means
+//!    this is a stale re-delivery: ack it;
 //! 2. record the attempt as running (an earlier attempt still open was lost
 //!    with its agent: it is closed as `lost`);
 //! 3. run the executor under the task timeout, telling JetStream we are
@@ -31,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::executor::{self, ExecError, Executor};
 use crate::records::{self, RecordError, Versioned};
+
+/// Conflicting writes of one record are rare; this many means something is wrong.
+const MAX_CONFLICTS: usize = 16;
 
 /// What every attempt needs.
 pub struct Runner {
@@ -82,58 +87,75 @@ impl Runner {
         ack_wait: Duration,
         cancel: CancellationToken,
     ) -> Result<(), RecordError> {
-        let current = match records::read(&self.tasks, &spec.id).await {
-            Ok(v) => v,
-            Err(RecordError::Missing(_)) => self.recreate(&spec, msg).await?,
-            Err(e) => return Err(e),
-        };
-        if current.record.status.is_final() {
-            tracing::info!(task_id = %spec.id, status = %current.record.status, "already finished; dropping a stale delivery");
-            let _ = msg.ack().await;
-            return Ok(());
-        }
+        // First delivery: the record is as the dispatcher created it, at the
+        // revision it passed along, so it need not be read. If it changed
+        // meanwhile, the write below fails and we start over from a read.
+        let mut as_created = self.as_created(msg, &spec);
+        let mut conflicts = 0;
+        let (started, attempt) = loop {
+            let hinted = as_created.take();
+            let from_hint = hinted.is_some();
+            let current = match hinted {
+                Some(v) => v,
+                None => match records::read(&self.tasks, &spec.id).await {
+                    Ok(v) => v,
+                    Err(RecordError::Missing(_)) => self.recreate(&spec, msg).await?,
+                    Err(e) => return Err(e),
+                },
+            };
+            if current.record.status.is_final() {
+                tracing::info!(task_id = %spec.id, status = %current.record.status, "already finished; dropping a stale delivery");
+                let _ = msg.ack().await;
+                return Ok(());
+            }
 
-        // Attempts still open were lost with their agents and count; attempts
-        // handed back by a stopping agent do not.
-        let attempt = 1 + current
-            .record
-            .attempts
-            .iter()
-            .filter(|a| a.outcome.is_none_or(Outcome::is_charged))
-            .count() as u32;
-        let now = timefmt::now();
-        if attempt > spec.max_attempts {
-            // Every attempt was used up by agents that vanished mid-task.
-            let error = ErrorBody::new(
-                ErrorCode::AgentLost,
-                format!(
-                    "all {} attempts were lost with their agents",
-                    spec.max_attempts
-                ),
-            );
-            let v = records::update(&self.tasks, &spec.id, Some(current), |r| {
-                close_open_attempts(r, now);
-                true
-            })
-            .await?;
-            return self.fail(msg, &spec, v, attempt - 1, error).await;
-        }
+            // Attempts still open were lost with their agents and count; attempts
+            // handed back by a stopping agent do not.
+            let attempt = 1 + current
+                .record
+                .attempts
+                .iter()
+                .filter(|a| a.outcome.is_none_or(Outcome::is_charged))
+                .count() as u32;
+            let now = timefmt::now();
+            if attempt > spec.max_attempts {
+                // Every attempt was used up by agents that vanished mid-task.
+                let error = ErrorBody::new(
+                    ErrorCode::AgentLost,
+                    format!(
+                        "all {} attempts were lost with their agents",
+                        spec.max_attempts
+                    ),
+                );
+                let v = records::update(&self.tasks, &spec.id, Some(current), |r| {
+                    close_open_attempts(r, now);
+                    true
+                })
+                .await?;
+                return self.fail(msg, &spec, v, attempt - 1, error).await;
+            }
 
-        let agent = self.agent_id.clone();
-        let started = records::update(&self.tasks, &spec.id, Some(current), |r| {
-            close_open_attempts(r, now);
-            r.status = TaskStatus::Running;
-            r.attempts.push(AttemptRecord {
+            let mut record = current.record;
+            close_open_attempts(&mut record, now);
+            record.status = TaskStatus::Running;
+            record.attempts.push(AttemptRecord {
                 attempt,
-                agent: agent.clone(),
+                agent: self.agent_id.clone(),
                 started_at: now,
                 ended_at: None,
                 outcome: None,
                 error: None,
             });
-            true
-        })
-        .await?;
+            match records::write_at(&self.tasks, &spec.id, record, current.revision).await {
+                Ok(v) => break (v, attempt),
+                // Someone else wrote it since the revision we had: read again.
+                Err(RecordError::Conflict(id)) if from_hint || conflicts < MAX_CONFLICTS => {
+                    conflicts += 1;
+                    tracing::debug!(task_id = %id, "record changed meanwhile; reading it again");
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let mut event = TaskEvent::new(TaskEventKind::Started, Some(spec.id.clone()), &spec.tenant);
         event.attempt = Some(attempt);
         event.agent = Some(self.agent_id.clone());
@@ -349,6 +371,29 @@ impl Runner {
             .await
             .map_err(|e| RecordError::Nats(e.to_string()))?;
         Ok(())
+    }
+
+    /// The record as the dispatcher created it, for a task delivered for the
+    /// first time with the record's revision in its headers.
+    fn as_created(&self, msg: &jetstream::Message, spec: &TaskSpec) -> Option<Versioned> {
+        if msg.info().ok()?.delivered != 1 {
+            return None;
+        }
+        let headers = msg.headers.as_ref()?;
+        let number = |name: &str| headers.get(name)?.as_str().parse::<u64>().ok();
+        let revision = number(subjects::HEADER_RECORD_REVISION)?;
+        let intake_seq = number(subjects::HEADER_INTAKE_SEQ)?;
+        let record = TaskRecord {
+            spec: spec.clone(),
+            status: TaskStatus::Queued,
+            queue: msg.subject.to_string(),
+            intake_seq,
+            attempts: Vec::new(),
+            result: None,
+            failure: None,
+            finished_at: None,
+        };
+        Some(Versioned { record, revision })
     }
 
     /// A queued task whose record is gone (expired): recreate it so the task

@@ -60,6 +60,10 @@ enum Step {
         spec: TaskSpec,
         subject: String,
         body: Bytes,
+        /// The record's revision, passed to agents so they need not read it.
+        revision: u64,
+        /// The record's intake sequence, passed along with the revision.
+        intake_seq: u64,
     },
     Reject {
         msg: jetstream::Message,
@@ -249,11 +253,13 @@ impl Intake {
             .create(&record.spec.id, record_bytes.into())
             .await
         {
-            Ok(_) => Step::Route {
+            Ok(revision) => Step::Route {
                 msg,
                 spec: record.spec,
                 subject: queue,
                 body,
+                revision,
+                intake_seq: seq,
             },
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 self.known_id(msg, record, queue, body, seq).await
@@ -276,9 +282,13 @@ impl Intake {
         seq: u64,
     ) -> Step {
         let id = new.spec.id.clone();
-        let existing = match self.tasks.get(&id).await {
-            Ok(Some(bytes)) => serde_json::from_slice::<TaskRecord>(&bytes).ok(),
-            Ok(None) => None,
+        let existing = match self.tasks.entry(&id).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                serde_json::from_slice::<TaskRecord>(&entry.value)
+                    .ok()
+                    .map(|r| (r, entry.revision))
+            }
+            Ok(_) => None,
             Err(e) => {
                 return Step::Retry {
                     msg,
@@ -286,7 +296,7 @@ impl Intake {
                 }
             }
         };
-        let Some(existing) = existing else {
+        let Some((existing, revision)) = existing else {
             return Step::Retry {
                 msg,
                 why: format!("task {id} vanished while being created"),
@@ -318,6 +328,8 @@ impl Intake {
                 spec: existing.spec,
                 subject: queue,
                 body,
+                revision,
+                intake_seq: seq,
             };
         }
         Step::AlreadyRouted {
@@ -333,12 +345,19 @@ impl Intake {
             spec,
             subject,
             body,
+            revision,
+            intake_seq,
         } = step
         else {
             return Sent::Other(step);
         };
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", spec.id.as_str());
+        headers.insert(
+            subjects::HEADER_RECORD_REVISION,
+            revision.to_string().as_str(),
+        );
+        headers.insert(subjects::HEADER_INTAKE_SEQ, intake_seq.to_string().as_str());
         match self
             .js
             .publish_with_headers(subject.clone(), headers, body)

@@ -6,13 +6,14 @@
 //! serve. Each queue subject has exactly one consumer, so a task is delivered
 //! to one agent at a time no matter how many agents share the queue.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv};
 use clawfleet_shared::agent::QueueEntry;
 use clawfleet_shared::{subjects, Priority};
+use tokio::sync::OnceCell;
 
 /// Errors while creating a queue.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,9 @@ pub struct Router {
     js: jetstream::Context,
     registry: kv::Store,
     ack_wait: Duration,
-    known: Arc<Mutex<HashSet<String>>>,
+    /// One cell per queue key: concurrent first uses of a queue wait for a
+    /// single creation instead of each creating its consumers again.
+    known: Arc<Mutex<HashMap<String, Arc<OnceCell<()>>>>>,
 }
 
 impl Router {
@@ -54,7 +57,7 @@ impl Router {
             js,
             registry,
             ack_wait,
-            known: Arc::new(Mutex::new(HashSet::new())),
+            known: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -65,12 +68,28 @@ impl Router {
         requires: &[String],
     ) -> Result<(), RouterError> {
         let key = subjects::queue_key(region, requires);
-        if self.known.lock().expect("router lock").contains(&key) {
-            return Ok(());
-        }
+        let cell = self
+            .known
+            .lock()
+            .expect("router lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        // A failed creation leaves the cell empty: the next task tries again.
+        cell.get_or_try_init(|| self.create(&key, region, requires))
+            .await
+            .map(|_| ())
+    }
+
+    async fn create(
+        &self,
+        key: &str,
+        region: Option<&str>,
+        requires: &[String],
+    ) -> Result<(), RouterError> {
         let stream = self.js.get_stream_no_info(subjects::STREAM_QUEUE).await?;
         for priority in Priority::ALL {
-            let name = subjects::queue_consumer(priority, &key);
+            let name = subjects::queue_consumer(priority, key);
             let config = consumer::pull::Config {
                 durable_name: Some(name.clone()),
                 description: Some(format!(
@@ -92,20 +111,19 @@ impl Router {
                 .map_err(|source| RouterError::Consumer { name, source })?;
         }
         let entry = QueueEntry {
-            key: key.clone(),
+            key: key.to_string(),
             requires: requires.to_vec(),
             region: region.map(str::to_string),
         };
         let bytes = serde_json::to_vec(&entry).expect("queue entry encodes");
         self.registry
-            .put(&key, bytes.into())
+            .put(key, bytes.into())
             .await
             .map_err(|source| RouterError::Register {
-                key: key.clone(),
+                key: key.to_string(),
                 source,
             })?;
         tracing::info!(queue = %key, ?region, ?requires, "queue created");
-        self.known.lock().expect("router lock").insert(key);
         Ok(())
     }
 }
