@@ -6,7 +6,7 @@
 //! way `clawfleet up` looks it up. The server is killed when the handle is
 //! stopped or dropped (also when the run is interrupted).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ pub struct TempServer {
 impl TempServer {
     /// Starts the server and returns once it accepts connections.
     pub async fn start() -> anyhow::Result<TempServer> {
-        let binary = find_binary()?;
+        let binary = crate::cmd::up::nats_server::find_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("clawfleet-bench-")
             .tempdir()
@@ -95,35 +95,4 @@ fn client_url(ports_file: &Path) -> Option<String> {
     let text = std::fs::read_to_string(ports_file).ok()?;
     let ports: serde_json::Value = serde_json::from_str(&text).ok()?;
     ports.get("nats")?.get(0)?.as_str().map(str::to_string)
-}
-
-/// Finds `nats-server` as `clawfleet up` does: `$NATS_SERVER_BIN`, then
-/// `./.tools/bin` and `./.tools/venv/bin` (where `scripts/setup` puts it),
-/// then `PATH`.
-fn find_binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
-        let path = PathBuf::from(path);
-        anyhow::ensure!(
-            path.is_file(),
-            "NATS_SERVER_BIN is {}, which is not a file",
-            path.display()
-        );
-        return Ok(path);
-    }
-    let local = [".tools/bin/nats-server", ".tools/venv/bin/nats-server"].map(PathBuf::from);
-    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|dir| dir.join("nats-server"))
-                .collect()
-        })
-        .unwrap_or_default();
-    local
-        .into_iter()
-        .chain(on_path)
-        .find(|p| p.is_file())
-        .context(
-            "nats-server not found: run scripts/setup, put nats-server on PATH or set \
-             NATS_SERVER_BIN; or point --nats-url / NATS_URL at a running server",
-        )
 }

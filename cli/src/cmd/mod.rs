@@ -8,7 +8,7 @@ mod dlq;
 mod queues;
 mod submit;
 mod task;
-mod up;
+pub(crate) mod up;
 mod watch;
 
 use std::process::ExitCode;
@@ -55,7 +55,7 @@ pub enum Command {
     Dlq(dlq::DlqCommand),
     /// Print task lifecycle events as they happen.
     Watch(watch::WatchArgs),
-    /// Measure throughput and latency of a running fleet.
+    /// Measure raw JetStream and clawfleet end to end (own server, dispatcher and agents) in one run.
     Bench(bench::BenchArgs),
     /// Run a dispatcher in this process (used by `up`).
     #[command(hide = true)]

@@ -11,7 +11,7 @@
 //! Ctrl-C kills everything at once.
 
 mod child;
-mod nats_server;
+pub(crate) mod nats_server;
 mod profile;
 mod supervisor;
 
