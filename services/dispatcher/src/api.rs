@@ -81,7 +81,12 @@ impl Api {
             }
         }
         // Make sure the server has the subscriptions before we report ready.
-        let _ = self.client.flush().await;
+        // A flush only empties our socket buffer; the answer to a request on
+        // the same connection comes after the server has handled everything
+        // sent before it, subscriptions included.
+        if let Err(e) = self.js.query_account().await {
+            tracing::warn!(error = %e, "could not confirm the API subscriptions");
+        }
         let _ = ready.send(Ok(()));
         let mut requests = futures::stream::select_all(subs);
         let limit = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
