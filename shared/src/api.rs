@@ -142,6 +142,13 @@ pub struct DlqListReply {
     pub entries: Vec<DlqEntry>,
 }
 
+/// A raw message body as a dead letter's `task`: the JSON it holds, or the
+/// body as a string when it is not JSON.
+pub fn raw_task(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
 /// Any API reply: the success body or an error. Decode replies with this.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]

@@ -8,7 +8,7 @@ use async_nats::jetstream::kv;
 use clawfleet_shared::TaskRecord;
 
 /// Conflicting writers are rare; this many retries means something is wrong.
-const MAX_CONFLICTS: usize = 16;
+pub(crate) const MAX_CONFLICTS: usize = 16;
 
 /// Errors while updating a record.
 #[derive(Debug, thiserror::Error)]

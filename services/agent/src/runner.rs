@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, AckKind};
 use async_nats::HeaderMap;
-use clawfleet_shared::api::{DlqEntry, DlqReason};
+use clawfleet_shared::api::{self, DlqEntry, DlqReason};
 use clawfleet_shared::events::{TaskEvent, TaskEventKind};
 use clawfleet_shared::task::{Attempt as AttemptRecord, Outcome};
 use clawfleet_shared::{
@@ -33,9 +33,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::executor::{self, ExecError, Executor};
 use crate::records::{self, RecordError, Versioned};
-
-/// Conflicting writes of one record are rare; this many means something is wrong.
-const MAX_CONFLICTS: usize = 16;
 
 /// What every attempt needs.
 pub struct Runner {
@@ -93,9 +90,7 @@ impl Runner {
         let mut as_created = self.as_created(msg, &spec);
         let mut conflicts = 0;
         let (started, attempt) = loop {
-            let hinted = as_created.take();
-            let from_hint = hinted.is_some();
-            let current = match hinted {
+            let current = match as_created.take() {
                 Some(v) => v,
                 None => match records::read(&self.tasks, &spec.id).await {
                     Ok(v) => v,
@@ -149,7 +144,7 @@ impl Runner {
             match records::write_at(&self.tasks, &spec.id, record, current.revision).await {
                 Ok(v) => break (v, attempt),
                 // Someone else wrote it since the revision we had: read again.
-                Err(RecordError::Conflict(id)) if from_hint || conflicts < MAX_CONFLICTS => {
+                Err(RecordError::Conflict(id)) if conflicts < records::MAX_CONFLICTS => {
                     conflicts += 1;
                     tracing::debug!(task_id = %id, "record changed meanwhile; reading it again");
                 }
@@ -427,7 +422,6 @@ impl Runner {
     /// with its raw body and terminate it so it is not redelivered.
     async fn poison(&self, msg: jetstream::Message, why: String) {
         tracing::error!(subject = %msg.subject, %why, "poison message in a queue");
-        let body = String::from_utf8_lossy(&msg.payload).into_owned();
         let entry = DlqEntry {
             reason: DlqReason::Poison,
             error: ErrorBody::new(
@@ -437,7 +431,7 @@ impl Runner {
             id: None,
             tenant: subjects::ANY.to_string(),
             subject: msg.subject.to_string(),
-            task: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+            task: api::raw_task(&msg.payload),
             time: timefmt::now(),
             seq: None,
         };

@@ -201,10 +201,8 @@ impl Api {
         })?;
         let not_found =
             || ErrorBody::new(ErrorCode::NotFound, format!("no task with id {:?}", req.id));
-        if req.id.is_empty()
-            || req.id.len() > validate::MAX_ID_LEN
-            || req.id.contains(['.', '*', '>', ' '])
-        {
+        // An id that no task can have (and that could be a key wildcard).
+        if !validate::is_id(&req.id) {
             return Err(not_found());
         }
         let record = self.record(&req.id).await?.ok_or_else(not_found)?;
@@ -280,9 +278,7 @@ impl Api {
             .clamp(1, DLQ_MAX_LIMIT);
         if let Some(tenant) = req.tenant.as_deref() {
             // `_` holds entries with no valid tenant (poison and unreadable intake).
-            if tenant != subjects::ANY
-                && !clawfleet_shared::config::is_token(tenant, crate::validate::MAX_TENANT_LEN)
-            {
+            if tenant != subjects::ANY && !validate::is_tenant(tenant) {
                 return Err(ErrorBody::new(
                     ErrorCode::InvalidTenant,
                     format!("tenant {tenant:?} is not a valid tenant name"),

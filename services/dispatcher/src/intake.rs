@@ -26,7 +26,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::PullConsumer, context::PublishAckFuture, kv, AckKind};
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use clawfleet_shared::api::{DlqEntry, DlqReason};
+use clawfleet_shared::api::{self, DlqEntry, DlqReason};
 use clawfleet_shared::events::{TaskEvent, TaskEventKind};
 use clawfleet_shared::{
     emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskSpec, TaskStatus,
@@ -181,12 +181,13 @@ impl Intake {
         };
         let subject = msg.subject.to_string();
         let subject_tenant = subjects::tenant_of_intake(&subject).map(str::to_string);
-        let reject = |msg, error: ErrorBody, tenant: Option<String>, id: Option<String>| {
-            let task = serde_json::from_slice(&msg_payload(&msg)).unwrap_or_else(|_| {
-                serde_json::Value::String(String::from_utf8_lossy(&msg_payload(&msg)).into_owned())
-            });
+        let reject = |msg: jetstream::Message,
+                      error: ErrorBody,
+                      tenant: Option<String>,
+                      id: Option<String>| {
+            let task = api::raw_task(&msg.payload);
             let tenant = tenant
-                .filter(|t| clawfleet_shared::config::is_token(t, validate::MAX_TENANT_LEN))
+                .filter(|t| validate::is_tenant(t))
                 .unwrap_or_else(|| subjects::ANY.to_string());
             Step::Reject {
                 entry: DlqEntry {
@@ -434,19 +435,13 @@ impl Intake {
             }
         }
     }
-}
 
-impl Intake {
     async fn queued_event(&self, spec: &TaskSpec, queue: String) {
         let mut event = TaskEvent::new(TaskEventKind::Queued, Some(spec.id.clone()), &spec.tenant);
         event.priority = Some(spec.priority);
         event.queue = Some(queue);
         emit::task_event(&self.client, &event).await;
     }
-}
-
-fn msg_payload(msg: &jetstream::Message) -> Bytes {
-    msg.payload.clone()
 }
 
 async fn ack_or_log(msg: &jetstream::Message, kind: AckKind) {

@@ -67,6 +67,19 @@ impl Draft {
     }
 }
 
+/// Whether `s` is a valid tenant name: `[a-z0-9][a-z0-9_-]{0,63}`.
+pub fn is_tenant(s: &str) -> bool {
+    is_token(s, MAX_TENANT_LEN)
+}
+
+/// Whether `s` is a valid task id: `[A-Za-z0-9_-]{1,MAX_ID_LEN}`.
+pub fn is_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
 }
@@ -219,7 +232,7 @@ fn tenant(obj: &mut Map<String, Value>, subject_tenant: Option<&str>) -> Result<
         (Some(t), _) => t,
         (None, Some(s)) => s.to_string(),
     };
-    if !is_token(&tenant, MAX_TENANT_LEN) {
+    if !is_tenant(&tenant) {
         return Err(err(
             ErrorCode::InvalidTenant,
             format!("tenant must match [a-z0-9][a-z0-9_-]{{0,63}}, got {tenant:?}"),
@@ -237,11 +250,7 @@ fn id(value: Option<Value>) -> Result<Option<String>, ErrorBody> {
                     ErrorCode::IdTooLong,
                     format!("id is {} characters; the limit is {MAX_ID_LEN}", s.len()),
                 ))
-            } else if s.is_empty()
-                || !s
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
+            } else if !is_id(&s) {
                 Err(err(
                     ErrorCode::InvalidId,
                     format!("id must match [A-Za-z0-9_-]+, got {s:?}"),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use clawfleet_shared::api::{ApiReply, SubmitReply, TaskGetRequest};
-use clawfleet_shared::{subjects, ErrorBody, ErrorCode, TaskRecord};
+use clawfleet_shared::{subjects, ErrorBody, ErrorCode, TaskRecord, TaskStatus};
 use serde_json::Value;
 
 /// Submits a task by request/reply.
@@ -76,16 +76,59 @@ pub async fn publish_intake(js: &jetstream::Context, tenant: &str, body: Vec<u8>
         .expect("intake ack");
 }
 
+/// Publishes many tasks to intake, each to its own tenant's subject, and
+/// waits for every stream ack. Acks are awaited a chunk at a time: the client
+/// caps acks in flight, so holding them all until the end would stall.
+pub async fn publish_intake_many(js: &jetstream::Context, tasks: impl IntoIterator<Item = Value>) {
+    const CHUNK: usize = 500;
+    let mut acks = Vec::with_capacity(CHUNK);
+    for task in tasks {
+        let tenant = task["tenant"].as_str().expect("each task names its tenant");
+        let body = serde_json::to_vec(&task).unwrap();
+        acks.push(
+            js.publish(subjects::intake(tenant), body.into())
+                .await
+                .expect("publish intake"),
+        );
+        if acks.len() == CHUNK {
+            for ack in acks.drain(..) {
+                ack.await.expect("intake ack");
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.expect("intake ack");
+    }
+}
+
 /// Polls until the task's record is final; on timeout the panic shows the
 /// last record seen.
 pub async fn wait_final(client: &async_nats::Client, id: &str, timeout: Duration) -> TaskRecord {
+    wait_record(client, id, "finish", timeout, |r| r.status.is_final()).await
+}
+
+/// Polls until the task's record says it is running.
+pub async fn wait_running(client: &async_nats::Client, id: &str, timeout: Duration) -> TaskRecord {
+    wait_record(client, id, "start", timeout, |r| {
+        r.status == TaskStatus::Running
+    })
+    .await
+}
+
+async fn wait_record(
+    client: &async_nats::Client,
+    id: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&TaskRecord) -> bool,
+) -> TaskRecord {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let record = task_get(client, id).await;
         match record {
-            Some(r) if r.status.is_final() => return r,
+            Some(r) if done(&r) => return r,
             _ if tokio::time::Instant::now() >= deadline => {
-                panic!("timed out after {timeout:?} waiting for task {id} to finish; last seen: {record:?}")
+                panic!("timed out after {timeout:?} waiting for task {id} to {what}; last seen: {record:?}")
             }
             _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }

@@ -11,7 +11,9 @@ use clawfleet_shared::api::{
 use clawfleet_shared::events::TaskEvent;
 use clawfleet_shared::task::Outcome;
 use clawfleet_shared::{subjects, ErrorCode, TaskStatus};
-use clawfleet_testkit::client::{request, stream_messages, submit, task_get, wait_final};
+use clawfleet_testkit::client::{
+    publish_intake_many, request, stream_messages, submit, task_get, wait_final, wait_running,
+};
 use clawfleet_testkit::{dispatcher_config, start_dispatcher, wait_for};
 use futures::StreamExt;
 use serde_json::json;
@@ -56,33 +58,16 @@ async fn dead_letters(fleet: &Fleet, reason: DlqReason) -> Vec<DlqEntry> {
     reply.entries
 }
 
-/// Publishes `n` echo tasks with ids `<prefix>-<i>` to intake, acks awaited in chunks.
+/// Publishes `n` echo tasks with ids `<prefix>-<i>` to intake.
 async fn publish_echo_tasks(fleet: &Fleet, prefix: &str, n: usize) -> Vec<String> {
-    let mut ids = Vec::with_capacity(n);
-    let mut acks = Vec::new();
-    for i in 0..n {
-        let id = format!("{prefix}-{i:05}");
-        let task = json!({"id": id, "payload": {"op": "echo", "data": i}});
-        acks.push(
-            fleet
-                .js
-                .publish(
-                    subjects::intake("acme"),
-                    serde_json::to_vec(&task).unwrap().into(),
-                )
-                .await
-                .unwrap(),
-        );
-        if acks.len() == 500 {
-            for ack in acks.drain(..) {
-                ack.await.unwrap();
-            }
-        }
-        ids.push(id);
-    }
-    for ack in acks {
-        ack.await.unwrap();
-    }
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:05}")).collect();
+    publish_intake_many(
+        &fleet.js,
+        ids.iter().enumerate().map(
+            |(i, id)| json!({"id": id, "tenant": "acme", "payload": {"op": "echo", "data": i}}),
+        ),
+    )
+    .await;
     ids
 }
 
@@ -229,12 +214,8 @@ async fn a_task_whose_agent_dies_mid_task_completes_on_another_agent() {
     )
     .await
     .unwrap();
-    wait_for("the task to start on the doomed agent", FINISH, || async {
-        task_get(&fleet.client, &reply.id)
-            .await
-            .filter(|r| r.status == TaskStatus::Running)
-    })
-    .await;
+    // The doomed agent is the only one, so the task runs there.
+    wait_running(&fleet.client, &reply.id, FINISH).await;
     fleet.agent("rescuer", &[], None).await;
     // Crash: nothing acked, nothing handed back, the connection just goes away.
     fleet.take_agent("doomed").kill().await;
@@ -267,12 +248,7 @@ async fn a_stopping_agent_hands_its_task_back_without_spending_an_attempt() {
     )
     .await
     .unwrap();
-    wait_for("the task to start", FINISH, || async {
-        task_get(&fleet.client, &reply.id)
-            .await
-            .filter(|r| r.status == TaskStatus::Running)
-    })
-    .await;
+    wait_running(&fleet.client, &reply.id, FINISH).await;
     fleet.take_agent("leaving").stop().await;
     let handed_back = task_get(&fleet.client, &reply.id).await.unwrap();
     assert_eq!(handed_back.status, TaskStatus::Queued);

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use clawfleet_shared::{subjects, TaskStatus};
-use clawfleet_testkit::client::{publish_intake, stream_messages, submit, task_get, wait_final};
+use clawfleet_testkit::client::{
+    publish_intake, publish_intake_many, stream_messages, submit, task_get, wait_final,
+};
 use clawfleet_testkit::wait_for;
 use futures::StreamExt;
 use serde_json::json;
@@ -70,43 +72,22 @@ async fn no_task_ever_runs_on_an_agent_lacking_a_capability_or_outside_its_regio
     }
 }
 
-/// Publishes many tasks to intake, awaiting acks a chunk at a time (the
-/// client caps acks in flight, so awaiting all at the end would stall).
-async fn publish_many(fleet: &Fleet, tasks: impl Iterator<Item = serde_json::Value>) {
-    let mut acks = Vec::new();
-    for task in tasks {
-        let tenant = task["tenant"].as_str().unwrap().to_string();
-        acks.push(
-            fleet
-                .js
-                .publish(
-                    subjects::intake(&tenant),
-                    serde_json::to_vec(&task).unwrap().into(),
-                )
-                .await
-                .unwrap(),
-        );
-        if acks.len() == 1_000 {
-            for ack in acks.drain(..) {
-                ack.await.unwrap();
-            }
-        }
-    }
-    for ack in acks {
-        ack.await.unwrap();
-    }
+/// A one-slot agent whose profile is registered but which is not pulling,
+/// so work queues up until it is started again with the returned config.
+async fn registered_but_stopped_solo_agent(fleet: &mut Fleet) -> clawfleet_agent::Config {
+    let mut config = clawfleet_testkit::agent_config(fleet.server.url(), "solo", &[]);
+    config.max_concurrency = 1;
+    fleet.agent_with(config.clone()).await;
+    fleet.take_agent("solo").stop().await;
+    config
 }
 
 #[tokio::test]
 async fn a_critical_task_behind_ten_thousand_queued_low_ones_runs_next() {
     let mut fleet = Fleet::new().await;
-    let mut config = clawfleet_testkit::agent_config(fleet.server.url(), "solo", &[]);
-    config.max_concurrency = 1;
-    // Register the profile, then stop pulling so the low work queues up.
-    fleet.agent_with(config.clone()).await;
-    fleet.take_agent("solo").stop().await;
-    publish_many(
-        &fleet,
+    let config = registered_but_stopped_solo_agent(&mut fleet).await;
+    publish_intake_many(
+        &fleet.js,
         (0..10_000).map(|i| json!({"id": format!("low-{i:05}"), "tenant": "acme", "priority": "low", "payload": {"op": "echo", "data": i}})),
     )
     .await;
@@ -182,14 +163,9 @@ async fn a_critical_task_behind_ten_thousand_queued_low_ones_runs_next() {
 #[tokio::test]
 async fn within_a_priority_tasks_start_in_order_of_arrival() {
     let mut fleet = Fleet::new().await;
-    let mut config = clawfleet_testkit::agent_config(fleet.server.url(), "solo", &[]);
-    config.max_concurrency = 1;
-    // Register the profile first, then stop pulling so the queue fills before work starts.
-    fleet.agent_with(config.clone()).await;
-    fleet.take_agent("solo").stop().await;
-
-    publish_many(
-        &fleet,
+    let config = registered_but_stopped_solo_agent(&mut fleet).await;
+    publish_intake_many(
+        &fleet.js,
         (0..300).map(|i| {
             let priority = if i % 3 == 0 { "high" } else { "normal" };
             json!({"id": format!("t-{i:03}"), "tenant": "acme", "priority": priority, "payload": {"op": "echo", "data": i}})
