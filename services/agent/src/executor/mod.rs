@@ -100,10 +100,26 @@ pub trait Executor: Send + Sync + 'static {
     /// Runs one attempt.
     async fn run(&self, task: &TaskSpec, attempt: &Attempt) -> Result<Output, ExecError>;
 
-    /// Probes the executor.
+    /// Probes the executor (the agent's supervisor calls this every
+    /// `health_check_interval`; an executor that is not `Ready` gets no work).
     async fn health(&self) -> Health {
         Health::Ready
     }
+
+    /// Brings up what the executor runs on (a gateway process, say) and
+    /// returns once it is ready. Called once before the agent pulls work.
+    async fn start(&self) -> Result<(), ExecError> {
+        Ok(())
+    }
+
+    /// Restarts what the executor runs on after it died or failed its health
+    /// checks. The agent calls it with back-off and counts the restarts.
+    async fn restart(&self) -> Result<(), ExecError> {
+        Ok(())
+    }
+
+    /// Stops what the executor runs on, at the end of a drain.
+    async fn stop(&self) {}
 }
 
 /// Builds the executor a config asks for.
