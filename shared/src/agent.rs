@@ -39,6 +39,76 @@ pub struct AgentInfo {
     /// Last heartbeat.
     #[serde(with = "timefmt")]
     pub last_seen: Timestamp,
+    /// How often the agent beats (milliseconds); a monitor calls the agent
+    /// `suspect` when one and a half of these pass without a beat.
+    #[serde(default)]
+    pub heartbeat_interval_ms: u64,
+    /// The executor's health at its last probe.
+    #[serde(default)]
+    pub executor_health: ExecutorHealth,
+    /// Times the agent restarted its executor since it started.
+    #[serde(default)]
+    pub restarts: u32,
+    /// Whether the agent is taking new work (false while its executor is not
+    /// ready, or while the health monitor holds it out of the pool).
+    #[serde(default = "yes")]
+    pub pulling: bool,
+    /// Hash of the agent's effective configuration, to spot drift across a fleet.
+    #[serde(default)]
+    pub config_hash: String,
+    /// The tasks it is running, with their ack subjects (see [`Lease`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running: Vec<Lease>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A task an agent holds: the queue message's ack subject lets the health
+/// monitor hand the task back (`-NAK`) the moment the agent is declared down,
+/// instead of waiting for JetStream's ack deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Task id.
+    pub task_id: String,
+    /// The delivered message's reply (ack) subject.
+    pub ack: String,
+}
+
+/// Health of an executor as its agent last probed it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorHealth {
+    /// Ready for work.
+    #[default]
+    Ready,
+    /// Alive but not ready (starting, warming up, overloaded).
+    NotReady,
+    /// Not working; the agent restarts it.
+    Down,
+}
+
+impl ExecutorHealth {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorHealth::Ready => "ready",
+            ExecutorHealth::NotReady => "not_ready",
+            ExecutorHealth::Down => "down",
+        }
+    }
+}
+
+/// An agent's answer to a health-monitor ping (`clawfleet.agent.ping.<id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingReply {
+    /// Which agent answered.
+    pub agent_id: String,
+    /// Tasks running.
+    pub in_flight: u32,
+    /// Executor health.
+    pub executor_health: ExecutorHealth,
 }
 
 /// An agent's lifecycle state.

@@ -25,7 +25,7 @@ pub enum ConfigError {
     #[error("invalid configuration: `{key}` {message}")]
     Invalid {
         /// The config key.
-        key: &'static str,
+        key: std::borrow::Cow<'static, str>,
         /// What is wrong with it.
         message: String,
     },
@@ -33,9 +33,12 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// Shorthand for [`ConfigError::Invalid`].
-    pub fn invalid(key: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(
+        key: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         ConfigError::Invalid {
-            key,
+            key: key.into(),
             message: message.into(),
         }
     }

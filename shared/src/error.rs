@@ -46,6 +46,8 @@ pub enum ErrorCode {
     InvalidMaxAttempts,
     /// `labels` is not a map of short strings.
     InvalidLabels,
+    /// `retry` is not a valid retry policy.
+    InvalidRetry,
     /// The payload is larger than the configured limit.
     PayloadTooLarge,
     /// An API request could not be understood.
@@ -89,6 +91,7 @@ impl ErrorCode {
             Self::InvalidTimeout => "invalid_timeout",
             Self::InvalidMaxAttempts => "invalid_max_attempts",
             Self::InvalidLabels => "invalid_labels",
+            Self::InvalidRetry => "invalid_retry",
             Self::PayloadTooLarge => "payload_too_large",
             Self::InvalidRequest => "invalid_request",
             Self::NotFound => "not_found",

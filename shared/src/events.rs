@@ -103,6 +103,22 @@ pub enum AgentEventKind {
     Draining,
     /// Left the fleet cleanly.
     Left,
+    /// Restarted its executor (after a crash or failed health checks).
+    ExecutorRestarted,
+    /// The health monitor saw it miss a beat or a ping.
+    Suspect,
+    /// The health monitor declared it down and handed its tasks back.
+    Down,
+    /// Beating again after being down; checked before it gets work.
+    Recovering,
+    /// Passed its checks; back in the pool.
+    Healthy,
+    /// Taken out of the pool for failing far more than the fleet.
+    Quarantined,
+    /// Quarantine lifted.
+    Released,
+    /// Recovery failed (too many restarts, or down too long): needs a person.
+    Escalated,
 }
 
 impl AgentEventKind {
@@ -112,6 +128,14 @@ impl AgentEventKind {
             AgentEventKind::Joined => "joined",
             AgentEventKind::Draining => "draining",
             AgentEventKind::Left => "left",
+            AgentEventKind::ExecutorRestarted => "executor_restarted",
+            AgentEventKind::Suspect => "suspect",
+            AgentEventKind::Down => "down",
+            AgentEventKind::Recovering => "recovering",
+            AgentEventKind::Healthy => "healthy",
+            AgentEventKind::Quarantined => "quarantined",
+            AgentEventKind::Released => "released",
+            AgentEventKind::Escalated => "escalated",
         }
     }
 }
@@ -126,4 +150,19 @@ pub struct AgentEvent {
     /// When.
     #[serde(with = "timefmt")]
     pub time: Timestamp,
+    /// Why, for health transitions, restarts and escalations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl AgentEvent {
+    /// An event about `agent_id` happening now.
+    pub fn new(kind: AgentEventKind, agent_id: impl Into<String>, reason: Option<String>) -> Self {
+        Self {
+            kind,
+            agent_id: agent_id.into(),
+            time: timefmt::now(),
+            reason,
+        }
+    }
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod emit;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod nats;
 pub mod signals;
 pub mod subjects;

@@ -15,7 +15,11 @@
 //! | `clawfleet.events.task.<kind>.<tenant>` | stream `CLAWFLEET_EVENTS` | dispatcher, agents | integrations |
 //! | `clawfleet.events.agent.<kind>.<agent_id>` | stream `CLAWFLEET_EVENTS` | agents | integrations |
 //! | `clawfleet.dlq.<reason>.<tenant>` | stream `CLAWFLEET_DLQ` | dispatcher, agents | operators |
-//! | `clawfleet.signal.work` | core NATS, not stored | dispatcher | agents |
+//! | `clawfleet.signal.work` | core NATS, not stored | dispatcher, health monitor | agents |
+//! | `clawfleet.api.fleet.state` | request/reply | clients | health monitor |
+//! | `clawfleet.api.agent.quarantine` / `.release` | request/reply | operators | health monitor |
+//! | `clawfleet.agent.ping.<agent_id>` | request/reply | health monitor | that agent |
+//! | `clawfleet.agent.lease.<agent_id>` | core NATS, not stored | that agent | health monitor |
 //!
 //! The tenant is always a single subject token so that a later security layer
 //! can grant a tenant's credentials its own subjects and nothing else.
@@ -37,6 +41,16 @@ pub const API_QUEUES_LIST: &str = "clawfleet.api.queues.list";
 pub const API_DLQ_LIST: &str = "clawfleet.api.dlq.list";
 /// Queue group the dispatchers share for the request/reply API.
 pub const DISPATCHER_QUEUE_GROUP: &str = "clawfleet-dispatcher";
+/// Request/reply: every agent with its health, workload and failure rate.
+pub const API_FLEET_STATE: &str = "clawfleet.api.fleet.state";
+/// Request/reply: take an agent out of the pool until released.
+pub const API_AGENT_QUARANTINE: &str = "clawfleet.api.agent.quarantine";
+/// Request/reply: lift an agent's quarantine.
+pub const API_AGENT_RELEASE: &str = "clawfleet.api.agent.release";
+/// Queue group the health monitors share for their request/reply API.
+pub const MONITOR_QUEUE_GROUP: &str = "clawfleet-health-monitor";
+/// Wildcard of every agent's lease announcements.
+pub const LEASES_ALL: &str = "clawfleet.agent.lease.*";
 
 /// Wildcard captured by the intake stream.
 pub const INTAKE_ALL: &str = "clawfleet.intake.>";
@@ -75,6 +89,9 @@ pub const BUCKET_AGENTS: &str = "clawfleet-agents";
 pub const BUCKET_PROFILES: &str = "clawfleet-profiles";
 /// KV bucket: the queues the dispatchers have created, keyed by [`queue_key`].
 pub const BUCKET_QUEUES: &str = "clawfleet-queues";
+/// KV bucket: each agent's health as the health monitor judges it, keyed by
+/// agent id. Agents watch their own key and stop pulling when it says so.
+pub const BUCKET_HEALTH: &str = "clawfleet-health";
 
 /// Header on a queued task: the task record's revision when the dispatcher
 /// queued it. An agent receiving the task for the first time updates the
@@ -118,6 +135,19 @@ pub fn task_event(kind: &str, tenant: &str) -> String {
 /// `clawfleet.events.agent.<kind>.<agent_id>`
 pub fn agent_event(kind: &str, agent_id: &str) -> String {
     format!("clawfleet.events.agent.{kind}.{agent_id}")
+}
+
+/// `clawfleet.agent.ping.<agent_id>`: the health monitor's liveness probe,
+/// answered from the agent's work loop (not from its heartbeat thread).
+pub fn agent_ping(agent_id: &str) -> String {
+    format!("clawfleet.agent.ping.{agent_id}")
+}
+
+/// `clawfleet.agent.lease.<agent_id>`: an agent announces each task it starts,
+/// with the message's ack subject, so the monitor can hand the task back at
+/// once if the agent dies.
+pub fn agent_lease(agent_id: &str) -> String {
+    format!("clawfleet.agent.lease.{agent_id}")
 }
 
 /// `clawfleet.dlq.<reason>.<tenant>`
@@ -174,7 +204,7 @@ pub fn profile_key(region: Option<&str>, capabilities: &[String]) -> String {
 }
 
 /// FNV-1a, 64 bit: a stable, dependency-free hash for names (not for security).
-fn fnv1a(s: &str) -> u64 {
+pub fn fnv1a(s: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in s.bytes() {
         hash ^= u64::from(byte);

@@ -107,6 +107,77 @@ pub struct TaskSpec {
     /// When the task was accepted.
     #[serde(with = "timefmt")]
     pub submitted_at: Timestamp,
+    /// How failed attempts are retried; the dispatcher fills in the tenant's
+    /// or the fleet's default when the submitter gives none.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+/// Which failures are worth another attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The attempt ran past the task timeout.
+    Timeout,
+    /// The executor reported a retryable error (fatal errors never retry).
+    ExecutorError,
+    /// The agent died, hung or was removed from the pool mid-attempt.
+    AgentLost,
+}
+
+impl RetryOn {
+    /// Every kind, the default.
+    pub const ALL: [RetryOn; 3] = [RetryOn::Timeout, RetryOn::ExecutorError, RetryOn::AgentLost];
+}
+
+/// How a task's failed attempts are retried, up to `max_attempts`.
+///
+/// The back-off before attempt `n + 1` is `backoff * 2^(n-1)` with ±20%
+/// jitter, never more than `backoff_max`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Back-off before the second attempt.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// Longest back-off.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Failures that are retried; others fail the task at once.
+    pub on: Vec<RetryOn>,
+    /// Run the next attempt on another agent than the one that failed, while
+    /// another compatible agent is up (it waits at most `avoid_for` for one
+    /// to take the task).
+    pub different_agent: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            on: RetryOn::ALL.to_vec(),
+            different_agent: true,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Whether a failure of this kind is retried.
+    pub fn retries(&self, kind: RetryOn) -> bool {
+        self.on.contains(&kind)
+    }
+
+    /// Checks the bounds; the error names the field.
+    pub fn check(&self) -> Result<(), String> {
+        if self.backoff > self.backoff_max {
+            return Err("retry.backoff must not exceed retry.backoff_max".into());
+        }
+        if self.backoff_max > Duration::from_secs(24 * 3600) {
+            return Err("retry.backoff_max must be at most 24h".into());
+        }
+        Ok(())
+    }
 }
 
 /// Where a task is in its life. `succeeded`, `failed` and `cancelled` are final.

@@ -54,6 +54,9 @@ pub struct Limits {
     /// A capability profile is forgotten this long after the last agent offering it.
     #[serde(with = "humantime_serde")]
     pub profile_ttl: Duration,
+    /// An agent's health entry is forgotten this long after the monitor last wrote it.
+    #[serde(with = "humantime_serde")]
+    pub health_ttl: Duration,
 }
 
 const MIB: i64 = 1024 * 1024;
@@ -79,6 +82,7 @@ impl Default for Limits {
             records_max_bytes: GIB,
             agent_ttl: Duration::from_secs(30),
             profile_ttl: Duration::from_secs(DAY),
+            health_ttl: Duration::from_secs(DAY),
         }
     }
 }
@@ -94,6 +98,8 @@ pub struct Topology {
     pub profiles: kv::Store,
     /// Queue registry.
     pub queues: kv::Store,
+    /// Agent health as the health monitor judges it.
+    pub health: kv::Store,
 }
 
 /// Errors while creating or opening the topology.
@@ -204,7 +210,7 @@ pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Topology
         storage: stream::StorageType::File,
         ..Default::default()
     };
-    let mut stores = Vec::with_capacity(4);
+    let mut stores = Vec::with_capacity(5);
     for (name, config) in [
         (
             subjects::BUCKET_TASKS,
@@ -223,6 +229,10 @@ pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Topology
             bucket(subjects::BUCKET_PROFILES, limits.profile_ttl, 64 * MIB),
         ),
         (
+            subjects::BUCKET_HEALTH,
+            bucket(subjects::BUCKET_HEALTH, limits.health_ttl, 64 * MIB),
+        ),
+        (
             subjects::BUCKET_QUEUES,
             bucket(subjects::BUCKET_QUEUES, Duration::ZERO, 64 * MIB),
         ),
@@ -233,15 +243,17 @@ pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Topology
             .map_err(|source| TopologyError::Bucket { name, source })?;
         stores.push(store);
     }
-    let queues = stores.pop().expect("four buckets");
-    let profiles = stores.pop().expect("four buckets");
-    let agents = stores.pop().expect("four buckets");
-    let tasks = stores.pop().expect("four buckets");
+    let queues = stores.pop().expect("five buckets");
+    let health = stores.pop().expect("five buckets");
+    let profiles = stores.pop().expect("five buckets");
+    let agents = stores.pop().expect("five buckets");
+    let tasks = stores.pop().expect("five buckets");
     Ok(Topology {
         tasks,
         agents,
         profiles,
         queues,
+        health,
     })
 }
 
@@ -272,6 +284,7 @@ async fn try_open(js: &jetstream::Context) -> Result<Topology, TopologyError> {
         tasks: open(subjects::BUCKET_TASKS).await?,
         agents: open(subjects::BUCKET_AGENTS).await?,
         profiles: open(subjects::BUCKET_PROFILES).await?,
+        health: open(subjects::BUCKET_HEALTH).await?,
         queues,
     })
 }

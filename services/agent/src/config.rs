@@ -30,12 +30,20 @@ pub struct Config {
     /// (covers retries whose back-off has expired).
     #[serde(with = "humantime_serde")]
     pub idle_poll_interval: Duration,
-    /// Back-off before the second attempt; doubles per attempt, with ±20% jitter.
+    /// How often the agent probes its executor's health.
     #[serde(with = "humantime_serde")]
-    pub retry_backoff: Duration,
-    /// Longest back-off between attempts.
+    pub health_check_interval: Duration,
+    /// First wait before restarting an executor that is down; doubles per
+    /// consecutive restart.
     #[serde(with = "humantime_serde")]
-    pub retry_backoff_max: Duration,
+    pub restart_backoff: Duration,
+    /// Longest wait between restarts.
+    #[serde(with = "humantime_serde")]
+    pub restart_backoff_max: Duration,
+    /// When a task's policy asks for a different agent after a failure here,
+    /// how long this agent leaves the task to others before running it itself.
+    #[serde(with = "humantime_serde")]
+    pub avoid_for: Duration,
     /// On shutdown, how long running tasks may finish before they are handed back.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
@@ -52,7 +60,13 @@ pub struct Config {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ExecutorConfig {
     /// Built-in simulator for tests, demos and benchmarks.
-    Sim,
+    Sim {
+        /// A file whose content is the simulated executor health (`ready`,
+        /// `not_ready` or `down`; missing or empty means ready), so a test or
+        /// a demo can make an executor fail its health checks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        health_file: Option<PathBuf>,
+    },
     /// Runs a program per task: payload JSON on stdin, result from stdout.
     Command {
         /// Program to run.
@@ -60,7 +74,18 @@ pub enum ExecutorConfig {
         /// Its arguments.
         #[serde(default)]
         args: Vec<String>,
+        /// Health probe: a program and arguments run every
+        /// `health_check_interval`; exit status 0 means ready. Empty: always ready.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        probe: Vec<String>,
     },
+}
+
+impl ExecutorConfig {
+    /// The simulator with default settings.
+    pub fn sim() -> Self {
+        ExecutorConfig::Sim { health_file: None }
+    }
 }
 
 impl Default for Config {
@@ -71,11 +96,13 @@ impl Default for Config {
             capabilities: Vec::new(),
             region: None,
             max_concurrency: 4,
-            executor: ExecutorConfig::Sim,
+            executor: ExecutorConfig::sim(),
             heartbeat_interval: Duration::from_secs(5),
             idle_poll_interval: Duration::from_millis(250),
-            retry_backoff: Duration::from_secs(1),
-            retry_backoff_max: Duration::from_secs(60),
+            health_check_interval: Duration::from_secs(5),
+            restart_backoff: Duration::from_secs(1),
+            restart_backoff_max: Duration::from_secs(60),
+            avoid_for: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
             topology_wait: Duration::from_secs(60),
@@ -84,6 +111,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// A short, stable hash of the effective configuration, reported in the
+    /// registration so that drift across a fleet shows.
+    pub fn hash(&self) -> String {
+        let mut copy = self.clone();
+        copy.agent_id.clear();
+        let text = serde_json::to_string(&copy).unwrap_or_default();
+        format!("{:016x}", clawfleet_shared::subjects::fnv1a(&text))
+    }
+
     /// Checks every value and fills in derived defaults; the error names the key.
     pub fn validate(mut self) -> Result<Self, ConfigError> {
         if self.agent_id.is_empty() {
@@ -133,17 +169,29 @@ impl Config {
                 "must be at least 5ms",
             ));
         }
-        if self.retry_backoff > self.retry_backoff_max {
+        if self.health_check_interval < Duration::from_millis(50) {
             return Err(ConfigError::invalid(
-                "retry_backoff",
-                "must not exceed retry_backoff_max",
+                "health_check_interval",
+                "must be at least 50ms",
             ));
         }
-        if let ExecutorConfig::Command { program, .. } = &self.executor {
+        if self.restart_backoff.is_zero() || self.restart_backoff > self.restart_backoff_max {
+            return Err(ConfigError::invalid(
+                "restart_backoff",
+                "must be above zero and not exceed restart_backoff_max",
+            ));
+        }
+        if let ExecutorConfig::Command { program, probe, .. } = &self.executor {
             if program.as_os_str().is_empty() {
                 return Err(ConfigError::invalid(
                     "executor.program",
                     "must name a program",
+                ));
+            }
+            if probe.first().is_some_and(|p| p.is_empty()) {
+                return Err(ConfigError::invalid(
+                    "executor.probe",
+                    "must start with a program name",
                 ));
             }
         }

@@ -14,17 +14,20 @@
 
 pub mod config;
 pub mod executor;
+mod peers;
 mod puller;
 mod queues;
 mod records;
 mod registry;
 mod runner;
+mod supervisor;
+mod vitals;
 
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use clawfleet_shared::agent::{AgentInfo, AgentState};
+use clawfleet_shared::agent::{AgentInfo, AgentState, ExecutorHealth};
 use clawfleet_shared::config::ConfigError;
 use clawfleet_shared::events::{AgentEvent, AgentEventKind};
 use clawfleet_shared::nats::{self, ConnectError};
@@ -49,9 +52,12 @@ pub enum AgentError {
     /// No dispatcher has created the streams.
     #[error(transparent)]
     Topology(#[from] TopologyError),
-    /// The registration could not be written.
+    /// The heartbeat (registration) could not start.
     #[error("while registering: {0}")]
-    Register(#[from] async_nats::jetstream::kv::PutError),
+    Register(String),
+    /// The executor could not start.
+    #[error("while starting the executor: {0}")]
+    Executor(#[from] executor::ExecError),
     /// The wake-up subscription failed.
     #[error("while subscribing: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
@@ -78,7 +84,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     Ok(())
 }
 
-/// Starts an agent; returns once it is registered and pulling.
+/// Starts an agent; returns once its executor is up and it is registered and pulling.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, AgentError> {
     let config = config.validate()?;
     let client = nats::connect(
@@ -90,7 +96,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     .await?;
     let js = nats::jetstream(client.clone());
     let topo = topology::open(&js, config.topology_wait).await?;
-    let executor = executor::build(&config.executor);
+    let executor = executor::build(&config.executor, &config.agent_id);
+    executor.start().await?;
+    let vitals = Arc::new(vitals::Vitals::default());
+    if supervisor::probe(executor.as_ref(), &vitals).await != ExecutorHealth::Ready {
+        tracing::warn!("the executor is not ready yet; the agent takes work once it is");
+    }
+    let peers = Arc::new(peers::Peers::default());
 
     let runner = Arc::new(runner::Runner {
         agent_id: config.agent_id.clone(),
@@ -98,16 +110,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         js: js.clone(),
         tasks: topo.tasks.clone(),
         executor: executor.clone(),
-        retry_backoff: config.retry_backoff,
-        retry_backoff_max: config.retry_backoff_max,
-        completed: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
+        vitals: vitals.clone(),
+        peers: peers.clone(),
+        avoid_for: config.avoid_for,
+        avoiding: Mutex::new(HashMap::new()),
     });
     let slots = Arc::new(Semaphore::new(config.max_concurrency as usize));
     let now = timefmt::now();
-    let mut registry = registry::Registry {
-        agents: topo.agents.clone(),
-        profiles: topo.profiles.clone(),
+    let beating = registry::Heartbeat {
         info: AgentInfo {
             agent_id: config.agent_id.clone(),
             capabilities: config.capabilities.clone(),
@@ -123,11 +133,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             failed: 0,
             started_at: now,
             last_seen: now,
+            heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u64,
+            executor_health: vitals.executor_health(),
+            restarts: 0,
+            pulling: true,
+            config_hash: config.hash(),
+            running: Vec::new(),
         },
+        vitals: vitals.clone(),
         slots: slots.clone(),
-        runner: runner.clone(),
-    };
-    registry.beat(AgentState::Ready).await?;
+        interval: config.heartbeat_interval,
+        nats_url: config.nats_url.clone(),
+        connect_timeout: config.connect_timeout,
+    }
+    .spawn()
+    .await
+    .map_err(AgentError::Register)?;
 
     let wake = Arc::new(Notify::new());
     let mut signals = client.subscribe(subjects::SIGNAL_WORK).await?;
@@ -156,9 +177,39 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         wake.clone(),
         stop.clone(),
     ));
+    background.spawn(peers.watch(topo.agents.clone(), stop.clone()));
+    // The supervisor and the ping answers go on while draining, until the agent leaves.
+    let leaving = CancellationToken::new();
+    background.spawn(supervisor::executor(
+        executor.clone(),
+        vitals.clone(),
+        supervisor::Supervision {
+            interval: config.health_check_interval,
+            backoff: config.restart_backoff,
+            backoff_max: config.restart_backoff_max,
+        },
+        client.clone(),
+        config.agent_id.clone(),
+        leaving.clone(),
+    ));
+    background.spawn(supervisor::monitor_verdict(
+        topo.health.clone(),
+        config.agent_id.clone(),
+        vitals.clone(),
+        leaving.clone(),
+    ));
+    background.spawn(supervisor::answer_pings(
+        client.clone(),
+        config.agent_id.clone(),
+        vitals.clone(),
+        slots.clone(),
+        config.max_concurrency,
+        leaving.clone(),
+    ));
     let tasks = TaskTracker::new();
     let puller = puller::Puller {
         runner,
+        vitals: vitals.clone(),
         eligible,
         slots,
         wake,
@@ -170,40 +221,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let pulling = tokio::spawn(puller.run());
     emit::agent_event(
         &client,
-        &AgentEvent {
-            kind: AgentEventKind::Joined,
-            agent_id: config.agent_id.clone(),
-            time: timefmt::now(),
-        },
+        &AgentEvent::new(AgentEventKind::Joined, &config.agent_id, None),
     )
     .await;
     tracing::info!(agent_id = %config.agent_id, capabilities = ?config.capabilities, region = ?config.region, "agent ready");
 
     let agent_id = config.agent_id.clone();
     let done = tokio::spawn(async move {
-        let mut beat = tokio::time::interval(config.heartbeat_interval);
-        beat.tick().await;
-        loop {
-            tokio::select! {
-                _ = beat.tick() => {
-                    if let Err(e) = registry.beat(AgentState::Ready).await {
-                        tracing::warn!(error = %e, "heartbeat failed");
-                    }
-                }
-                _ = shutdown.cancelled() => break,
-            }
-        }
+        shutdown.cancelled().await;
         // Drain: stop pulling, let running work finish, then hand back the rest.
         stop.cancel();
         let _ = pulling.await;
-        let _ = registry.beat(AgentState::Draining).await;
+        vitals
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        vitals.beat_now.notify_one();
         emit::agent_event(
             &client,
-            &AgentEvent {
-                kind: AgentEventKind::Draining,
-                agent_id: config.agent_id.clone(),
-                time: timefmt::now(),
-            },
+            &AgentEvent::new(AgentEventKind::Draining, &config.agent_id, None),
         )
         .await;
         tasks.close();
@@ -215,16 +250,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             abort.cancel();
             tasks.wait().await;
         }
+        leaving.cancel();
         background.close();
         background.wait().await;
-        registry.leave().await;
+        executor.stop().await;
+        beating.stop().await;
+        registry::leave(&topo.agents, &config.agent_id).await;
         emit::agent_event(
             &client,
-            &AgentEvent {
-                kind: AgentEventKind::Left,
-                agent_id: config.agent_id.clone(),
-                time: timefmt::now(),
-            },
+            &AgentEvent::new(AgentEventKind::Left, &config.agent_id, None),
         )
         .await;
         let _ = client.flush().await;

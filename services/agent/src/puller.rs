@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::queues::SharedEligible;
 use crate::runner::Runner;
+use crate::vitals::Vitals;
 
 /// Largest batch asked of one queue at once.
 const MAX_BATCH: usize = 256;
@@ -28,6 +29,7 @@ const FETCH_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The pull loop's parts.
 pub struct Puller {
     pub(crate) runner: Arc<Runner>,
+    pub(crate) vitals: Arc<Vitals>,
     pub(crate) eligible: SharedEligible,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) wake: Arc<Notify>,
@@ -43,7 +45,16 @@ impl Puller {
     /// Pulls and starts work until `stop` fires.
     pub async fn run(self) {
         let mut rotation = 0usize;
+        let mut gate = self.vitals.gate();
         loop {
+            // Pull only while the executor is ready and the health monitor
+            // has not taken this agent out of the pool.
+            while !*gate.borrow_and_update() {
+                tokio::select! {
+                    r = gate.changed() => if r.is_err() { return },
+                    _ = self.stop.cancelled() => return,
+                }
+            }
             // Wait for at least one free slot, then claim every free slot.
             let first = tokio::select! {
                 p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },

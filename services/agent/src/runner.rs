@@ -8,23 +8,29 @@
 //!    with its agent: it is closed as `lost`);
 //! 3. run the executor under the task timeout, telling JetStream we are
 //!    still working so the message is not redelivered meanwhile;
-//! 4. on success publish the result (waiting for the stream's ack), then
-//!    update the record, then ack; on a retryable failure with attempts
-//!    left record it and nak with back-off; otherwise publish the failure,
-//!    dead-letter the task and terminate the message.
+//! 4. settle the record first, and only if this attempt is still the task's
+//!    current one (a compare-and-set on the revision it started at): a task
+//!    handed to another agent meanwhile (this agent was declared down or
+//!    hung) is dropped here, so it never completes twice;
+//! 5. on success publish the result (waiting for the stream's ack) and ack;
+//!    on a retryable failure with attempts left nak with back-off; otherwise
+//!    publish the failure, dead-letter the task and terminate the message.
 //!
 //! A crash between any two steps leaves the message unacked; the next agent
-//! to get it resumes from the record.
+//! to get it resumes from the record (and publishes a result the record
+//! has but the results stream lacks).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv, AckKind};
 use async_nats::HeaderMap;
+use clawfleet_shared::agent::Lease;
 use clawfleet_shared::api::{self, DlqEntry, DlqReason};
 use clawfleet_shared::events::{TaskEvent, TaskEventKind};
-use clawfleet_shared::task::{Attempt as AttemptRecord, Outcome};
+use clawfleet_shared::task::{Attempt as AttemptRecord, Outcome, RetryOn};
 use clawfleet_shared::{
     emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskResult, TaskSpec, TaskStatus,
 };
@@ -32,7 +38,13 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::{self, ExecError, Executor};
+use crate::peers::Peers;
 use crate::records::{self, RecordError, Versioned};
+use crate::vitals::Vitals;
+
+/// How long a task this agent passes over stays unavailable before any
+/// agent (another one, ideally) may take it.
+const AVOID_DELAY: Duration = Duration::from_millis(200);
 
 /// What every attempt needs.
 pub struct Runner {
@@ -41,10 +53,12 @@ pub struct Runner {
     pub(crate) js: jetstream::Context,
     pub(crate) tasks: kv::Store,
     pub(crate) executor: Arc<dyn Executor>,
-    pub(crate) retry_backoff: Duration,
-    pub(crate) retry_backoff_max: Duration,
-    pub(crate) completed: AtomicU64,
-    pub(crate) failed: AtomicU64,
+    pub(crate) vitals: Arc<Vitals>,
+    pub(crate) peers: Arc<Peers>,
+    /// How long a task that failed here is left to other agents.
+    pub(crate) avoid_for: Duration,
+    /// Tasks this agent is leaving to others, since when.
+    pub(crate) avoiding: Mutex<HashMap<String, Instant>>,
 }
 
 /// How the attempt's executor call ended.
@@ -68,7 +82,10 @@ impl Runner {
         };
         let delivery = msg.info().map(|i| i.delivered).unwrap_or(1);
         let span = tracing::info_span!("task", task_id = %spec.id, tenant = %spec.tenant, agent_id = %self.agent_id, delivery);
-        if let Err(e) = self.attempt(&msg, spec, ack_wait, cancel).await {
+        let id = spec.id.clone();
+        let outcome = self.attempt(&msg, spec, ack_wait, cancel).await;
+        self.vitals.release(&id);
+        if let Err(e) = outcome {
             // Leave the message to be redelivered; the record tells the next agent where things stand.
             tracing::warn!(parent: &span, error = %e, "could not complete the attempt's bookkeeping; the task will be redelivered");
             let _ = msg
@@ -100,7 +117,12 @@ impl Runner {
             };
             if current.record.status.is_final() {
                 tracing::info!(task_id = %spec.id, status = %current.record.status, "already finished; dropping a stale delivery");
+                self.ensure_result(&current.record).await?;
                 let _ = msg.ack().await;
+                return Ok(());
+            }
+            if self.leave_to_others(&spec, &current.record) {
+                let _ = msg.ack_with(AckKind::Nak(Some(AVOID_DELAY))).await;
                 return Ok(());
             }
 
@@ -113,21 +135,33 @@ impl Runner {
                 .filter(|a| a.outcome.is_none_or(Outcome::is_charged))
                 .count() as u32;
             let now = timefmt::now();
-            if attempt > spec.max_attempts {
-                // Every attempt was used up by agents that vanished mid-task.
-                let error = ErrorBody::new(
-                    ErrorCode::AgentLost,
+            let lost = current.record.attempts.iter().any(|a| a.ended_at.is_none());
+            let no_retry_on_loss = lost && !spec.retry.retries(RetryOn::AgentLost);
+            if attempt > spec.max_attempts || no_retry_on_loss {
+                // The attempts were used up by agents that vanished mid-task,
+                // or the task's policy does not retry after a lost agent.
+                let message = if no_retry_on_loss {
+                    "the agent running the task was lost and its retry policy excludes agent_lost"
+                        .to_string()
+                } else {
                     format!(
                         "all {} attempts were lost with their agents",
                         spec.max_attempts
-                    ),
-                );
-                let v = records::update(&self.tasks, &spec.id, Some(current), |r| {
+                    )
+                };
+                let error = ErrorBody::new(ErrorCode::AgentLost, message);
+                let finished_at = now;
+                records::update(&self.tasks, &spec.id, Some(current), |r| {
                     close_open_attempts(r, now);
+                    r.status = TaskStatus::Failed;
+                    r.failure = Some(error.clone());
+                    r.finished_at = Some(finished_at);
                     true
                 })
                 .await?;
-                return self.fail(msg, &spec, v, attempt - 1, error).await;
+                return self
+                    .conclude_failure(msg, &spec, attempt - 1, error, finished_at)
+                    .await;
             }
 
             let mut record = current.record;
@@ -151,6 +185,7 @@ impl Runner {
                 Err(e) => return Err(e),
             }
         };
+        self.announce(msg, &spec.id).await;
         let mut event = TaskEvent::new(TaskEventKind::Started, Some(spec.id.clone()), &spec.tenant);
         event.attempt = Some(attempt);
         event.agent = Some(self.agent_id.clone());
@@ -173,17 +208,20 @@ impl Runner {
                     submitted_at: spec.submitted_at,
                     finished_at: ended_at,
                 };
+                let settled = self
+                    .settle(&spec.id, started, attempt, |r| {
+                        finish_attempt(r, attempt, ended_at, Outcome::Succeeded, None);
+                        r.status = TaskStatus::Succeeded;
+                        r.result = Some(output.result.clone());
+                        r.failure = None;
+                        r.finished_at = Some(ended_at);
+                    })
+                    .await?;
+                if !settled {
+                    return Ok(());
+                }
                 self.publish_result(&result).await?;
-                records::update(&self.tasks, &spec.id, Some(started), |r| {
-                    finish_attempt(r, attempt, ended_at, Outcome::Succeeded, None);
-                    r.status = TaskStatus::Succeeded;
-                    r.result = Some(output.result.clone());
-                    r.failure = None;
-                    r.finished_at = Some(ended_at);
-                    true
-                })
-                .await?;
-                self.completed.fetch_add(1, Ordering::Relaxed);
+                self.vitals.completed.fetch_add(1, Ordering::Relaxed);
                 let mut event = TaskEvent::new(
                     TaskEventKind::Succeeded,
                     Some(spec.id.clone()),
@@ -200,17 +238,25 @@ impl Runner {
                 // without spending one of its attempts.
                 let error =
                     ErrorBody::new(ErrorCode::Unavailable, ExecError::Cancelled.to_string());
-                records::update(&self.tasks, &spec.id, Some(started), |r| {
-                    finish_attempt(r, attempt, ended_at, Outcome::Returned, Some(error.clone()));
-                    r.status = TaskStatus::Queued;
-                    true
-                })
-                .await?;
-                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                let settled = self
+                    .settle(&spec.id, started, attempt, |r| {
+                        finish_attempt(
+                            r,
+                            attempt,
+                            ended_at,
+                            Outcome::Returned,
+                            Some(error.clone()),
+                        );
+                        r.status = TaskStatus::Queued;
+                    })
+                    .await?;
+                if settled {
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                }
                 Ok(())
             }
             other => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
+                self.vitals.failed.fetch_add(1, Ordering::Relaxed);
                 let (outcome, error, retryable) = match other {
                     Ended::TimedOut => (
                         Outcome::Timeout,
@@ -221,10 +267,11 @@ impl Runner {
                                 humantime::format_duration(spec.timeout)
                             ),
                         ),
-                        true,
+                        spec.retry.retries(RetryOn::Timeout),
                     ),
                     Ended::Err(e) => {
-                        let retryable = matches!(e, ExecError::Retryable(_));
+                        let retryable = matches!(e, ExecError::Retryable(_))
+                            && spec.retry.retries(RetryOn::ExecutorError);
                         (
                             Outcome::Failed,
                             ErrorBody::new(e.code(), e.to_string()),
@@ -235,16 +282,23 @@ impl Runner {
                 };
                 tracing::info!(task_id = %spec.id, attempt, code = %error.code, "attempt failed: {}", error.message);
                 let retry = retryable && attempt < spec.max_attempts;
-                let v = records::update(&self.tasks, &spec.id, Some(started), |r| {
-                    finish_attempt(r, attempt, ended_at, outcome, Some(error.clone()));
-                    if retry {
-                        r.status = TaskStatus::Queued;
-                    }
-                    true
-                })
-                .await?;
+                let settled = self
+                    .settle(&spec.id, started, attempt, |r| {
+                        finish_attempt(r, attempt, ended_at, outcome, Some(error.clone()));
+                        if retry {
+                            r.status = TaskStatus::Queued;
+                        } else {
+                            r.status = TaskStatus::Failed;
+                            r.failure = Some(error.clone());
+                            r.finished_at = Some(ended_at);
+                        }
+                    })
+                    .await?;
+                if !settled {
+                    return Ok(());
+                }
                 if retry {
-                    let delay = self.backoff(attempt);
+                    let delay = backoff(&spec.retry, attempt);
                     let mut event = TaskEvent::new(
                         TaskEventKind::Retrying,
                         Some(spec.id.clone()),
@@ -258,7 +312,8 @@ impl Runner {
                     let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
                     Ok(())
                 } else {
-                    self.fail(msg, &spec, v, attempt, error).await
+                    self.conclude_failure(msg, &spec, attempt, error, ended_at)
+                        .await
                 }
             }
         }
@@ -298,16 +353,16 @@ impl Runner {
         }
     }
 
-    /// Final failure: publish the failed result, dead-letter, terminate.
-    async fn fail(
+    /// Final failure, already in the record: publish the failed result,
+    /// dead-letter, terminate.
+    async fn conclude_failure(
         &self,
         msg: &jetstream::Message,
         spec: &TaskSpec,
-        current: Versioned,
         attempts: u32,
         error: ErrorBody,
+        finished_at: timefmt::Timestamp,
     ) -> Result<(), RecordError> {
-        let finished_at = timefmt::now();
         let result = TaskResult {
             id: spec.id.clone(),
             tenant: spec.tenant.clone(),
@@ -321,13 +376,6 @@ impl Runner {
             finished_at,
         };
         self.publish_result(&result).await?;
-        records::update(&self.tasks, &spec.id, Some(current), |r| {
-            r.status = TaskStatus::Failed;
-            r.failure = Some(error.clone());
-            r.finished_at = Some(finished_at);
-            true
-        })
-        .await?;
         let entry = DlqEntry {
             reason: DlqReason::Failed,
             error: error.clone(),
@@ -448,15 +496,131 @@ impl Runner {
         }
     }
 
-    /// Exponential back-off with ±20% jitter, `retry_backoff * 2^(attempt-1)`;
-    /// the cap applies after the jitter so it is a true upper bound.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self
-            .retry_backoff
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-        let jitter = rand::rng().random_range(0.8..=1.2);
-        exp.mul_f64(jitter).min(self.retry_backoff_max)
+    /// Applies `change` to the record if attempt `attempt` is still this
+    /// agent's open, current attempt of an unfinished task. Returns false
+    /// (and changes nothing) when the task moved on without this agent: it
+    /// was declared down or hung and the task was handed to another.
+    async fn settle(
+        &self,
+        id: &str,
+        started: Versioned,
+        attempt: u32,
+        change: impl Fn(&mut TaskRecord),
+    ) -> Result<bool, RecordError> {
+        let mut ours = true;
+        records::update(&self.tasks, id, Some(started), |r| {
+            ours = !r.status.is_final()
+                && r.attempts.last().is_some_and(|a| {
+                    a.attempt == attempt && a.agent == self.agent_id && a.ended_at.is_none()
+                });
+            if ours {
+                change(r);
+            }
+            ours
+        })
+        .await?;
+        if !ours {
+            tracing::warn!(task_id = %id, attempt, "the task moved to another agent while this attempt ran; dropping this attempt's outcome");
+        }
+        Ok(ours)
     }
+
+    /// Records the running task and tells the health monitor which message
+    /// to hand back should this agent die.
+    async fn announce(&self, msg: &jetstream::Message, task_id: &str) {
+        let Some(ack) = msg.reply.as_ref() else {
+            return;
+        };
+        self.vitals.lease(task_id, ack);
+        let lease = Lease {
+            task_id: task_id.to_string(),
+            ack: ack.to_string(),
+        };
+        let bytes = serde_json::to_vec(&lease).expect("lease encodes");
+        if let Err(e) = self
+            .client
+            .publish(subjects::agent_lease(&self.agent_id), bytes.into())
+            .await
+        {
+            tracing::debug!(error = %e, "could not announce a lease");
+        }
+    }
+
+    /// Publishes the result of a finished record if the results stream lacks
+    /// it (an agent settled the record, then died before publishing).
+    async fn ensure_result(&self, record: &TaskRecord) -> Result<(), RecordError> {
+        let spec = &record.spec;
+        let subject = subjects::result(&spec.tenant, &spec.id);
+        let stream = self
+            .js
+            .get_stream_no_info(subjects::STREAM_RESULTS)
+            .await
+            .map_err(|e| RecordError::Nats(e.to_string()))?;
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {}
+            Err(e) => return Err(RecordError::Nats(e.to_string())),
+        }
+        let status = record.status;
+        if !matches!(status, TaskStatus::Succeeded | TaskStatus::Failed) {
+            return Ok(());
+        }
+        let charged = record
+            .attempts
+            .iter()
+            .filter(|a| a.outcome.is_none_or(Outcome::is_charged))
+            .count() as u32;
+        let result = TaskResult {
+            id: spec.id.clone(),
+            tenant: spec.tenant.clone(),
+            status,
+            result: record.result.clone(),
+            error: record.failure.clone(),
+            attempts: charged,
+            agent: record.attempts.last().map(|a| a.agent.clone()),
+            labels: spec.labels.clone(),
+            submitted_at: spec.submitted_at,
+            finished_at: record.finished_at.unwrap_or_else(timefmt::now),
+        };
+        tracing::info!(task_id = %spec.id, "publishing a result its record has but the results stream lacks");
+        self.publish_result(&result).await
+    }
+
+    /// Whether this agent should pass over a task that last failed here,
+    /// leaving it to another compatible agent (the task's `different_agent`
+    /// policy). It does so for at most `avoid_for`, then runs it itself.
+    fn leave_to_others(&self, spec: &TaskSpec, record: &TaskRecord) -> bool {
+        if !spec.retry.different_agent {
+            return false;
+        }
+        let failed_here = record.attempts.last().is_some_and(|a| {
+            a.agent == self.agent_id
+                && !matches!(a.outcome, Some(Outcome::Succeeded | Outcome::Returned))
+        });
+        if !failed_here || !self.peers.another_can_run(spec, &self.agent_id) {
+            return false;
+        }
+        let mut avoiding = self.avoiding.lock().expect("avoiding lock");
+        avoiding.retain(|_, since| since.elapsed() < self.avoid_for * 2);
+        let since = *avoiding.entry(spec.id.clone()).or_insert_with(Instant::now);
+        let leave = since.elapsed() < self.avoid_for;
+        if leave {
+            tracing::debug!(task_id = %spec.id, "leaving a task that failed here to another agent");
+        }
+        leave
+    }
+}
+
+/// Exponential back-off with ±20% jitter, `backoff * 2^(attempt-1)`; the cap
+/// applies after the jitter so it is a true upper bound.
+fn backoff(policy: &clawfleet_shared::task::RetryPolicy, attempt: u32) -> Duration {
+    let exp = policy
+        .backoff
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let jitter = rand::rng().random_range(0.8..=1.2);
+    exp.mul_f64(jitter).min(policy.backoff_max)
 }
 
 /// Closes attempts that never ended: their agent vanished.

@@ -1,13 +1,16 @@
 //! Dispatcher configuration (see the README for every key).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clawfleet_shared::agent::ProfileEntry;
 use clawfleet_shared::config::{is_token, string_list, ConfigError, DEFAULT_NATS_URL};
+use clawfleet_shared::task::RetryPolicy;
 use clawfleet_shared::topology::Limits;
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{Bounds, MAX_NAME_LEN};
+use crate::validate::{Bounds, TenantDefaults, MAX_NAME_LEN};
 
 /// Dispatcher configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +42,10 @@ pub struct Config {
     /// Profiles accepted even before any agent offers them, so tasks for
     /// agents that are not up yet queue instead of being rejected.
     pub profiles: Vec<StaticProfile>,
+    /// Retry policy of tasks whose tenant and submission give none.
+    pub retry: RetryPolicy,
+    /// Per-tenant defaults, by tenant name.
+    pub tenants: BTreeMap<String, TenantDefaults>,
     /// Stream and bucket limits.
     pub limits: Limits,
 }
@@ -69,6 +76,8 @@ impl Default for Config {
             intake_ack_wait: Duration::from_secs(10),
             intake_concurrency: 256,
             profiles: Vec::new(),
+            retry: RetryPolicy::default(),
+            tenants: BTreeMap::new(),
             limits: Limits::default(),
         }
     }
@@ -123,6 +132,29 @@ impl Config {
                 "must be at least 1s",
             ));
         }
+        self.retry
+            .check()
+            .map_err(|m| ConfigError::invalid("retry", m))?;
+        for (name, t) in &self.tenants {
+            if !is_token(name, 64) {
+                return Err(ConfigError::invalid(
+                    "tenants",
+                    format!("{name:?} is not a valid tenant name"),
+                ));
+            }
+            if let Some(r) = &t.retry {
+                r.check()
+                    .map_err(|m| ConfigError::invalid(format!("tenants.{name}.retry"), m))?;
+            }
+            if t.max_attempts
+                .is_some_and(|m| m == 0 || m > self.max_attempts_limit)
+            {
+                return Err(ConfigError::invalid(
+                    format!("tenants.{name}.max_attempts"),
+                    "must be between 1 and max_attempts_limit",
+                ));
+            }
+        }
         for p in &self.profiles {
             if let Some(bad) = p.capabilities.iter().find(|c| !is_token(c, MAX_NAME_LEN)) {
                 return Err(ConfigError::invalid(
@@ -146,6 +178,8 @@ impl Config {
             max_payload_bytes: self.max_payload_bytes,
             max_attempts: self.max_attempts_limit,
             max_timeout: self.max_task_timeout,
+            retry: self.retry.clone(),
+            tenants: Arc::new(self.tenants.clone()),
         }
     }
 

@@ -4,10 +4,11 @@
 //! silent acceptance would change what runs (`"priorty": "critical"`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clawfleet_shared::config::is_token;
-use clawfleet_shared::task::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT};
+use clawfleet_shared::task::{RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT};
 use clawfleet_shared::timefmt;
 use clawfleet_shared::{ErrorBody, ErrorCode, Priority, TaskSpec};
 use serde_json::{Map, Value};
@@ -25,7 +26,7 @@ pub const MAX_LABELS: usize = 32;
 /// Shortest allowed task timeout.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 11] = [
     "id",
     "tenant",
     "priority",
@@ -36,10 +37,11 @@ const FIELDS: [&str; 10] = [
     "max_attempts",
     "labels",
     "submitted_at",
+    "retry",
 ];
 
-/// Bounds that come from the dispatcher's config.
-#[derive(Debug, Clone, Copy)]
+/// Bounds and defaults that come from the dispatcher's config.
+#[derive(Debug, Clone)]
 pub struct Bounds {
     /// Largest payload, in bytes of its JSON encoding.
     pub max_payload_bytes: usize,
@@ -47,6 +49,21 @@ pub struct Bounds {
     pub max_attempts: u32,
     /// Longest `timeout`.
     pub max_timeout: Duration,
+    /// The fleet's retry policy, for tasks and tenants that give none.
+    pub retry: RetryPolicy,
+    /// Per-tenant defaults.
+    pub tenants: Arc<BTreeMap<String, TenantDefaults>>,
+}
+
+/// What a tenant's tasks get when they do not say.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantDefaults {
+    /// `max_attempts` of the tenant's tasks that give none.
+    pub max_attempts: Option<u32>,
+    /// Retry policy of the tenant's tasks that give none (fields a task
+    /// gives override it one by one).
+    pub retry: Option<RetryPolicy>,
 }
 
 /// A validated task whose id may still have to be assigned.
@@ -152,8 +169,18 @@ pub fn parse(
         }
     }
     let timeout = timeout(obj.remove("timeout"), bounds)?;
+    let tenant_defaults = bounds.tenants.get(&tenant);
+    let retry = retry(
+        obj.remove("retry"),
+        tenant_defaults
+            .and_then(|t| t.retry.as_ref())
+            .unwrap_or(&bounds.retry),
+    )?;
     let max_attempts = match obj.remove("max_attempts") {
-        None | Some(Value::Null) => DEFAULT_MAX_ATTEMPTS,
+        None | Some(Value::Null) => tenant_defaults
+            .and_then(|t| t.max_attempts)
+            .unwrap_or(DEFAULT_MAX_ATTEMPTS)
+            .min(bounds.max_attempts),
         Some(Value::Number(n)) => match n.as_u64() {
             Some(v) if v >= 1 && v <= u64::from(bounds.max_attempts) => v as u32,
             _ => {
@@ -206,8 +233,37 @@ pub fn parse(
             max_attempts,
             labels,
             submitted_at,
+            retry,
         },
     })
+}
+
+/// A submitted retry policy: each field given overrides the default's.
+fn retry(value: Option<Value>, default: &RetryPolicy) -> Result<RetryPolicy, ErrorBody> {
+    let given = match value {
+        None | Some(Value::Null) => return Ok(default.clone()),
+        Some(Value::Object(o)) => o,
+        Some(other) => {
+            return Err(err(
+                ErrorCode::InvalidRetry,
+                format!("retry must be an object, got {other}"),
+            ))
+        }
+    };
+    let Ok(Value::Object(mut merged)) = serde_json::to_value(default) else {
+        unreachable!("a retry policy encodes as an object")
+    };
+    merged.extend(given);
+    let policy: RetryPolicy = serde_json::from_value(Value::Object(merged)).map_err(|e| {
+        err(
+            ErrorCode::InvalidRetry,
+            format!("retry: {e} (fields: backoff, backoff_max, on, different_agent; on takes timeout, executor_error, agent_lost)"),
+        )
+    })?;
+    policy
+        .check()
+        .map_err(|m| err(ErrorCode::InvalidRetry, m))?;
+    Ok(policy)
 }
 
 fn tenant(obj: &mut Map<String, Value>, subject_tenant: Option<&str>) -> Result<String, ErrorBody> {
@@ -372,19 +428,72 @@ fn labels(value: Option<Value>) -> Result<BTreeMap<String, String>, ErrorBody> {
 mod tests {
     use super::*;
 
-    const BOUNDS: Bounds = Bounds {
-        max_payload_bytes: 1024,
-        max_attempts: 10,
-        max_timeout: Duration::from_secs(3600),
-    };
+    fn bounds() -> Bounds {
+        Bounds {
+            max_payload_bytes: 1024,
+            max_attempts: 10,
+            max_timeout: Duration::from_secs(3600),
+            retry: RetryPolicy::default(),
+            tenants: Arc::new(BTreeMap::from([(
+                "strict".to_string(),
+                TenantDefaults {
+                    max_attempts: Some(7),
+                    retry: Some(RetryPolicy {
+                        backoff: Duration::from_secs(5),
+                        ..RetryPolicy::default()
+                    }),
+                },
+            )])),
+        }
+    }
+
+    #[test]
+    fn retry_policies_come_from_the_tenant_then_the_fleet_and_fields_override_one_by_one() {
+        let plain = parse(br#"{"tenant":"acme"}"#, None, &bounds())
+            .unwrap()
+            .spec;
+        assert_eq!(plain.retry, RetryPolicy::default());
+        let strict = parse(br#"{"tenant":"strict"}"#, None, &bounds())
+            .unwrap()
+            .spec;
+        assert_eq!(strict.max_attempts, 7);
+        assert_eq!(strict.retry.backoff, Duration::from_secs(5));
+        let own = parse(
+            br#"{"tenant":"strict","retry":{"on":["timeout"],"different_agent":false}}"#,
+            None,
+            &bounds(),
+        )
+        .unwrap()
+        .spec;
+        assert_eq!(own.retry.backoff, Duration::from_secs(5));
+        assert_eq!(own.retry.on, vec![clawfleet_shared::task::RetryOn::Timeout]);
+        assert!(!own.retry.different_agent);
+    }
+
+    #[test]
+    fn a_bad_retry_policy_is_refused() {
+        assert_eq!(
+            code(r#"{"tenant":"a","retry":{"on":["sometimes"]}}"#),
+            ErrorCode::InvalidRetry
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","retry":{"backof":"1s"}}"#),
+            ErrorCode::InvalidRetry
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","retry":{"backoff":"2m","backoff_max":"1m"}}"#),
+            ErrorCode::InvalidRetry
+        );
+        assert_eq!(code(r#"{"tenant":"a","retry":3}"#), ErrorCode::InvalidRetry);
+    }
 
     fn code(body: &str) -> ErrorCode {
-        parse(body.as_bytes(), None, &BOUNDS).unwrap_err().code
+        parse(body.as_bytes(), None, &bounds()).unwrap_err().code
     }
 
     #[test]
     fn a_minimal_task_gets_defaults() {
-        let draft = parse(br#"{"tenant":"acme"}"#, None, &BOUNDS).unwrap();
+        let draft = parse(br#"{"tenant":"acme"}"#, None, &bounds()).unwrap();
         assert_eq!(draft.id, None);
         assert_eq!(draft.spec.priority, Priority::Normal);
         assert_eq!(draft.spec.timeout, DEFAULT_TIMEOUT);
@@ -396,7 +505,7 @@ mod tests {
         let draft = parse(
             br#"{"tenant":"a","requires":["web","code","web"]}"#,
             None,
-            &BOUNDS,
+            &bounds(),
         )
         .unwrap();
         assert_eq!(draft.spec.requires, vec!["code", "web"]);
@@ -449,9 +558,9 @@ mod tests {
 
     #[test]
     fn the_subject_tenant_fills_in_and_must_match() {
-        let draft = parse(b"{}", Some("acme"), &BOUNDS).unwrap();
+        let draft = parse(b"{}", Some("acme"), &bounds()).unwrap();
         assert_eq!(draft.spec.tenant, "acme");
-        let e = parse(br#"{"tenant":"other"}"#, Some("acme"), &BOUNDS).unwrap_err();
+        let e = parse(br#"{"tenant":"other"}"#, Some("acme"), &bounds()).unwrap_err();
         assert_eq!(e.code, ErrorCode::TenantMismatch);
     }
 }

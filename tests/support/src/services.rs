@@ -152,13 +152,19 @@ pub async fn start_agent(config: clawfleet_agent::Config) -> Service {
     }
 }
 
-/// A dispatcher config for tests: short ack wait so lost work comes back fast.
+/// A dispatcher config for tests: short ack wait so lost work comes back
+/// fast, and short retry back-offs.
 pub fn dispatcher_config(nats_url: &str) -> clawfleet_dispatcher::Config {
     clawfleet_dispatcher::Config {
         nats_url: nats_url.to_string(),
         connect_timeout: Duration::from_secs(5),
         task_ack_wait: Duration::from_secs(2),
         intake_ack_wait: Duration::from_secs(2),
+        retry: clawfleet_shared::task::RetryPolicy {
+            backoff: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(400),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -175,8 +181,10 @@ pub fn agent_config(
         capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
         heartbeat_interval: Duration::from_millis(500),
         idle_poll_interval: Duration::from_millis(50),
-        retry_backoff: Duration::from_millis(50),
-        retry_backoff_max: Duration::from_millis(400),
+        health_check_interval: Duration::from_millis(100),
+        restart_backoff: Duration::from_millis(100),
+        restart_backoff_max: Duration::from_secs(1),
+        avoid_for: Duration::from_secs(3),
         drain_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
         topology_wait: Duration::from_secs(10),

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use clawfleet_shared::TaskSpec;
@@ -15,7 +16,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{Attempt, ExecError, Executor, Output};
+use super::{Attempt, ExecError, Executor, Health, Output};
 
 /// Largest stdout kept as a result.
 const MAX_STDOUT: usize = 1024 * 1024;
@@ -24,17 +25,31 @@ const STDERR_TAIL: usize = 2048;
 /// Exit status meaning "this payload can never work".
 pub const EXIT_FATAL: i32 = 65;
 
+/// How long a health probe may run.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs a configured program per attempt.
 #[derive(Debug, Clone)]
 pub struct CommandExecutor {
     program: PathBuf,
     args: Vec<String>,
+    probe: Vec<String>,
 }
 
 impl CommandExecutor {
     /// An executor running `program args...`.
     pub fn new(program: PathBuf, args: Vec<String>) -> Self {
-        Self { program, args }
+        Self {
+            program,
+            args,
+            probe: Vec::new(),
+        }
+    }
+
+    /// Uses `probe` (program and arguments; exit 0 means ready) as the health check.
+    pub fn with_probe(mut self, probe: Vec<String>) -> Self {
+        self.probe = probe;
+        self
     }
 }
 
@@ -42,6 +57,25 @@ impl CommandExecutor {
 impl Executor for CommandExecutor {
     fn kind(&self) -> &'static str {
         "command"
+    }
+
+    /// Runs the probe program, if one is configured: exit 0 is ready, a
+    /// failure to start, another status or a hang past 10 s is down.
+    async fn health(&self) -> Health {
+        let Some((program, args)) = self.probe.split_first() else {
+            return Health::Ready;
+        };
+        let status = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        match tokio::time::timeout(PROBE_TIMEOUT, status).await {
+            Ok(Ok(s)) if s.success() => Health::Ready,
+            _ => Health::Down,
+        }
     }
 
     async fn run(&self, task: &TaskSpec, attempt: &Attempt) -> Result<Output, ExecError> {
@@ -134,8 +168,6 @@ impl Executor for CommandExecutor {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use serde_json::json;
     use tokio_util::sync::CancellationToken;
 
@@ -230,6 +262,17 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), gone)
             .await
             .expect("the program was killed");
+    }
+
+    #[tokio::test]
+    async fn the_probe_exit_status_is_the_health() {
+        let ok = sh("true").with_probe(vec!["true".into()]);
+        assert_eq!(ok.health().await, Health::Ready);
+        let bad = sh("true").with_probe(vec!["sh".into(), "-c".into(), "exit 1".into()]);
+        assert_eq!(bad.health().await, Health::Down);
+        let missing = sh("true").with_probe(vec!["/nonexistent/probe".into()]);
+        assert_eq!(missing.health().await, Health::Down);
+        assert_eq!(sh("true").health().await, Health::Ready);
     }
 
     #[tokio::test]

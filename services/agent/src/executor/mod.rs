@@ -80,16 +80,7 @@ impl ExecError {
 }
 
 /// Health of an executor as the agent last saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    /// Ready for work.
-    Ready,
-    /// Alive but not ready (starting, overloaded).
-    NotReady,
-    /// Not working.
-    Down,
-}
+pub use clawfleet_shared::agent::ExecutorHealth as Health;
 
 /// Runs task attempts.
 #[async_trait]
@@ -122,12 +113,18 @@ pub trait Executor: Send + Sync + 'static {
     async fn stop(&self) {}
 }
 
-/// Builds the executor a config asks for.
-pub fn build(config: &ExecutorConfig) -> Arc<dyn Executor> {
+/// Builds the executor a config asks for, for agent `agent_id`.
+pub fn build(config: &ExecutorConfig, agent_id: &str) -> Arc<dyn Executor> {
     match config {
-        ExecutorConfig::Sim => Arc::new(SimExecutor),
-        ExecutorConfig::Command { program, args } => {
-            Arc::new(CommandExecutor::new(program.clone(), args.clone()))
+        ExecutorConfig::Sim { health_file } => {
+            Arc::new(SimExecutor::new(agent_id, health_file.clone()))
+        }
+        ExecutorConfig::Command {
+            program,
+            args,
+            probe,
+        } => {
+            Arc::new(CommandExecutor::new(program.clone(), args.clone()).with_probe(probe.clone()))
         }
     }
 }

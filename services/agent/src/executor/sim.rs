@@ -7,19 +7,54 @@
 //! | `{"op":"fail","message":M}` | retryable failure `M` |
 //! | `{"op":"flaky","fail_attempts":K,"data":X}` | fails attempts 1..=K, then result `X` |
 //! | `{"op":"fatal","message":M}` | fatal failure `M` (not retried) |
+//! | `{"op":"crash"}` | the executor "dies": retryable failure, and it reports `down` until the agent restarts it |
+//! | `{"op":"block","ms":N}` | blocks its thread for N ms (a blocking call in async code, which wedges the agent) |
 //! | anything else | fatal failure (unsupported) |
+//!
+//! Any payload may add `"on": ["agent-a", ...]`: the op then applies only on
+//! those agents, and on any other agent the task echoes `data`. Tests use it
+//! to make one agent of a fleet misbehave.
+//!
+//! Health is `ready`, unless the executor crashed (until restarted) or its
+//! `health_file` says `not_ready` or `down`.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use clawfleet_shared::TaskSpec;
 use serde_json::{json, Value};
 
-use super::{sleep_or_cancel, Attempt, ExecError, Executor, Output};
+use super::{sleep_or_cancel, Attempt, ExecError, Executor, Health, Output};
 
 /// The simulator.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SimExecutor;
+#[derive(Debug, Default)]
+pub struct SimExecutor {
+    agent_id: String,
+    health_file: Option<PathBuf>,
+    crashed: AtomicBool,
+}
+
+impl SimExecutor {
+    /// A simulator for agent `agent_id`, its health read from `health_file` if given.
+    pub fn new(agent_id: impl Into<String>, health_file: Option<PathBuf>) -> Self {
+        Self {
+            agent_id: agent_id.into(),
+            health_file,
+            crashed: AtomicBool::new(false),
+        }
+    }
+
+    fn applies_here(&self, p: &Value) -> bool {
+        match p.get("on").and_then(Value::as_array) {
+            None => true,
+            Some(agents) => agents
+                .iter()
+                .any(|a| a.as_str() == Some(self.agent_id.as_str())),
+        }
+    }
+}
 
 #[async_trait]
 impl Executor for SimExecutor {
@@ -29,19 +64,24 @@ impl Executor for SimExecutor {
 
     async fn run(&self, task: &TaskSpec, attempt: &Attempt) -> Result<Output, ExecError> {
         let p = &task.payload;
-        let op = p.get("op").and_then(Value::as_str).unwrap_or_default();
+        let data = || p.get("data").cloned().unwrap_or(Value::Null);
+        let op = if self.applies_here(p) {
+            p.get("op").and_then(Value::as_str).unwrap_or_default()
+        } else {
+            "echo"
+        };
         let message = || {
             p.get("message")
                 .and_then(Value::as_str)
                 .unwrap_or("simulated failure")
                 .to_string()
         };
+        let ms = || p.get("ms").and_then(Value::as_u64).unwrap_or(0);
         let result = match op {
-            "echo" => p.get("data").cloned().unwrap_or(Value::Null),
+            "echo" => data(),
             "sleep" => {
-                let ms = p.get("ms").and_then(Value::as_u64).unwrap_or(0);
-                sleep_or_cancel(Duration::from_millis(ms), &attempt.cancel).await?;
-                json!({ "slept_ms": ms })
+                sleep_or_cancel(Duration::from_millis(ms()), &attempt.cancel).await?;
+                json!({ "slept_ms": ms() })
             }
             "fail" => return Err(ExecError::Retryable(message())),
             "fatal" => return Err(ExecError::Fatal(message())),
@@ -53,17 +93,46 @@ impl Executor for SimExecutor {
                         attempt.number
                     )));
                 }
-                p.get("data").cloned().unwrap_or(Value::Null)
+                data()
             }
-            other => {
-                return Err(ExecError::Fatal(format!(
-                    "unsupported sim op {other:?}; use echo, sleep, fail, flaky or fatal"
-                )))
+            "crash" => {
+                self.crashed.store(true, Ordering::SeqCst);
+                return Err(ExecError::Retryable("the executor crashed".into()));
             }
+            "block" => {
+                // Deliberately blocking: this is the bug being simulated.
+                std::thread::sleep(Duration::from_millis(ms()));
+                json!({ "blocked_ms": ms() })
+            }
+            other => return Err(ExecError::Fatal(format!(
+                "unsupported sim op {other:?}; use echo, sleep, fail, flaky, fatal, crash or block"
+            ))),
         };
         Ok(Output {
             result,
             usage: None,
         })
+    }
+
+    async fn health(&self) -> Health {
+        if self.crashed.load(Ordering::SeqCst) {
+            return Health::Down;
+        }
+        let Some(path) = &self.health_file else {
+            return Health::Ready;
+        };
+        match tokio::fs::read_to_string(path).await {
+            Ok(text) => match text.trim() {
+                "down" => Health::Down,
+                "not_ready" => Health::NotReady,
+                _ => Health::Ready,
+            },
+            Err(_) => Health::Ready,
+        }
+    }
+
+    async fn restart(&self) -> Result<(), ExecError> {
+        self.crashed.store(false, Ordering::SeqCst);
+        Ok(())
     }
 }

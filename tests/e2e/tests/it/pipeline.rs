@@ -152,6 +152,7 @@ async fn a_command_agent_runs_its_program_and_stops_it_at_the_task_timeout() {
     config.executor = clawfleet_agent::config::ExecutorConfig::Command {
         program: "sh".into(),
         args: vec!["-c".into(), script.into()],
+        probe: vec!["true".into()],
     };
     fleet.agent_with(config).await;
 

@@ -1,0 +1,70 @@
+//! The other agents, as their heartbeats describe them: used to decide
+//! whether a task that just failed here has somewhere else to go.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv;
+use clawfleet_shared::agent::{is_subset, region_allows, AgentInfo, AgentState};
+use clawfleet_shared::TaskSpec;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+/// Live view of the agents bucket.
+#[derive(Default)]
+pub struct Peers {
+    agents: RwLock<HashMap<String, (AgentInfo, Instant)>>,
+}
+
+impl Peers {
+    /// Whether an agent other than `me`, beating recently and taking work,
+    /// could run `spec`.
+    pub fn another_can_run(&self, spec: &TaskSpec, me: &str) -> bool {
+        let agents = self.agents.read().expect("peers lock");
+        agents.values().any(|(a, seen)| {
+            let fresh = seen.elapsed()
+                < Duration::from_millis(a.heartbeat_interval_ms.max(100)).saturating_mul(3);
+            a.agent_id != me
+                && fresh
+                && a.state == AgentState::Ready
+                && a.pulling
+                && is_subset(&spec.requires, &a.capabilities)
+                && region_allows(a.region.as_deref(), spec.region.as_deref())
+        })
+    }
+
+    /// Follows the agents bucket until `stop`.
+    pub async fn watch(self: Arc<Self>, agents: kv::Store, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            let mut watch = match agents.watch_with_history(">").await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot watch the agents bucket; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            };
+            loop {
+                let entry = tokio::select! {
+                    e = watch.next() => e,
+                    _ = stop.cancelled() => return,
+                };
+                let Some(Ok(entry)) = entry else { break };
+                let mut map = self.agents.write().expect("peers lock");
+                match entry.operation {
+                    kv::Operation::Put => {
+                        if let Ok(info) = serde_json::from_slice::<AgentInfo>(&entry.value) {
+                            map.insert(entry.key.clone(), (info, Instant::now()));
+                        }
+                    }
+                    _ => {
+                        map.remove(&entry.key);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Keeping the executor healthy and listening to the health monitor.
+//!
+//! - [`executor`] probes the executor every `health_check_interval`; while it
+//!   is not ready the agent pulls no work, and when it is down the agent
+//!   restarts it with exponential back-off, counting restarts (the health
+//!   monitor escalates an agent whose executor keeps dying).
+//! - [`monitor_verdict`] watches the agent's own entry in the health bucket:
+//!   the monitor takes a down, hung, recovering or quarantined agent out of
+//!   the pool by writing it there, and this agent then stops pulling.
+//! - [`answer_pings`] answers the monitor's pings from the main runtime, so a
+//!   wedged agent stops answering even though its heartbeat thread beats on.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use clawfleet_shared::agent::PingReply;
+use clawfleet_shared::events::{AgentEvent, AgentEventKind};
+use clawfleet_shared::health::HealthEntry;
+use clawfleet_shared::{emit, subjects};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::executor::{Executor, Health};
+use crate::vitals::Vitals;
+
+/// Settings of the executor supervisor.
+pub struct Supervision {
+    /// Time between probes.
+    pub interval: Duration,
+    /// First restart back-off.
+    pub backoff: Duration,
+    /// Longest restart back-off.
+    pub backoff_max: Duration,
+}
+
+/// Longest a probe may take before it counts as `down`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Consecutive good probes after which the restart back-off starts over.
+const STABLE_PROBES: u32 = 3;
+
+/// Probes once and records the result.
+pub async fn probe(executor: &dyn Executor, vitals: &Vitals) -> Health {
+    let health = tokio::time::timeout(PROBE_TIMEOUT, executor.health())
+        .await
+        .unwrap_or(Health::Down);
+    vitals.set_executor_health(health);
+    health
+}
+
+/// Supervises the executor until `stop`.
+pub async fn executor(
+    executor: Arc<dyn Executor>,
+    vitals: Arc<Vitals>,
+    settings: Supervision,
+    client: async_nats::Client,
+    agent_id: String,
+    stop: CancellationToken,
+) {
+    let mut backoff = settings.backoff;
+    let mut good = 0u32;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(settings.interval) => {}
+            _ = stop.cancelled() => return,
+        }
+        match probe(executor.as_ref(), &vitals).await {
+            Health::Ready => {
+                good += 1;
+                if good >= STABLE_PROBES {
+                    backoff = settings.backoff;
+                }
+            }
+            Health::NotReady => good = 0,
+            Health::Down => {
+                good = 0;
+                tracing::warn!(wait = %humantime::format_duration(backoff), "executor is down; restarting it");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.cancelled() => return,
+                }
+                let outcome = executor.restart().await;
+                let restarts = vitals.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                let reason = match &outcome {
+                    Ok(()) => format!("restart {restarts}: executor was down"),
+                    Err(e) => format!("restart {restarts} failed: {e}"),
+                };
+                tracing::warn!(restarts, "{reason}");
+                emit::agent_event(
+                    &client,
+                    &AgentEvent::new(AgentEventKind::ExecutorRestarted, &agent_id, Some(reason)),
+                )
+                .await;
+                backoff = (backoff * 2).min(settings.backoff_max);
+                probe(executor.as_ref(), &vitals).await;
+                vitals.beat_now.notify_one();
+            }
+        }
+    }
+}
+
+/// Follows this agent's entry in the health bucket until `stop`.
+pub async fn monitor_verdict(
+    health: kv::Store,
+    agent_id: String,
+    vitals: Arc<Vitals>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let mut watch = match health.watch_with_history(&agent_id).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch the health bucket; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = stop.cancelled() => return,
+                }
+            }
+        };
+        loop {
+            let entry = tokio::select! {
+                e = watch.next() => e,
+                _ = stop.cancelled() => return,
+            };
+            let Some(Ok(entry)) = entry else { break };
+            let allows = match entry.operation {
+                kv::Operation::Put => match serde_json::from_slice::<HealthEntry>(&entry.value) {
+                    Ok(h) => {
+                        if !h.takes_work() {
+                            tracing::warn!(state = %h.state, reason = %h.reason, quarantined = h.quarantine.is_some(), "the health monitor took this agent out of the pool");
+                        }
+                        h.takes_work()
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unreadable health entry; ignoring it");
+                        continue;
+                    }
+                },
+                _ => true,
+            };
+            vitals.set_monitor_allows(allows);
+        }
+    }
+}
+
+/// Answers the health monitor's pings until `stop`.
+pub async fn answer_pings(
+    client: async_nats::Client,
+    agent_id: String,
+    vitals: Arc<Vitals>,
+    slots: Arc<Semaphore>,
+    max_concurrency: u32,
+    stop: CancellationToken,
+) {
+    let mut pings = match client.subscribe(subjects::agent_ping(&agent_id)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot answer health pings");
+            return;
+        }
+    };
+    loop {
+        let ping = tokio::select! {
+            p = pings.next() => p,
+            _ = stop.cancelled() => return,
+        };
+        let Some(ping) = ping else { return };
+        let Some(reply) = ping.reply else { continue };
+        let body = PingReply {
+            agent_id: agent_id.clone(),
+            in_flight: max_concurrency.saturating_sub(slots.available_permits() as u32),
+            executor_health: vitals.executor_health(),
+        };
+        let bytes = serde_json::to_vec(&body).expect("ping reply encodes");
+        let _ = client.publish(reply, bytes.into()).await;
+    }
+}
