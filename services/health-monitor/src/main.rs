@@ -1,0 +1,60 @@
+//! `clawfleet-health-monitor`: see the library docs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use clawfleet_health_monitor::Config;
+use serde::Serialize;
+
+#[derive(Parser, Serialize)]
+#[command(
+    version,
+    about = "clawfleet health monitor: heartbeats, failover, quarantine and escalation"
+)]
+struct Args {
+    /// TOML config file.
+    #[arg(long, env = "CLAWFLEET_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// NATS server URL.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_url: Option<String>,
+    /// Print the effective configuration (JSON, after every layer) and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    print_config: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config: Config = match clawfleet_shared::config::load(args.config.as_deref(), &args) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = config.validate() {
+        return fail(e);
+    }
+    if args.print_config {
+        return match serde_json::to_string_pretty(&config) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    clawfleet_shared::telemetry::init("health-monitor");
+    let shutdown = clawfleet_shared::signals::shutdown_on_signal();
+    match clawfleet_health_monitor::run(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("clawfleet-health-monitor: {e}");
+    ExitCode::FAILURE
+}
