@@ -5,6 +5,7 @@
 //! here mocks NATS.
 
 pub mod client;
+mod process;
 mod server;
 mod services;
 
@@ -12,7 +13,11 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use server::{nats_server_binary, NatsServer};
-pub use services::{agent_config, dispatcher_config, start_agent, start_dispatcher, Service};
+pub use process::{workspace_binary, AgentProcess};
+pub use services::{
+    agent_config, dispatcher_config, monitor_config, start_agent, start_dispatcher,
+    start_health_monitor, Service,
+};
 
 /// Installs a test subscriber when `TEST_LOG=1`; tests are silent otherwise.
 pub fn init_tracing() {

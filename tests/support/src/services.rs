@@ -121,6 +121,46 @@ impl Waitable for clawfleet_dispatcher::Running {
     }
 }
 
+impl Waitable for clawfleet_health_monitor::Running {
+    fn id(&self) -> String {
+        "health-monitor".to_string()
+    }
+    fn wait_done(self) -> impl std::future::Future<Output = ()> + Send {
+        self.wait()
+    }
+}
+
+/// Starts a health monitor; returns once it has loaded the fleet and serves its API.
+pub async fn start_health_monitor(config: clawfleet_health_monitor::Config) -> Service {
+    let (service, ready) = spawn("health-monitor".into(), move |token| async move {
+        clawfleet_health_monitor::start(config, token)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match ready.await {
+        Ok(Ok(_)) => service,
+        Ok(Err(e)) => panic!("health monitor failed to start: {e}"),
+        Err(_) => panic!("health monitor thread ended before starting"),
+    }
+}
+
+/// A health monitor config for tests, matching [`agent_config`]'s 500 ms
+/// heartbeats: down after 1.5 s of silence or 2 unanswered pings 250 ms apart.
+pub fn monitor_config(nats_url: &str) -> clawfleet_health_monitor::Config {
+    clawfleet_health_monitor::Config {
+        nats_url: nats_url.to_string(),
+        connect_timeout: Duration::from_secs(5),
+        topology_wait: Duration::from_secs(10),
+        heartbeat_timeout: Duration::from_millis(1500),
+        check_interval: Duration::from_millis(50),
+        ping_interval: Duration::from_millis(250),
+        ping_timeout: Duration::from_millis(200),
+        ping_failures: 2,
+        recovery_pings: 2,
+        ..Default::default()
+    }
+}
+
 /// Starts a dispatcher; returns once it serves requests.
 pub async fn start_dispatcher(config: clawfleet_dispatcher::Config) -> Service {
     let (service, ready) = spawn("dispatcher".into(), move |token| async move {

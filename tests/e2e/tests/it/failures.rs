@@ -1,48 +1,22 @@
 //! What happens when things go wrong: failing work, dead agents, restarted
 //! dispatchers and servers, poison messages, stopping agents.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer;
 use clawfleet_shared::api::{
     ApiReply, DlqEntry, DlqListReply, DlqListRequest, DlqReason, SubmitReply,
 };
-use clawfleet_shared::events::TaskEvent;
 use clawfleet_shared::task::Outcome;
 use clawfleet_shared::{subjects, ErrorCode, TaskStatus};
 use clawfleet_testkit::client::{
     publish_intake_many, request, stream_messages, submit, task_get, wait_final, wait_running,
 };
 use clawfleet_testkit::{dispatcher_config, start_dispatcher, wait_for};
-use futures::StreamExt;
 use serde_json::json;
 
-use crate::{Fleet, FINISH};
+use crate::{events_per_task, Fleet, FINISH};
 
 /// Reads every task event of one kind from the events stream and counts them per task id.
-async fn events_per_task(fleet: &Fleet, kind: &str) -> HashMap<String, usize> {
-    let stream = fleet.js.get_stream(subjects::STREAM_EVENTS).await.unwrap();
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subjects::task_event(kind, "*"),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut counts = HashMap::new();
-    let mut messages = consumer.messages().await.unwrap();
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
-        let msg = msg.unwrap();
-        let event: TaskEvent = serde_json::from_slice(&msg.payload).unwrap();
-        *counts.entry(event.id.unwrap()).or_insert(0) += 1;
-        if msg.info().unwrap().pending == 0 {
-            break;
-        }
-    }
-    counts
-}
-
 async fn dead_letters(fleet: &Fleet, reason: DlqReason) -> Vec<DlqEntry> {
     let req = DlqListRequest {
         reason: Some(reason),

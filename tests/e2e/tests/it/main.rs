@@ -2,13 +2,18 @@
 //! in-process, driven through the public subjects only.
 
 mod failures;
+mod health;
 mod input;
 mod pipeline;
 mod routing;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, consumer};
+use clawfleet_shared::events::TaskEvent;
+use clawfleet_shared::subjects;
+use futures::StreamExt;
 use clawfleet_testkit::{
     agent_config, dispatcher_config, start_agent, start_dispatcher, NatsServer, Service,
 };
@@ -63,4 +68,27 @@ impl Fleet {
             .expect("agent exists");
         self.agents.remove(i)
     }
+}
+
+/// How many `kind` task events each task got, from the events stream.
+pub async fn events_per_task(fleet: &Fleet, kind: &str) -> HashMap<String, usize> {
+    let stream = fleet.js.get_stream(subjects::STREAM_EVENTS).await.unwrap();
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subjects::task_event(kind, "*"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut counts = HashMap::new();
+    let mut messages = consumer.messages().await.unwrap();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
+        let msg = msg.unwrap();
+        let event: TaskEvent = serde_json::from_slice(&msg.payload).unwrap();
+        *counts.entry(event.id.unwrap()).or_insert(0) += 1;
+        if msg.info().unwrap().pending == 0 {
+            break;
+        }
+    }
+    counts
 }

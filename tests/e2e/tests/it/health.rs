@@ -1,0 +1,363 @@
+//! The health monitor: failover, hung agents, executor restarts and
+//! escalation, retries on another agent, quarantine, monitor restarts.
+
+use std::time::Duration;
+
+use clawfleet_shared::api::ApiReply;
+use clawfleet_shared::events::AgentEvent;
+use clawfleet_shared::health::{AgentControl, AgentStatus, FleetState, HealthEntry, HealthState};
+use clawfleet_shared::task::Outcome;
+use clawfleet_shared::{subjects, TaskRecord, TaskStatus};
+use clawfleet_testkit::client::{request, submit, task_get, wait_final, wait_running};
+use clawfleet_testkit::{
+    agent_config, dispatcher_config, monitor_config, start_dispatcher, start_health_monitor,
+    wait_for, AgentProcess, Service,
+};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::{events_per_task, Fleet, FINISH};
+
+/// The failover target: heartbeat timeout (1.5 s in the test config) + 1 s.
+const FAILOVER_TARGET: Duration = Duration::from_millis(2500);
+
+/// A fleet whose JetStream ack wait (30 s) is far longer than the monitor's
+/// heartbeat timeout, so only the monitor can make failover fast.
+async fn fleet_with_monitor() -> (Fleet, Service) {
+    let mut fleet = Fleet::new().await;
+    fleet.dispatcher.take().unwrap().stop().await;
+    let mut config = dispatcher_config(fleet.server.url());
+    config.task_ack_wait = Duration::from_secs(30);
+    fleet.dispatcher = Some(start_dispatcher(config).await);
+    let monitor = start_health_monitor(monitor_config(fleet.server.url())).await;
+    (fleet, monitor)
+}
+
+async fn fleet_state(client: &async_nats::Client) -> FleetState {
+    request(client, subjects::API_FLEET_STATE, Vec::new())
+        .await
+        .expect("fleet state")
+}
+
+async fn agent_status(client: &async_nats::Client, id: &str) -> Option<AgentStatus> {
+    fleet_state(client)
+        .await
+        .agents
+        .into_iter()
+        .find(|a| a.health.agent_id == id)
+}
+
+async fn submit_ids(fleet: &Fleet, tasks: Vec<Value>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(submit(&fleet.client, &t).await.expect("accepted").id);
+    }
+    ids
+}
+
+fn agents_of(record: &TaskRecord) -> Vec<(String, Option<Outcome>)> {
+    record
+        .attempts
+        .iter()
+        .map(|a| (a.agent.clone(), a.outcome))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sigkilled_agents_twenty_tasks_run_elsewhere_within_the_failover_target_and_finish_once()
+{
+    let (mut fleet, _monitor) = fleet_with_monitor().await;
+    let doomed = AgentProcess::start(fleet.server.url(), "doomed", &[("CLAWFLEET_MAX_CONCURRENCY", "20")]).await;
+    let tasks = (0..20)
+        .map(|_| json!({"tenant": "acme", "payload": {"op": "sleep", "ms": 1500}}))
+        .collect();
+    let ids = submit_ids(&fleet, tasks).await;
+    for id in &ids {
+        let r = wait_running(&fleet.client, id, FINISH).await;
+        assert_eq!(r.attempts[0].agent, "doomed");
+    }
+    let mut survivor = agent_config(fleet.server.url(), "survivor", &[]);
+    survivor.max_concurrency = 20;
+    fleet.agent_with(survivor).await;
+
+    let killed_at = time::OffsetDateTime::now_utc();
+    doomed.kill().await;
+    let mut worst = Duration::ZERO;
+    for id in &ids {
+        let r = wait_final(&fleet.client, id, FINISH).await;
+        assert_eq!(r.status, TaskStatus::Succeeded, "{id}: {r:?}");
+        assert_eq!(
+            agents_of(&r),
+            vec![
+                ("doomed".to_string(), Some(Outcome::Lost)),
+                ("survivor".to_string(), Some(Outcome::Succeeded))
+            ]
+        );
+        let moved = (r.attempts[1].started_at - killed_at).unsigned_abs();
+        worst = worst.max(moved);
+    }
+    eprintln!("failover: every task running elsewhere {worst:?} after the kill");
+    assert!(
+        worst <= FAILOVER_TARGET,
+        "failover took {worst:?}; the target is {FAILOVER_TARGET:?} (JetStream alone would take 30 s)"
+    );
+    let succeeded = events_per_task(&fleet, "succeeded").await;
+    for id in &ids {
+        assert_eq!(succeeded.get(id), Some(&1), "{id} completed once");
+    }
+    let results = clawfleet_testkit::client::stream_messages(&fleet.js, subjects::STREAM_RESULTS).await;
+    assert_eq!(results, 20, "one result per task");
+    let down = agent_status(&fleet.client, "doomed").await.expect("still tracked");
+    assert_eq!(down.health.state, HealthState::Down);
+}
+
+#[tokio::test]
+async fn a_hung_agent_that_still_beats_is_declared_down_and_its_task_finishes_elsewhere_once() {
+    let (mut fleet, _monitor) = fleet_with_monitor().await;
+    let mut events = fleet
+        .client
+        .subscribe(subjects::agent_event("down", "hung"))
+        .await
+        .unwrap();
+    // One runtime worker, and a task that blocks it: the agent's heartbeat
+    // thread goes on, but nothing else in the process runs.
+    let hung = AgentProcess::start(
+        fleet.server.url(),
+        "hung",
+        &[
+            ("CLAWFLEET_MAX_CONCURRENCY", "1"),
+            ("TOKIO_WORKER_THREADS", "1"),
+        ],
+    )
+    .await;
+    let id = submit_ids(
+        &fleet,
+        vec![json!({"tenant": "acme", "payload": {"op": "block", "ms": 4000, "on": ["hung"], "data": "done"}})],
+    )
+    .await
+    .remove(0);
+    wait_running(&fleet.client, &id, FINISH).await;
+    fleet.agent("healthy", &[], None).await;
+
+    let down = tokio::time::timeout(FINISH, events.next())
+        .await
+        .expect("a down event")
+        .unwrap();
+    let down: AgentEvent = serde_json::from_slice(&down.payload).unwrap();
+    assert!(
+        down.reason.as_deref().unwrap_or_default().contains("hung"),
+        "{down:?}"
+    );
+    let r = wait_final(&fleet.client, &id, FINISH).await;
+    assert_eq!(r.status, TaskStatus::Succeeded);
+    assert_eq!(r.result, Some(json!("done")));
+    assert_eq!(r.attempts.last().unwrap().agent, "healthy");
+    assert_eq!(r.attempts[0].outcome, Some(Outcome::Lost));
+    // The beating agent is still registered, but out of the pool.
+    let status = agent_status(&fleet.client, "hung").await.unwrap();
+    assert!(!status.health.takes_work(), "{status:?}");
+
+    // Unblocked, it answers pings again and comes back through recovering;
+    // its late attempt changed nothing.
+    wait_for("the hung agent to be healthy again", FINISH, || async {
+        agent_status(&fleet.client, "hung")
+            .await
+            .filter(|s| s.health.state == HealthState::Healthy)
+    })
+    .await;
+    let after = task_get(&fleet.client, &id).await.unwrap();
+    assert_eq!(after.attempts, r.attempts, "the late attempt was fenced out");
+    assert_eq!(events_per_task(&fleet, "succeeded").await.get(&id), Some(&1));
+    hung.kill().await;
+}
+
+#[tokio::test]
+async fn a_crashed_executor_is_restarted_and_one_that_stays_down_escalates() {
+    let (mut fleet, _monitor) = fleet_with_monitor().await;
+    let dir = tempfile::tempdir().unwrap();
+    let health_file = dir.path().join("health");
+    let mut config = agent_config(fleet.server.url(), "flaky-exec", &[]);
+    config.executor = clawfleet_agent::ExecutorConfig::Sim {
+        health_file: Some(health_file.clone()),
+    };
+    fleet.agent_with(config).await;
+    let mut restarted = fleet
+        .client
+        .subscribe(subjects::agent_event("executor_restarted", "flaky-exec"))
+        .await
+        .unwrap();
+    let mut escalated = fleet
+        .client
+        .subscribe(subjects::agent_event("escalated", "flaky-exec"))
+        .await
+        .unwrap();
+
+    // The executor dies while running a task; the agent restarts it and the
+    // task's retry succeeds on the restarted executor.
+    let id = submit_ids(
+        &fleet,
+        vec![json!({"tenant": "acme", "payload": {"op": "flaky", "fail_attempts": 0, "data": 1}})],
+    )
+    .await
+    .remove(0);
+    wait_final(&fleet.client, &id, FINISH).await;
+    let crash = submit_ids(&fleet, vec![json!({"tenant": "acme", "max_attempts": 1, "payload": {"op": "crash"}})])
+        .await
+        .remove(0);
+    let r = wait_final(&fleet.client, &crash, FINISH).await;
+    assert_eq!(r.status, TaskStatus::Failed);
+    tokio::time::timeout(FINISH, restarted.next())
+        .await
+        .expect("a restart event");
+    let after = submit_ids(&fleet, vec![json!({"tenant": "acme", "payload": {"op": "echo", "data": "ok"}})])
+        .await
+        .remove(0);
+    let r = wait_final(&fleet.client, &after, FINISH).await;
+    assert_eq!(r.result, Some(json!("ok")), "the restarted executor works");
+    let status = agent_status(&fleet.client, "flaky-exec").await.unwrap();
+    assert!(status.info.as_ref().unwrap().restarts >= 1);
+    assert!(!status.health.escalated, "one restart is not an incident");
+
+    // Now it stays down: restarts pile up and the monitor escalates (5 in the window).
+    std::fs::write(&health_file, "down").unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(30), escalated.next())
+        .await
+        .expect("an escalation")
+        .unwrap();
+    let event: AgentEvent = serde_json::from_slice(&event.payload).unwrap();
+    assert!(event.reason.unwrap().contains("restarted"));
+    let status = agent_status(&fleet.client, "flaky-exec").await.unwrap();
+    assert!(status.health.escalated);
+    assert!(!status.info.unwrap().pulling, "a down executor takes no work");
+}
+
+#[tokio::test]
+async fn the_attempt_after_a_failure_runs_on_the_other_agent() {
+    let (mut fleet, _monitor) = fleet_with_monitor().await;
+    fleet.agent("bad", &[], None).await;
+    fleet.agent("good", &[], None).await;
+    let tasks = (0..30)
+        .map(|i| json!({"tenant": "acme", "payload": {"op": "fail", "on": ["bad"], "data": i}}))
+        .collect();
+    let ids = submit_ids(&fleet, tasks).await;
+    let mut moved = 0;
+    for id in &ids {
+        let r = wait_final(&fleet.client, id, FINISH).await;
+        assert_eq!(r.status, TaskStatus::Succeeded, "{r:?}");
+        let agents = agents_of(&r);
+        if agents[0].0 == "bad" {
+            moved += 1;
+            assert_eq!(
+                agents,
+                vec![
+                    ("bad".to_string(), Some(Outcome::Failed)),
+                    ("good".to_string(), Some(Outcome::Succeeded))
+                ],
+                "{id}"
+            );
+        }
+    }
+    assert!(moved > 0, "some tasks started on the failing agent");
+}
+
+#[tokio::test]
+async fn an_agent_failing_far_more_than_the_fleet_is_quarantined_until_released() {
+    let mut fleet = Fleet::new().await;
+    let mut config = monitor_config(fleet.server.url());
+    config.quarantine.min_attempts = 10;
+    let _monitor = start_health_monitor(config).await;
+    fleet.agent("lemon", &[], None).await;
+    fleet.agent("peach", &[], None).await;
+    let mut quarantined = fleet
+        .client
+        .subscribe(subjects::agent_event("quarantined", "lemon"))
+        .await
+        .unwrap();
+    let tasks = (0..60)
+        .map(|_| json!({"tenant": "acme", "payload": {"op": "fail", "on": ["lemon"]}}))
+        .collect();
+    let first = submit_ids(&fleet, tasks).await;
+    tokio::time::timeout(FINISH, quarantined.next())
+        .await
+        .expect("lemon quarantined");
+    for id in &first {
+        wait_final(&fleet.client, id, FINISH).await;
+    }
+    let status = agent_status(&fleet.client, "lemon").await.unwrap();
+    let q = status.health.quarantine.clone().expect("quarantined");
+    assert_eq!(q.by, "monitor");
+    assert!(status.stats.failure_rate >= 0.5, "{status:?}");
+    wait_for("lemon to stop pulling", FINISH, || async {
+        agent_status(&fleet.client, "lemon")
+            .await
+            .and_then(|s| s.info)
+            .filter(|i| !i.pulling)
+    })
+    .await;
+
+    let echo = |i| json!({"tenant": "acme", "payload": {"op": "echo", "data": i}});
+    let second = submit_ids(&fleet, (0..30).map(echo).collect()).await;
+    for id in &second {
+        let r = wait_final(&fleet.client, id, FINISH).await;
+        assert_eq!(r.attempts[0].agent, "peach", "a quarantined agent gets no new work");
+    }
+
+    let released: ApiReply<Option<HealthEntry>> = serde_json::from_slice(
+        &fleet
+            .client
+            .request(
+                subjects::API_AGENT_RELEASE,
+                serde_json::to_vec(&AgentControl {
+                    agent_id: "lemon".into(),
+                    reason: None,
+                })
+                .unwrap()
+                .into(),
+            )
+            .await
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    let entry = released.into_result().unwrap().unwrap();
+    assert!(entry.quarantine.is_none());
+    wait_for("lemon to pull again", FINISH, || async {
+        agent_status(&fleet.client, "lemon")
+            .await
+            .and_then(|s| s.info)
+            .filter(|i| i.pulling)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_monitor_rebuilds_from_nats_without_a_storm_of_false_downs() {
+    let (mut fleet, monitor) = fleet_with_monitor().await;
+    for id in ["m1", "m2", "m3"] {
+        fleet.agent(id, &[], None).await;
+    }
+    wait_for("three healthy agents", FINISH, || async {
+        let s = fleet_state(&fleet.client).await;
+        (s.agents.len() == 3 && s.agents.iter().all(|a| a.health.state == HealthState::Healthy))
+            .then_some(())
+    })
+    .await;
+    let mut downs = fleet
+        .client
+        .subscribe(format!("{}.>", subjects::agent_event("down", "*").trim_end_matches(".*")))
+        .await
+        .unwrap();
+    monitor.kill().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _monitor = start_health_monitor(monitor_config(fleet.server.url())).await;
+    // Two heartbeat timeouts with live agents: nobody goes down.
+    let storm = tokio::time::timeout(Duration::from_secs(3), downs.next()).await;
+    assert!(storm.is_err(), "false down after a monitor restart: {storm:?}");
+    let s = fleet_state(&fleet.client).await;
+    assert_eq!(s.agents.len(), 3);
+    assert!(s.agents.iter().all(|a| a.health.state == HealthState::Healthy), "{s:?}");
+    // And the new monitor does judge: a crashed agent goes down.
+    fleet.take_agent("m2").kill().await;
+    let down = tokio::time::timeout(FINISH, downs.next()).await.expect("m2 down").unwrap();
+    assert_eq!(down.subject.as_str(), subjects::agent_event("down", "m2"));
+}

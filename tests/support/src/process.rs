@@ -1,0 +1,97 @@
+//! Agents as real child processes, for tests where a process must die the
+//! way a crashed or frozen one does (SIGKILL), which an in-process agent
+//! cannot.
+//!
+//! The `clawfleet-agent` binary must be built beside the test binary:
+//! `cargo test --workspace` and `scripts/test` build it; a lone
+//! `cargo test -p clawfleet-e2e` needs `cargo build -p clawfleet-agent` first.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use clawfleet_shared::agent::AgentInfo;
+use clawfleet_shared::subjects;
+
+/// A `clawfleet-agent` process.
+pub struct AgentProcess {
+    /// Its agent id.
+    pub id: String,
+    child: tokio::process::Child,
+}
+
+/// Path of a workspace binary built beside the running test binary.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build -p {name}`; scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+impl AgentProcess {
+    /// Starts an agent process with test timings and these extra environment
+    /// variables (e.g. `("CLAWFLEET_MAX_CONCURRENCY", "20")`); returns once
+    /// its registration is visible.
+    pub async fn start(nats_url: &str, id: &str, env: &[(&str, &str)]) -> Self {
+        let mut cmd = tokio::process::Command::new(workspace_binary("clawfleet-agent"));
+        cmd.env("CLAWFLEET_NATS_URL", nats_url)
+            .env("CLAWFLEET_AGENT_ID", id)
+            .env("CLAWFLEET_HEARTBEAT_INTERVAL", "500ms")
+            .env("CLAWFLEET_IDLE_POLL_INTERVAL", "50ms")
+            .env("CLAWFLEET_HEALTH_CHECK_INTERVAL", "100ms")
+            .env("CLAWFLEET_RESTART_BACKOFF", "100ms")
+            .env("CLAWFLEET_DRAIN_TIMEOUT", "5s")
+            .env("CLAWFLEET_CONNECT_TIMEOUT", "5s")
+            .env("CLAWFLEET_TOPOLOGY_WAIT", "10s")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        if std::env::var_os("TEST_LOG").is_none_or(|v| v != "1") {
+            cmd.stderr(Stdio::null());
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start clawfleet-agent");
+        let client = async_nats::connect(nats_url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(kv) = js.get_key_value(subjects::BUCKET_AGENTS).await {
+                if let Ok(Some(bytes)) = kv.get(id).await {
+                    if serde_json::from_slice::<AgentInfo>(&bytes).is_ok_and(|i| i.pid > 0) {
+                        break;
+                    }
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "agent process {id} did not register"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        AgentProcess {
+            id: id.to_string(),
+            child,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// SIGKILL, and reap.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
