@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::RequestErrorKind;
 use bytes::Bytes;
 use clawfleet_shared::api::ApiReply;
-use clawfleet_shared::{ErrorBody, ErrorCode};
+use clawfleet_shared::{subjects, ErrorBody, ErrorCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -60,11 +60,11 @@ impl Api {
         &self.url
     }
 
-    /// The error for "nobody serves the API here".
-    pub fn no_dispatcher(&self) -> ErrorBody {
+    /// The error for "no `service` answers at this URL".
+    pub fn no_service(&self, service: &str) -> ErrorBody {
         ErrorBody::new(
             ErrorCode::Unavailable,
-            format!("no dispatcher is running at {}", self.url),
+            format!("no {service} is running at {}", self.url),
         )
     }
 
@@ -79,7 +79,18 @@ impl Api {
             match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(subject, body)).await {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
-                    return Err(self.no_dispatcher().into())
+                    let service = if [
+                        subjects::API_FLEET_STATE,
+                        subjects::API_AGENT_QUARANTINE,
+                        subjects::API_AGENT_RELEASE,
+                    ]
+                    .contains(&subject)
+                    {
+                        "health monitor"
+                    } else {
+                        "dispatcher"
+                    };
+                    return Err(self.no_service(service).into());
                 }
                 Ok(Err(e)) if e.kind() != RequestErrorKind::TimedOut => {
                     return Err(ErrorBody::new(

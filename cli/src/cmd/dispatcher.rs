@@ -9,13 +9,16 @@ use serde::Serialize;
 
 use super::Global;
 
-/// Options of the hidden `dispatcher` subcommand.
+/// Options of the hidden `dispatcher` and `health-monitor` subcommands.
 #[derive(Debug, clap::Args)]
-pub struct DispatcherArgs {
+pub struct ServiceArgs {
     /// TOML config file.
     #[arg(long, env = "CLAWFLEET_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 }
+
+/// Options of the hidden `dispatcher` subcommand.
+pub type DispatcherArgs = ServiceArgs;
 
 /// The command-line layer of the config: only what was given.
 #[derive(Serialize)]
@@ -24,13 +27,23 @@ struct Overrides<'a> {
     nats_url: Option<&'a str>,
 }
 
-/// Runs a dispatcher until SIGINT or SIGTERM.
-pub async fn run(global: &Global, args: DispatcherArgs) -> anyhow::Result<ExitCode> {
+/// A service's config from its layers, with the global `--nats-url` on top.
+pub fn load_service_config<C>(global: &Global, args: &ServiceArgs) -> anyhow::Result<C>
+where
+    C: Serialize + serde::de::DeserializeOwned + Default,
+{
     let overrides = Overrides {
         nats_url: global.nats_url.as_deref(),
     };
-    let config: clawfleet_dispatcher::Config =
-        clawfleet_shared::config::load(args.config.as_deref(), &overrides)?;
+    Ok(clawfleet_shared::config::load(
+        args.config.as_deref(),
+        &overrides,
+    )?)
+}
+
+/// Runs a dispatcher until SIGINT or SIGTERM.
+pub async fn run(global: &Global, args: DispatcherArgs) -> anyhow::Result<ExitCode> {
+    let config: clawfleet_dispatcher::Config = load_service_config(global, &args)?;
     clawfleet_shared::telemetry::init("dispatcher");
     let shutdown = clawfleet_shared::signals::shutdown_on_signal();
     clawfleet_dispatcher::run(config, shutdown)

@@ -5,6 +5,7 @@ mod agents;
 mod batch;
 mod dispatcher;
 mod dlq;
+mod health_monitor;
 mod queues;
 mod submit;
 mod task;
@@ -46,8 +47,8 @@ pub enum Command {
     /// Read tasks.
     #[command(subcommand)]
     Task(task::TaskCommand),
-    /// List the registered agents.
-    Agents,
+    /// List the agents with their health, or quarantine and release one.
+    Agents(agents::AgentsArgs),
     /// Show queue depths.
     Queues,
     /// Read the dead-letter queue.
@@ -63,6 +64,9 @@ pub enum Command {
     /// Run an agent in this process (used by `up`).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
+    /// Run a health monitor in this process (used by `up`).
+    #[command(hide = true)]
+    HealthMonitor(health_monitor::HealthMonitorArgs),
 }
 
 impl Command {
@@ -73,7 +77,7 @@ impl Command {
             Command::Submit(args) => submit::run(&global, args).await,
             Command::Batch(args) => batch::run(&global, args).await,
             Command::Task(cmd) => task::run(&global, cmd).await,
-            Command::Agents => agents::run(&global).await,
+            Command::Agents(args) => agents::run(&global, args).await,
             Command::Queues => queues::run(&global).await,
             Command::Dlq(cmd) => dlq::run(&global, cmd).await,
             Command::Watch(args) => watch::run(&global, args).await,
@@ -82,6 +86,7 @@ impl Command {
                 .map(|()| ExitCode::SUCCESS),
             Command::Dispatcher(args) => dispatcher::run(&global, args).await,
             Command::Agent(args) => agent::run(&global, args).await,
+            Command::HealthMonitor(args) => health_monitor::run(&global, args).await,
         }
     }
 }

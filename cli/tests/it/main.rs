@@ -2,6 +2,7 @@
 //! real agents (in-process), run the way a user runs it: as a subprocess,
 //! judged by its exit status and output.
 
+mod agents;
 mod batch;
 mod bench;
 mod read;
@@ -24,6 +25,7 @@ pub struct Fleet {
     pub server: NatsServer,
     _dispatcher: Option<Service>,
     _agents: Vec<Service>,
+    _monitor: Option<Service>,
 }
 
 impl Fleet {
@@ -42,7 +44,19 @@ impl Fleet {
             server,
             _dispatcher: Some(dispatcher),
             _agents: started,
+            _monitor: None,
         }
+    }
+
+    /// Starts a health monitor beside the fleet.
+    pub async fn with_monitor(mut self) -> Fleet {
+        self._monitor = Some(
+            clawfleet_testkit::start_health_monitor(clawfleet_testkit::monitor_config(
+                self.server.url(),
+            ))
+            .await,
+        );
+        self
     }
 
     /// A server with nothing else running.
@@ -52,6 +66,7 @@ impl Fleet {
             server: NatsServer::start(),
             _dispatcher: None,
             _agents: Vec::new(),
+            _monitor: None,
         }
     }
 

@@ -1,14 +1,15 @@
 //! `clawfleet up`: a whole fleet on this machine, in one process tree.
 //!
 //! `up` starts a `nats-server` (unless `NATS_URL` or `--nats-url` names one),
-//! then a dispatcher and the agents as child processes of this same
-//! executable (the hidden `dispatcher` and `agent` subcommands). Each agent is
-//! its own process so an operator can `kill -9` one and watch its task be
-//! retried; the supervisor brings it back a second later.
+//! then a dispatcher, a health monitor and the agents as child processes of
+//! this same executable (the hidden `dispatcher`, `health-monitor` and
+//! `agent` subcommands). Each agent is its own process so an operator can
+//! `kill -9` one and watch the health monitor hand its task to another agent
+//! within seconds; the supervisor brings the killed agent back a second later.
 //!
 //! Ctrl-C stops the fleet in dependency order: agents first (they drain and
-//! hand back what they hold), then the dispatcher, then the server. A second
-//! Ctrl-C kills everything at once.
+//! hand back what they hold), then the health monitor, then the dispatcher,
+//! then the server. A second Ctrl-C kills everything at once.
 
 mod child;
 pub(crate) mod nats_server;
@@ -106,6 +107,13 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         DISPATCHER_GRACE,
         kill.clone(),
     );
+    let monitor = Supervised::start(
+        "health-monitor".into(),
+        exe.clone(),
+        service_args(&["health-monitor"]),
+        DISPATCHER_GRACE,
+        kill.clone(),
+    );
     let max_concurrency = args.max_concurrency.to_string();
     let fleet: Vec<Supervised> = agents
         .iter()
@@ -140,7 +148,15 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         _ = stop.cancelled() => None,
     };
     if !stop.is_cancelled() {
-        banner(global, &url, server.as_ref(), &dispatcher, &agents, &fleet);
+        banner(
+            global,
+            &url,
+            server.as_ref(),
+            &dispatcher,
+            &monitor,
+            &agents,
+            &fleet,
+        );
     }
 
     let outcome = tokio::select! {
@@ -161,6 +177,8 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
 
     tracing::info!("stopping agents");
     futures::future::join_all(fleet.into_iter().map(Supervised::stop)).await;
+    tracing::info!("stopping the health monitor");
+    monitor.stop().await;
     tracing::info!("stopping the dispatcher");
     dispatcher.stop().await;
     drop(api);
@@ -232,6 +250,7 @@ fn banner(
     url: &str,
     server: Option<&NatsServer>,
     dispatcher: &Supervised,
+    monitor: &Supervised,
     agents: &[AgentSpec],
     fleet: &[Supervised],
 ) {
@@ -245,6 +264,7 @@ fn banner(
             "nats_url": url,
             "nats_server_pid": server.map(|s| s.pid),
             "dispatcher_pid": dispatcher.pid(),
+            "health_monitor_pid": monitor.pid(),
             "agents": agents,
         });
         println!("{banner}");
@@ -261,6 +281,7 @@ fn banner(
         None => out.push_str(&format!("  NATS        {url}\n")),
     }
     out.push_str(&format!("  dispatcher  pid {}\n", dispatcher.pid()));
+    out.push_str(&format!("  monitor     pid {}\n", monitor.pid()));
     let width = agents.iter().map(|a| a.id.len()).max().unwrap_or(0);
     for (a, s) in agents.iter().zip(fleet) {
         let pid = if s.is_finished() {
@@ -285,7 +306,7 @@ fn banner(
          \x20 clawfleet submit --tenant demo --payload '{{\"op\":\"echo\",\"data\":\"hi\"}}' --wait\n\
          \x20 clawfleet submit --tenant demo --requires code --payload '{{\"op\":\"sleep\",\"ms\":20000}}'\n\
          \x20 clawfleet agents; clawfleet queues; clawfleet watch\n\
-         \x20 kill -9 <an agent's pid>   (its task is retried; the agent restarts)\n\
+         \x20 kill -9 <an agent's pid>   (its task moves to another agent within seconds; the agent restarts)\n\
          \nCtrl-C stops the fleet (twice: at once).\n"
     ));
     print!("{out}");
