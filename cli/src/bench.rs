@@ -21,6 +21,9 @@
 //!    the one-off creation of the queue is not timed.
 //! 4. **Latency**: tasks submitted on a fixed schedule (open loop) at half
 //!    the rate (3) reached, submit → result time per task, as percentiles.
+//! 5. **Failover**: agent processes SIGKILLed mid-task, with a health
+//!    monitor running; kill → task running on another agent, as
+//!    percentiles (see [`failover`]).
 //!
 //! Each throughput phase keeps the server busy for the whole run: the
 //! producer never waits for a result before sending more, only for publish
@@ -31,6 +34,7 @@
 //! run stay in them: against a shared server, prefer a dedicated one.
 
 mod e2e;
+mod failover;
 mod fleet;
 mod load;
 mod raw;
@@ -90,6 +94,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 200, value_name = "N",
           value_parser = clap::value_parser!(u32).range(0..=100_000))]
     warmup: u32,
+    /// Agent processes to SIGKILL in the failover phase (0 skips it).
+    #[arg(long, default_value_t = 20, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    failover_kills: u32,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -104,6 +112,7 @@ struct Plan {
     latency_tasks: usize,
     latency_rate: Option<f64>,
     warmup: usize,
+    failover_kills: usize,
 }
 
 impl From<&BenchArgs> for Plan {
@@ -116,6 +125,7 @@ impl From<&BenchArgs> for Plan {
             latency_tasks: a.latency_tasks as usize,
             latency_rate: a.latency_rate,
             warmup: a.warmup as usize,
+            failover_kills: a.failover_kills as usize,
         }
     }
 }
@@ -152,8 +162,9 @@ pub async fn run(nats_url: Option<String>, args: BenchArgs) -> anyhow::Result<()
 
 /// Logs go to stderr, warnings and errors only unless `RUST_LOG` says otherwise.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,clawfleet_health_monitor=error")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -188,8 +199,13 @@ async fn phases(url: &str, plan: &Plan, own_server: bool) -> anyhow::Result<Repo
 
     let fleet = Fleet::start(url, plan.agents, plan.concurrency).await?;
     let measured = clawfleet(url, plan, &run, &fleet).await;
+    let failover = match (&measured, plan.failover_kills) {
+        (Ok(_), kills) if kills > 0 => Some(failover::measure(url, &run, kills).await),
+        _ => None,
+    };
     fleet.stop().await;
     let (clawfleet, latency) = measured?;
+    let failover = failover.transpose().context("during the failover phase")?;
 
     Ok(Report {
         nats_url: url.to_string(),
@@ -203,6 +219,7 @@ async fn phases(url: &str, plan: &Plan, own_server: bool) -> anyhow::Result<Repo
         raw_jobs,
         clawfleet,
         latency,
+        failover,
     })
 }
 

@@ -70,6 +70,8 @@ impl Fleet {
                 agent_id: format!("bench-{}-{n}", std::process::id()),
                 max_concurrency: concurrency as u32,
                 idle_poll_interval: IDLE_POLL,
+                // Matches the failover phase's health monitor.
+                heartbeat_interval: Duration::from_millis(500),
                 drain_timeout: DRAIN_TIMEOUT,
                 connect_timeout: Duration::from_secs(10),
                 topology_wait: Duration::from_secs(10),

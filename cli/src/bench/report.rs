@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::e2e::{LatencyReport, ThroughputReport};
+use super::failover::FailoverReport;
 use super::raw::{JobsReport, RawReport};
 
 /// Everything one run measured.
@@ -30,6 +31,9 @@ pub struct Report {
     pub ratio_to_raw_jobs: f64,
     /// Latency at a steady rate below the peak.
     pub latency: LatencyReport,
+    /// Kill → running elsewhere, when measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverReport>,
 }
 
 impl Report {
@@ -100,6 +104,19 @@ impl Report {
                 String::new()
             },
         ));
+        if let Some(f) = &self.failover {
+            out.push_str(&format!(
+                "\nfailover, agent SIGKILLed mid-task → task running on another agent: {} kills\n\
+                 \x20 health monitor heartbeat timeout {:.1} s (JetStream ack wait {:.0} s)\n\
+                 \x20 p50 {:.0} ms   p99 {:.0} ms   max {:.0} ms\n",
+                f.kills,
+                seconds(f.heartbeat_timeout_ms),
+                seconds(f.ack_wait_ms),
+                f.p50_ms,
+                f.p99_ms,
+                f.max_ms,
+            ));
+        }
         out
     }
 }

@@ -56,9 +56,7 @@ async fn agents_shows_health_and_an_operator_can_quarantine_and_release_an_agent
     );
     // The agent itself stops taking work.
     fleet
-        .poll_json(&["agents"], |r| {
-            r["agents"][0]["info"]["pulling"] == false
-        })
+        .poll_json(&["agents"], |r| r["agents"][0]["info"]["pulling"] == false)
         .await;
 
     let released = fleet.run(&["agents", "release", "general-1"]).await;

@@ -18,6 +18,8 @@ async fn a_small_bench_reports_every_phase_and_removes_its_streams() {
             "200",
             "--latency-tasks",
             "100",
+            "--failover-kills",
+            "2",
         ])
         .await;
 
@@ -51,6 +53,12 @@ async fn a_small_bench_reports_every_phase_and_removes_its_streams() {
         r["latency"]["max_ms"].as_f64().expect("max"),
     );
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{r}");
+    assert_eq!(r["failover"]["kills"], 2, "{r}");
+    let (fo50, fomax) = (
+        r["failover"]["p50_ms"].as_f64().expect("failover p50"),
+        r["failover"]["max_ms"].as_f64().expect("failover max"),
+    );
+    assert!(0.0 < fo50 && fo50 <= fomax, "{r}");
 
     let js = async_nats::jetstream::new(fleet.server.client().await);
     let streams: Vec<String> = js.stream_names().try_collect().await.expect("stream names");
