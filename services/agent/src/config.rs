@@ -97,7 +97,7 @@ impl Default for Config {
             region: None,
             max_concurrency: 4,
             executor: ExecutorConfig::sim(),
-            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(2),
             idle_poll_interval: Duration::from_millis(250),
             health_check_interval: Duration::from_secs(5),
             restart_backoff: Duration::from_secs(1),

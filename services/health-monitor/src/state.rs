@@ -298,10 +298,18 @@ impl Fleet {
                 )),
                 _ if hung && current != HealthState::Down => Some((
                     HealthState::Down,
-                    format!(
-                        "beating but not answering pings ({} missed): hung",
-                        t.ping_misses
-                    ),
+                    if silent > interval + interval / 2 {
+                        format!(
+                            "not answering pings ({} missed) and no heartbeat for {}",
+                            t.ping_misses,
+                            humantime::format_duration(round(silent))
+                        )
+                    } else {
+                        format!(
+                            "beating but not answering pings ({} missed): hung",
+                            t.ping_misses
+                        )
+                    },
                 )),
                 HealthState::Down => (silent < c.heartbeat_timeout
                     && t.ping_misses == 0

@@ -12,8 +12,8 @@ mod services;
 use std::future::Future;
 use std::time::Duration;
 
-pub use server::{nats_server_binary, NatsServer};
 pub use process::{workspace_binary, AgentProcess};
+pub use server::{nats_server_binary, NatsServer};
 pub use services::{
     agent_config, dispatcher_config, monitor_config, start_agent, start_dispatcher,
     start_health_monitor, Service,

@@ -104,9 +104,11 @@ impl Executor for SimExecutor {
                 std::thread::sleep(Duration::from_millis(ms()));
                 json!({ "blocked_ms": ms() })
             }
-            other => return Err(ExecError::Fatal(format!(
+            other => {
+                return Err(ExecError::Fatal(format!(
                 "unsupported sim op {other:?}; use echo, sleep, fail, flaky, fatal, crash or block"
-            ))),
+            )))
+            }
         };
         Ok(Output {
             result,

@@ -420,3 +420,40 @@ async fn a_flaky_task_succeeds_on_a_later_attempt_with_its_failures_recorded() {
     );
     assert!(record.failure.is_none(), "a success clears the last error");
 }
+
+#[tokio::test]
+async fn a_retry_policy_retries_only_the_failures_it_names_and_backs_off_as_told() {
+    let mut fleet = Fleet::new().await;
+    fleet.agent("a1", &[], None).await;
+    // Executor errors are not in `on`: one attempt, then failed.
+    let no_retry = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "max_attempts": 4, "retry": {"on": ["timeout"]},
+                "payload": {"op": "fail", "message": "nope"}}),
+    )
+    .await
+    .unwrap();
+    // Timeouts are: every attempt runs, at least `backoff` apart.
+    let retried = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "max_attempts": 3, "timeout": "50ms",
+                "retry": {"on": ["timeout"], "backoff": "300ms", "backoff_max": "300ms"},
+                "payload": {"op": "sleep", "ms": 5000}}),
+    )
+    .await
+    .unwrap();
+    let r = wait_final(&fleet.client, &no_retry.id, FINISH).await;
+    assert_eq!(r.status, TaskStatus::Failed);
+    assert_eq!(r.attempts.len(), 1, "{r:?}");
+    assert_eq!(r.failure.unwrap().code, ErrorCode::ExecutorFailed);
+
+    let r = wait_final(&fleet.client, &retried.id, FINISH).await;
+    assert_eq!(r.status, TaskStatus::Failed);
+    assert_eq!(r.attempts.len(), 3, "{r:?}");
+    assert!(r.attempts.iter().all(|a| a.outcome == Some(Outcome::Timeout)));
+    for pair in r.attempts.windows(2) {
+        let gap = pair[1].started_at - pair[0].ended_at.unwrap();
+        // 300 ms ± 20% jitter, capped at 300 ms: at least 240 ms.
+        assert!(gap >= time::Duration::milliseconds(240), "gap {gap} in {r:?}");
+    }
+}

@@ -67,7 +67,12 @@ fn agents_of(record: &TaskRecord) -> Vec<(String, Option<Outcome>)> {
 async fn a_sigkilled_agents_twenty_tasks_run_elsewhere_within_the_failover_target_and_finish_once()
 {
     let (mut fleet, _monitor) = fleet_with_monitor().await;
-    let doomed = AgentProcess::start(fleet.server.url(), "doomed", &[("CLAWFLEET_MAX_CONCURRENCY", "20")]).await;
+    let doomed = AgentProcess::start(
+        fleet.server.url(),
+        "doomed",
+        &[("CLAWFLEET_MAX_CONCURRENCY", "20")],
+    )
+    .await;
     let tasks = (0..20)
         .map(|_| json!({"tenant": "acme", "payload": {"op": "sleep", "ms": 1500}}))
         .collect();
@@ -105,9 +110,12 @@ async fn a_sigkilled_agents_twenty_tasks_run_elsewhere_within_the_failover_targe
     for id in &ids {
         assert_eq!(succeeded.get(id), Some(&1), "{id} completed once");
     }
-    let results = clawfleet_testkit::client::stream_messages(&fleet.js, subjects::STREAM_RESULTS).await;
+    let results =
+        clawfleet_testkit::client::stream_messages(&fleet.js, subjects::STREAM_RESULTS).await;
     assert_eq!(results, 20, "one result per task");
-    let down = agent_status(&fleet.client, "doomed").await.expect("still tracked");
+    let down = agent_status(&fleet.client, "doomed")
+        .await
+        .expect("still tracked");
     assert_eq!(down.health.state, HealthState::Down);
 }
 
@@ -166,8 +174,14 @@ async fn a_hung_agent_that_still_beats_is_declared_down_and_its_task_finishes_el
     })
     .await;
     let after = task_get(&fleet.client, &id).await.unwrap();
-    assert_eq!(after.attempts, r.attempts, "the late attempt was fenced out");
-    assert_eq!(events_per_task(&fleet, "succeeded").await.get(&id), Some(&1));
+    assert_eq!(
+        after.attempts, r.attempts,
+        "the late attempt was fenced out"
+    );
+    assert_eq!(
+        events_per_task(&fleet, "succeeded").await.get(&id),
+        Some(&1)
+    );
     hung.kill().await;
 }
 
@@ -201,17 +215,23 @@ async fn a_crashed_executor_is_restarted_and_one_that_stays_down_escalates() {
     .await
     .remove(0);
     wait_final(&fleet.client, &id, FINISH).await;
-    let crash = submit_ids(&fleet, vec![json!({"tenant": "acme", "max_attempts": 1, "payload": {"op": "crash"}})])
-        .await
-        .remove(0);
+    let crash = submit_ids(
+        &fleet,
+        vec![json!({"tenant": "acme", "max_attempts": 1, "payload": {"op": "crash"}})],
+    )
+    .await
+    .remove(0);
     let r = wait_final(&fleet.client, &crash, FINISH).await;
     assert_eq!(r.status, TaskStatus::Failed);
     tokio::time::timeout(FINISH, restarted.next())
         .await
         .expect("a restart event");
-    let after = submit_ids(&fleet, vec![json!({"tenant": "acme", "payload": {"op": "echo", "data": "ok"}})])
-        .await
-        .remove(0);
+    let after = submit_ids(
+        &fleet,
+        vec![json!({"tenant": "acme", "payload": {"op": "echo", "data": "ok"}})],
+    )
+    .await
+    .remove(0);
     let r = wait_final(&fleet.client, &after, FINISH).await;
     assert_eq!(r.result, Some(json!("ok")), "the restarted executor works");
     let status = agent_status(&fleet.client, "flaky-exec").await.unwrap();
@@ -228,7 +248,10 @@ async fn a_crashed_executor_is_restarted_and_one_that_stays_down_escalates() {
     assert!(event.reason.unwrap().contains("restarted"));
     let status = agent_status(&fleet.client, "flaky-exec").await.unwrap();
     assert!(status.health.escalated);
-    assert!(!status.info.unwrap().pulling, "a down executor takes no work");
+    assert!(
+        !status.info.unwrap().pulling,
+        "a down executor takes no work"
+    );
 }
 
 #[tokio::test]
@@ -299,7 +322,10 @@ async fn an_agent_failing_far_more_than_the_fleet_is_quarantined_until_released(
     let second = submit_ids(&fleet, (0..30).map(echo).collect()).await;
     for id in &second {
         let r = wait_final(&fleet.client, id, FINISH).await;
-        assert_eq!(r.attempts[0].agent, "peach", "a quarantined agent gets no new work");
+        assert_eq!(
+            r.attempts[0].agent, "peach",
+            "a quarantined agent gets no new work"
+        );
     }
 
     let released: ApiReply<Option<HealthEntry>> = serde_json::from_slice(
@@ -338,13 +364,19 @@ async fn a_restarted_monitor_rebuilds_from_nats_without_a_storm_of_false_downs()
     }
     wait_for("three healthy agents", FINISH, || async {
         let s = fleet_state(&fleet.client).await;
-        (s.agents.len() == 3 && s.agents.iter().all(|a| a.health.state == HealthState::Healthy))
-            .then_some(())
+        (s.agents.len() == 3
+            && s.agents
+                .iter()
+                .all(|a| a.health.state == HealthState::Healthy))
+        .then_some(())
     })
     .await;
     let mut downs = fleet
         .client
-        .subscribe(format!("{}.>", subjects::agent_event("down", "*").trim_end_matches(".*")))
+        .subscribe(format!(
+            "{}.>",
+            subjects::agent_event("down", "*").trim_end_matches(".*")
+        ))
         .await
         .unwrap();
     monitor.kill().await;
@@ -352,12 +384,23 @@ async fn a_restarted_monitor_rebuilds_from_nats_without_a_storm_of_false_downs()
     let _monitor = start_health_monitor(monitor_config(fleet.server.url())).await;
     // Two heartbeat timeouts with live agents: nobody goes down.
     let storm = tokio::time::timeout(Duration::from_secs(3), downs.next()).await;
-    assert!(storm.is_err(), "false down after a monitor restart: {storm:?}");
+    assert!(
+        storm.is_err(),
+        "false down after a monitor restart: {storm:?}"
+    );
     let s = fleet_state(&fleet.client).await;
     assert_eq!(s.agents.len(), 3);
-    assert!(s.agents.iter().all(|a| a.health.state == HealthState::Healthy), "{s:?}");
+    assert!(
+        s.agents
+            .iter()
+            .all(|a| a.health.state == HealthState::Healthy),
+        "{s:?}"
+    );
     // And the new monitor does judge: a crashed agent goes down.
     fleet.take_agent("m2").kill().await;
-    let down = tokio::time::timeout(FINISH, downs.next()).await.expect("m2 down").unwrap();
+    let down = tokio::time::timeout(FINISH, downs.next())
+        .await
+        .expect("m2 down")
+        .unwrap();
     assert_eq!(down.subject.as_str(), subjects::agent_event("down", "m2"));
 }

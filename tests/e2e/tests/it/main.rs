@@ -13,10 +13,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use clawfleet_shared::events::TaskEvent;
 use clawfleet_shared::subjects;
-use futures::StreamExt;
 use clawfleet_testkit::{
     agent_config, dispatcher_config, start_agent, start_dispatcher, NatsServer, Service,
 };
+use futures::StreamExt;
 
 /// Generous bound for a handful of tasks to finish on a loaded 2-core machine.
 pub const FINISH: Duration = Duration::from_secs(20);
