@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use clawfleet_shared::agent::{AgentInfo, AgentState};
 use clawfleet_shared::api::AgentsReply;
-use clawfleet_shared::health::{AgentControl, AgentStatus, FleetState, HealthEntry};
+use clawfleet_shared::health::{AgentControl, AgentStatus, FleetState, HealthEntry, HealthState};
 use clawfleet_shared::{subjects, ErrorCode};
 
 use super::Global;
@@ -148,11 +148,11 @@ async fn list(global: &Global, api: &Api, failing: bool) -> anyhow::Result<ExitC
         if h.escalated {
             health.push_str(" escalated");
         }
-        let why = h
-            .quarantine
-            .as_ref()
-            .map(|q| q.reason.clone())
-            .unwrap_or_else(|| h.reason.clone());
+        let why = match &h.quarantine {
+            Some(q) => q.reason.clone(),
+            None if h.state == HealthState::Healthy && !h.escalated => "-".to_string(),
+            None => h.reason.clone(),
+        };
         let i = a.info.as_ref();
         table.row(vec![
             h.agent_id.clone(),
@@ -186,7 +186,6 @@ async fn list(global: &Global, api: &Api, failing: bool) -> anyhow::Result<ExitC
 
 /// Quarantined, escalated, not healthy, or failing more than the fleet.
 fn is_failing(a: &AgentStatus, fleet_rate: f64) -> bool {
-    use clawfleet_shared::health::HealthState;
     a.health.quarantine.is_some()
         || a.health.escalated
         || a.health.state != HealthState::Healthy

@@ -125,7 +125,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
     }
     for info in registered {
-        fleet.beat(info, now);
+        // No earlier beat to compare with: nothing to act on.
+        let _ = fleet.beat(info, now);
     }
     for id in orphans {
         // Left while no monitor ran.
@@ -228,7 +229,10 @@ impl Monitor {
                 let Some(Ok(entry)) = entry else { break };
                 match entry.operation {
                     kv::Operation::Put => match serde_json::from_slice::<AgentInfo>(&entry.value) {
-                        Ok(info) => self.fleet().beat(info, Instant::now()),
+                        Ok(info) => {
+                            let actions = self.fleet().beat(info, Instant::now());
+                            self.perform(actions).await;
+                        }
                         Err(e) => {
                             tracing::warn!(key = %entry.key, error = %e, "unreadable registration")
                         }

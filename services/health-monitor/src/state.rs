@@ -142,12 +142,54 @@ impl Fleet {
         t.entry = entry;
     }
 
-    /// A heartbeat arrived.
-    pub fn beat(&mut self, info: AgentInfo, now: Instant) {
+    /// A heartbeat arrived. A beat from a new process under a known id (the
+    /// agent was restarted faster than its heartbeat timeout) means the old
+    /// process died: its tasks are handed back at once, and the new one is
+    /// `recovering` until it passes its checks.
+    pub fn beat(&mut self, info: AgentInfo, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
         let t = self
             .agents
             .entry(info.agent_id.clone())
             .or_insert_with(|| Tracked::new(&info.agent_id, now));
+        if let Some(old) = &t.info {
+            if old.pid != info.pid || old.host != info.host || old.started_at != info.started_at {
+                let reason = format!(
+                    "restarted (pid {} on {} → pid {} on {}); the old process's tasks were handed back",
+                    old.pid, old.host, info.pid, info.host
+                );
+                tracing::warn!(agent_id = %info.agent_id, %reason, "agent restarted");
+                let leases: Vec<Lease> = t
+                    .leases
+                    .drain()
+                    .map(|(task_id, (ack, _))| Lease { task_id, ack })
+                    .collect();
+                actions.push(Action::Event {
+                    kind: AgentEventKind::Down,
+                    agent_id: info.agent_id.clone(),
+                    reason: reason.clone(),
+                });
+                if !leases.is_empty() {
+                    actions.push(Action::HandBack {
+                        agent_id: info.agent_id.clone(),
+                        leases,
+                    });
+                }
+                t.entry.state = HealthState::Recovering;
+                t.entry.reason = reason;
+                t.entry.since = timefmt::now();
+                t.state_since = now;
+                t.ping_misses = 0;
+                t.ping_streak = 0;
+                t.restarts.clear();
+                actions.push(Action::Event {
+                    kind: AgentEventKind::Recovering,
+                    agent_id: info.agent_id.clone(),
+                    reason: "a new process started under this id".into(),
+                });
+                actions.push(Action::Persist(t.entry.clone()));
+            }
+        }
         t.last_beat = now;
         // Leases the beat does not list, and that are older than the grace, ended.
         let running: std::collections::HashSet<&str> =
@@ -170,6 +212,7 @@ impl Fleet {
             t.restarts.pop_front();
         }
         t.info = Some(info);
+        actions
     }
 
     /// The agent deleted its registration: it left cleanly.
@@ -503,7 +546,8 @@ mod tests {
     }
 
     fn info(id: &str, running: &[&str]) -> AgentInfo {
-        let now = timefmt::now();
+        // One process: the same start time in every beat.
+        let now = time::macros::datetime!(2026-01-01 00:00 UTC);
         AgentInfo {
             agent_id: id.into(),
             capabilities: vec![],
@@ -548,7 +592,7 @@ mod tests {
     fn a_silent_agent_goes_suspect_then_down_and_its_tasks_are_handed_back() {
         let t0 = Instant::now();
         let mut f = Fleet::new(config());
-        f.beat(info("a", &["t1", "t2"]), t0);
+        let _ = f.beat(info("a", &["t1", "t2"]), t0);
         assert!(f.check(t0).is_empty());
         let at = |ms| t0 + Duration::from_millis(ms);
         assert_eq!(
@@ -575,7 +619,7 @@ mod tests {
     fn a_beating_agent_that_stops_answering_pings_is_down_and_comes_back_through_recovering() {
         let t0 = Instant::now();
         let mut f = Fleet::new(config());
-        f.beat(info("a", &["t1"]), t0);
+        let _ = f.beat(info("a", &["t1"]), t0);
         f.ping("a", false);
         assert_eq!(
             states(&f.check(t0)),
@@ -586,7 +630,7 @@ mod tests {
         assert_eq!(states(&down), vec![(AgentEventKind::Down, "a".into())]);
         assert!(down.iter().any(|a| matches!(a, Action::HandBack { .. })));
         // Still beating, still not answering: stays down.
-        f.beat(info("a", &[]), t0 + Duration::from_millis(500));
+        let _ = f.beat(info("a", &[]), t0 + Duration::from_millis(500));
         assert!(f.check(t0 + Duration::from_millis(500)).is_empty());
         f.ping("a", true);
         assert_eq!(
@@ -601,10 +645,38 @@ mod tests {
     }
 
     #[test]
+    fn a_new_process_under_a_known_id_hands_back_the_old_ones_tasks_and_must_recover() {
+        let t0 = Instant::now();
+        let mut f = Fleet::new(config());
+        assert!(f.beat(info("a", &["t1"]), t0).is_empty());
+        let mut reborn = info("a", &[]);
+        reborn.pid = 2;
+        let actions = f.beat(reborn, t0 + Duration::from_millis(800));
+        assert_eq!(
+            states(&actions),
+            vec![
+                (AgentEventKind::Down, "a".into()),
+                (AgentEventKind::Recovering, "a".into())
+            ]
+        );
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::HandBack { leases, .. } if leases[0].task_id == "t1")));
+        let entry = f.state().agents[0].health.clone();
+        assert!(!entry.takes_work());
+        f.ping("a", true);
+        f.ping("a", true);
+        assert_eq!(
+            states(&f.check(t0 + Duration::from_millis(900))),
+            vec![(AgentEventKind::Healthy, "a".into())]
+        );
+    }
+
+    #[test]
     fn a_lease_missing_from_a_later_beat_is_forgotten() {
         let t0 = Instant::now();
         let mut f = Fleet::new(config());
-        f.beat(info("a", &[]), t0);
+        let _ = f.beat(info("a", &[]), t0);
         f.lease(
             "a",
             Lease {
@@ -613,7 +685,7 @@ mod tests {
             },
             t0,
         );
-        f.beat(info("a", &[]), t0 + Duration::from_secs(5));
+        let _ = f.beat(info("a", &[]), t0 + Duration::from_secs(5));
         let down = f.check(t0 + Duration::from_secs(9));
         assert!(!down.iter().any(|a| matches!(a, Action::HandBack { .. })));
     }
@@ -628,8 +700,8 @@ mod tests {
             },
             ..config()
         });
-        f.beat(info("bad", &[]), t0);
-        f.beat(info("good", &[]), t0);
+        let _ = f.beat(info("bad", &[]), t0);
+        let _ = f.beat(info("good", &[]), t0);
         for i in 0..10 {
             f.outcome("good", &format!("g{i}"), i == 0, t0);
             f.outcome("bad", &format!("b{i}"), i < 8, t0);
@@ -666,9 +738,9 @@ mod tests {
             ..config()
         });
         let mut i = info("a", &[]);
-        f.beat(i.clone(), t0);
+        let _ = f.beat(i.clone(), t0);
         i.restarts = 3;
-        f.beat(i.clone(), t0 + Duration::from_millis(100));
+        let _ = f.beat(i.clone(), t0 + Duration::from_millis(100));
         let actions = f.check(t0 + Duration::from_millis(100));
         assert!(states(&actions).contains(&(AgentEventKind::Escalated, "a".into())));
         assert!(!states(&f.check(t0 + Duration::from_millis(200)))
@@ -690,7 +762,7 @@ mod tests {
             },
             t0,
         );
-        f.beat(info("a", &[]), t0);
+        let _ = f.beat(info("a", &[]), t0);
         assert!(f.check(t0 + Duration::from_millis(900)).is_empty());
     }
 }

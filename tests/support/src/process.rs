@@ -62,13 +62,15 @@ impl AgentProcess {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start clawfleet-agent");
+        let pid = child.id().expect("a running child");
         let client = async_nats::connect(nats_url).await.expect("connect");
         let js = async_nats::jetstream::new(client);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(kv) = js.get_key_value(subjects::BUCKET_AGENTS).await {
                 if let Ok(Some(bytes)) = kv.get(id).await {
-                    if serde_json::from_slice::<AgentInfo>(&bytes).is_ok_and(|i| i.pid > 0) {
+                    // This process's registration, not an earlier one under the same id.
+                    if serde_json::from_slice::<AgentInfo>(&bytes).is_ok_and(|i| i.pid == pid) {
                         break;
                     }
                 }

@@ -450,10 +450,16 @@ async fn a_retry_policy_retries_only_the_failures_it_names_and_backs_off_as_told
     let r = wait_final(&fleet.client, &retried.id, FINISH).await;
     assert_eq!(r.status, TaskStatus::Failed);
     assert_eq!(r.attempts.len(), 3, "{r:?}");
-    assert!(r.attempts.iter().all(|a| a.outcome == Some(Outcome::Timeout)));
+    assert!(r
+        .attempts
+        .iter()
+        .all(|a| a.outcome == Some(Outcome::Timeout)));
     for pair in r.attempts.windows(2) {
         let gap = pair[1].started_at - pair[0].ended_at.unwrap();
         // 300 ms ± 20% jitter, capped at 300 ms: at least 240 ms.
-        assert!(gap >= time::Duration::milliseconds(240), "gap {gap} in {r:?}");
+        assert!(
+            gap >= time::Duration::milliseconds(240),
+            "gap {gap} in {r:?}"
+        );
     }
 }

@@ -120,6 +120,44 @@ async fn a_sigkilled_agents_twenty_tasks_run_elsewhere_within_the_failover_targe
 }
 
 #[tokio::test]
+async fn an_agent_restarted_under_the_same_id_at_once_still_has_its_tasks_moved_fast() {
+    let (mut fleet, _monitor) = fleet_with_monitor().await;
+    let first = AgentProcess::start(fleet.server.url(), "phoenix", &[]).await;
+    let tasks = (0..3)
+        .map(|_| json!({"tenant": "acme", "payload": {"op": "sleep", "ms": 1500}}))
+        .collect();
+    let ids = submit_ids(&fleet, tasks).await;
+    for id in &ids {
+        wait_running(&fleet.client, id, FINISH).await;
+    }
+    fleet.agent("other", &[], None).await;
+    // A supervisor brings the process back under the same id before any
+    // heartbeat is missed.
+    let killed_at = time::OffsetDateTime::now_utc();
+    first.kill().await;
+    let second = AgentProcess::start(fleet.server.url(), "phoenix", &[]).await;
+    for id in &ids {
+        let r = wait_final(&fleet.client, id, FINISH).await;
+        assert_eq!(
+            agents_of(&r),
+            vec![
+                ("phoenix".to_string(), Some(Outcome::Lost)),
+                ("other".to_string(), Some(Outcome::Succeeded))
+            ]
+        );
+        let moved = (r.attempts[1].started_at - killed_at).unsigned_abs();
+        assert!(moved <= FAILOVER_TARGET, "{id} moved after {moved:?}");
+    }
+    wait_for("the new phoenix to pass its checks", FINISH, || async {
+        agent_status(&fleet.client, "phoenix").await.filter(|s| {
+            s.health.state == HealthState::Healthy && s.info.as_ref().is_some_and(|i| i.pulling)
+        })
+    })
+    .await;
+    second.kill().await;
+}
+
+#[tokio::test]
 async fn a_hung_agent_that_still_beats_is_declared_down_and_its_task_finishes_elsewhere_once() {
     let (mut fleet, _monitor) = fleet_with_monitor().await;
     let mut events = fleet
