@@ -25,6 +25,7 @@ pub mod task;
 pub mod telemetry;
 pub mod timefmt;
 pub mod topology;
+pub mod watch;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use task::{Priority, TaskRecord, TaskResult, TaskSpec, TaskStatus};

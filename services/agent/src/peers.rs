@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use clawfleet_shared::agent::{is_subset, region_allows, AgentInfo, AgentState};
-use clawfleet_shared::TaskSpec;
-use futures::StreamExt;
+use clawfleet_shared::{watch, TaskSpec};
 use tokio_util::sync::CancellationToken;
 
 /// Live view of the agents bucket.
@@ -36,35 +35,20 @@ impl Peers {
 
     /// Follows the agents bucket until `stop`.
     pub async fn watch(self: Arc<Self>, agents: kv::Store, stop: CancellationToken) {
-        while !stop.is_cancelled() {
-            let mut watch = match agents.watch_with_history(">").await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot watch the agents bucket; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = stop.cancelled() => return,
+        watch::follow(&agents, ">", true, &stop, |entry| {
+            let mut map = self.agents.write().expect("peers lock");
+            match entry.operation {
+                kv::Operation::Put => {
+                    if let Ok(info) = serde_json::from_slice::<AgentInfo>(&entry.value) {
+                        map.insert(entry.key.clone(), (info, Instant::now()));
                     }
                 }
-            };
-            loop {
-                let entry = tokio::select! {
-                    e = watch.next() => e,
-                    _ = stop.cancelled() => return,
-                };
-                let Some(Ok(entry)) = entry else { break };
-                let mut map = self.agents.write().expect("peers lock");
-                match entry.operation {
-                    kv::Operation::Put => {
-                        if let Ok(info) = serde_json::from_slice::<AgentInfo>(&entry.value) {
-                            map.insert(entry.key.clone(), (info, Instant::now()));
-                        }
-                    }
-                    _ => {
-                        map.remove(&entry.key);
-                    }
+                _ => {
+                    map.remove(&entry.key);
                 }
             }
-        }
+            std::future::ready(())
+        })
+        .await;
     }
 }

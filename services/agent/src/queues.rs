@@ -7,12 +7,10 @@
 //! how capability and residency routing are enforced.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, kv};
 use clawfleet_shared::agent::QueueEntry;
-use clawfleet_shared::{subjects, Priority};
-use futures::StreamExt;
+use clawfleet_shared::{subjects, watch, Priority};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -39,47 +37,28 @@ pub async fn watch(
     changed: Arc<Notify>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    while !cancel.is_cancelled() {
-        // With history: existing queues first, then every new one.
-        let mut watch = match registry.watch_with_history(">").await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the queue registry; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = cancel.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        loop {
-            let entry = tokio::select! {
-                e = watch.next() => e,
-                _ = cancel.cancelled() => return,
-            };
-            let Some(entry) = entry else { break };
-            let Ok(entry) = entry else { break };
+    // With history: existing queues first, then every new one.
+    watch::follow(&registry, ">", true, &cancel, |entry| {
+        let (js, eligible, changed) = (&js, &eligible, &changed);
+        let (capabilities, region) = (&capabilities, &region);
+        async move {
             if entry.operation != kv::Operation::Put {
-                continue;
+                return;
             }
             let Ok(queue) = serde_json::from_slice::<QueueEntry>(&entry.value) else {
                 tracing::warn!(key = %entry.key, "ignoring unreadable queue registration");
-                continue;
+                return;
             };
-            if !queue.servable_by(&capabilities, region.as_deref()) {
-                continue;
-            }
-            if eligible
-                .read()
-                .expect("eligible lock")
-                .keys
-                .contains(&queue.key)
+            if !queue.servable_by(capabilities, region.as_deref())
+                || eligible
+                    .read()
+                    .expect("eligible lock")
+                    .keys
+                    .contains(&queue.key)
             {
-                continue;
+                return;
             }
-            match attach(&js, &queue).await {
+            match attach(js, &queue).await {
                 Ok(consumers) => {
                     let mut e = eligible.write().expect("eligible lock");
                     for (i, c) in consumers.into_iter().enumerate() {
@@ -95,7 +74,8 @@ pub async fn watch(
                 }
             }
         }
-    }
+    })
+    .await;
 }
 
 async fn attach(js: &jetstream::Context, queue: &QueueEntry) -> Result<Vec<PullConsumer>, String> {

@@ -18,7 +18,7 @@ use async_nats::jetstream::kv;
 use clawfleet_shared::agent::PingReply;
 use clawfleet_shared::events::{AgentEvent, AgentEventKind};
 use clawfleet_shared::health::HealthEntry;
-use clawfleet_shared::{emit, subjects};
+use clawfleet_shared::{emit, subjects, watch};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -108,41 +108,28 @@ pub async fn monitor_verdict(
     vitals: Arc<Vitals>,
     stop: CancellationToken,
 ) {
-    while !stop.is_cancelled() {
-        let mut watch = match health.watch_with_history(&agent_id).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot watch the health bucket; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = stop.cancelled() => return,
+    watch::follow(&health, &agent_id, true, &stop, |entry| {
+        let allows = match entry.operation {
+            kv::Operation::Put => match serde_json::from_slice::<HealthEntry>(&entry.value) {
+                Ok(h) => {
+                    if !h.takes_work() {
+                        tracing::warn!(state = %h.state, reason = %h.reason, quarantined = h.quarantine.is_some(), "the health monitor took this agent out of the pool");
+                    }
+                    Some(h.takes_work())
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable health entry; ignoring it");
+                    None
+                }
+            },
+            _ => Some(true),
         };
-        loop {
-            let entry = tokio::select! {
-                e = watch.next() => e,
-                _ = stop.cancelled() => return,
-            };
-            let Some(Ok(entry)) = entry else { break };
-            let allows = match entry.operation {
-                kv::Operation::Put => match serde_json::from_slice::<HealthEntry>(&entry.value) {
-                    Ok(h) => {
-                        if !h.takes_work() {
-                            tracing::warn!(state = %h.state, reason = %h.reason, quarantined = h.quarantine.is_some(), "the health monitor took this agent out of the pool");
-                        }
-                        h.takes_work()
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "unreadable health entry; ignoring it");
-                        continue;
-                    }
-                },
-                _ => true,
-            };
+        if let Some(allows) = allows {
             vitals.set_monitor_allows(allows);
         }
-    }
+        std::future::ready(())
+    })
+    .await;
 }
 
 /// Answers the health monitor's pings until `stop`.

@@ -33,7 +33,7 @@ pub mod config;
 mod state;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_nats::jetstream::kv;
 use async_nats::Message;
@@ -45,7 +45,7 @@ use clawfleet_shared::events::{AgentEvent, TaskEvent, TaskEventKind};
 use clawfleet_shared::health::{AgentControl, HealthEntry};
 use clawfleet_shared::nats::{self, ConnectError};
 use clawfleet_shared::topology::{self, TopologyError};
-use clawfleet_shared::{emit, subjects, ErrorBody, ErrorCode};
+use clawfleet_shared::{emit, subjects, watch, ErrorBody, ErrorCode};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -210,40 +210,22 @@ impl Monitor {
     }
 
     async fn watch_agents(self: Arc<Self>, agents: kv::Store, stop: CancellationToken) {
-        while !stop.is_cancelled() {
-            let mut watch = match agents.watch(">").await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the agents bucket; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = stop.cancelled() => return,
+        // No history: the registrations present at start-up were loaded already.
+        let this = &self;
+        watch::follow(&agents, ">", false, &stop, |entry| async move {
+            let actions = match entry.operation {
+                kv::Operation::Put => match serde_json::from_slice::<AgentInfo>(&entry.value) {
+                    Ok(info) => this.fleet().beat(info, Instant::now()),
+                    Err(e) => {
+                        tracing::warn!(key = %entry.key, error = %e, "unreadable registration");
+                        return;
                     }
-                }
+                },
+                _ => this.fleet().left(&entry.key),
             };
-            loop {
-                let entry = tokio::select! {
-                    e = watch.next() => e,
-                    _ = stop.cancelled() => return,
-                };
-                let Some(Ok(entry)) = entry else { break };
-                match entry.operation {
-                    kv::Operation::Put => match serde_json::from_slice::<AgentInfo>(&entry.value) {
-                        Ok(info) => {
-                            let actions = self.fleet().beat(info, Instant::now());
-                            self.perform(actions).await;
-                        }
-                        Err(e) => {
-                            tracing::warn!(key = %entry.key, error = %e, "unreadable registration")
-                        }
-                    },
-                    _ => {
-                        let actions = self.fleet().left(&entry.key);
-                        self.perform(actions).await;
-                    }
-                }
-            }
-        }
+            this.perform(actions).await;
+        })
+        .await;
     }
 
     async fn follow_leases(
