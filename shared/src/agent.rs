@@ -15,6 +15,13 @@ pub struct AgentInfo {
     /// Region, if the agent is region-bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Tenants the agent is dedicated to (it runs no other tenant's work);
+    /// empty for a shared agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<String>,
+    /// Named profiles the agent joined.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
     /// Tasks it runs at once at most.
     pub max_concurrency: u32,
     /// Tasks it is running now.
@@ -122,45 +129,119 @@ pub enum AgentState {
 }
 
 /// A capability profile in the [`crate::subjects::BUCKET_PROFILES`] bucket:
-/// a (region, capability set) some agent has offered recently. The dispatcher
+/// a (region, capability set, dedicated tenants) some agent has offered
+/// recently, or a named profile from the dispatcher's config. The dispatcher
 /// accepts a task only if some profile covers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProfileEntry {
+    /// Name, for profiles declared in config (agents join them by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Capabilities, sorted.
     pub capabilities: Vec<String>,
     /// Region, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Tenants its agents are dedicated to; empty for shared agents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<String>,
 }
 
 impl ProfileEntry {
-    /// Whether an agent of this profile may run a task needing `requires`
-    /// (sorted) with residency `region`.
-    pub fn covers(&self, requires: &[String], region: Option<&str>) -> bool {
-        region_allows(self.region.as_deref(), region) && is_subset(requires, &self.capabilities)
+    /// Whether an agent of this profile may run `tenant`'s task needing
+    /// `requires` (sorted) with residency `region`; `restricted` says the
+    /// tenant may use only agents dedicated to it.
+    pub fn covers(
+        &self,
+        requires: &[String],
+        region: Option<&str>,
+        tenant: &str,
+        restricted: bool,
+    ) -> bool {
+        region_allows(self.region.as_deref(), region)
+            && is_subset(requires, &self.capabilities)
+            && tenant_allows(&self.tenants, tenant, restricted)
+    }
+}
+
+/// How agents share a queue's tasks among themselves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Work goes where there is spare capacity: every agent pulls as many
+    /// tasks as it has free slots, the least loaded first, and a saturated
+    /// agent pulls none (so faster agents, which free slots sooner, take more).
+    #[default]
+    LeastLoaded,
+    /// Agents take turns, one task per turn: N equal tasks over K idle
+    /// identical agents give each N/K ± 1.
+    RoundRobin,
+}
+
+impl Strategy {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::LeastLoaded => "least_loaded",
+            Strategy::RoundRobin => "round_robin",
+        }
     }
 }
 
 /// A queue in the [`crate::subjects::BUCKET_QUEUES`] bucket: the dispatcher
-/// registers a (region, capability set) when it first routes to it; agents
-/// watch the bucket to learn which queues they can serve.
+/// registers a (tenant, region, capability set) when it first routes to it,
+/// with the tenant's policy; agents watch the bucket to learn which queues
+/// they can serve and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueEntry {
     /// [`crate::subjects::queue_key`] of this queue.
     pub key: String,
+    /// The tenant whose tasks it holds.
+    #[serde(default)]
+    pub tenant: String,
     /// Required capabilities, sorted.
     pub requires: Vec<String>,
     /// Residency region, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// The tenant's share of an agent's time against other tenants' queues
+    /// of the same priority (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Only agents dedicated to the tenant may serve it.
+    #[serde(default)]
+    pub restricted: bool,
+    /// How agents share its tasks.
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl QueueEntry {
-    /// Whether an agent with `capabilities` (sorted) in `agent_region` may
-    /// take work from this queue.
-    pub fn servable_by(&self, capabilities: &[String], agent_region: Option<&str>) -> bool {
+    /// Whether an agent with `capabilities` (sorted) in `agent_region`,
+    /// dedicated to `agent_tenants` (empty: shared), may take work from this queue.
+    pub fn servable_by(
+        &self,
+        capabilities: &[String],
+        agent_region: Option<&str>,
+        agent_tenants: &[String],
+    ) -> bool {
         region_allows(agent_region, self.region.as_deref())
             && is_subset(&self.requires, capabilities)
+            && tenant_allows(agent_tenants, &self.tenant, self.restricted)
+    }
+}
+
+/// Isolation rule: an agent dedicated to some tenants runs only their work;
+/// a restricted tenant's work runs only on agents dedicated to it.
+pub fn tenant_allows(agent_tenants: &[String], tenant: &str, restricted: bool) -> bool {
+    if agent_tenants.is_empty() {
+        !restricted
+    } else {
+        agent_tenants.iter().any(|t| t == tenant)
     }
 }
 
@@ -186,27 +267,51 @@ mod tests {
         list.iter().map(|s| s.to_string()).collect()
     }
 
+    fn queue(
+        requires: &[&str],
+        region: Option<&str>,
+        tenant: &str,
+        restricted: bool,
+    ) -> QueueEntry {
+        QueueEntry {
+            key: "k".into(),
+            tenant: tenant.into(),
+            requires: caps(requires),
+            region: region.map(str::to_string),
+            weight: 1,
+            restricted,
+            strategy: Strategy::default(),
+        }
+    }
+
     #[test]
     fn a_region_bound_queue_is_served_only_inside_its_region() {
-        let q = QueueEntry {
-            key: "k".into(),
-            requires: caps(&["code"]),
-            region: Some("eu".into()),
-        };
-        assert!(q.servable_by(&caps(&["code", "git"]), Some("eu")));
-        assert!(!q.servable_by(&caps(&["code", "git"]), Some("us")));
-        assert!(!q.servable_by(&caps(&["code", "git"]), None));
-        assert!(!q.servable_by(&caps(&["git"]), Some("eu")));
+        let q = queue(&["code"], Some("eu"), "acme", false);
+        assert!(q.servable_by(&caps(&["code", "git"]), Some("eu"), &[]));
+        assert!(!q.servable_by(&caps(&["code", "git"]), Some("us"), &[]));
+        assert!(!q.servable_by(&caps(&["code", "git"]), None, &[]));
+        assert!(!q.servable_by(&caps(&["git"]), Some("eu"), &[]));
     }
 
     #[test]
     fn an_unbound_queue_is_served_by_any_capable_agent() {
-        let q = QueueEntry {
-            key: "k".into(),
-            requires: vec![],
-            region: None,
-        };
-        assert!(q.servable_by(&[], Some("us")));
-        assert!(q.servable_by(&[], None));
+        let q = queue(&[], None, "acme", false);
+        assert!(q.servable_by(&[], Some("us"), &[]));
+        assert!(q.servable_by(&[], None, &[]));
+    }
+
+    #[test]
+    fn dedicated_agents_serve_only_their_tenants_and_restricted_tenants_only_them() {
+        let open = queue(&[], None, "acme", false);
+        let closed = queue(&[], None, "globex", true);
+        let shared: &[String] = &[];
+        let for_acme = caps(&["acme"]);
+        let for_globex = caps(&["globex"]);
+        assert!(open.servable_by(&[], None, shared));
+        assert!(open.servable_by(&[], None, &for_acme));
+        assert!(!open.servable_by(&[], None, &for_globex));
+        assert!(!closed.servable_by(&[], None, shared));
+        assert!(closed.servable_by(&[], None, &for_globex));
+        assert!(!closed.servable_by(&[], None, &for_acme));
     }
 }

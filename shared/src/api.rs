@@ -50,6 +50,9 @@ pub struct AgentsReply {
 pub struct QueueDepth {
     /// The queue's subject.
     pub subject: String,
+    /// The tenant whose tasks it holds.
+    #[serde(default)]
+    pub tenant: String,
     /// Priority.
     pub priority: Priority,
     /// Region, if the queue is region-bound.
@@ -62,6 +65,9 @@ pub struct QueueDepth {
     /// Tasks delivered to an agent and not yet acknowledged: running, or
     /// waiting out a retry back-off (JetStream holds a nak'ed task as pending).
     pub running: u64,
+    /// Whether a pause rule holds it.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Reply to `clawfleet.api.queues.list`.
@@ -69,6 +75,9 @@ pub struct QueueDepth {
 pub struct QueuesReply {
     /// Every known queue.
     pub queues: Vec<QueueDepth>,
+    /// Pause rules in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paused: Vec<PauseRule>,
     /// Tasks accepted but not yet routed by a dispatcher.
     pub intake_pending: u64,
 }
@@ -172,3 +181,55 @@ impl<T> ApiReply<T> {
 /// Queue registry entries returned with the agents list are also useful to
 /// clients; re-exported for convenience.
 pub type QueueRegistration = QueueEntry;
+
+/// A pause rule, stored in the queue registry bucket under
+/// [`PauseRule::key`]: every queue matching all the fields given (a tenant,
+/// a priority, a required capability) is paused. Agents take nothing from a
+/// paused queue; its tasks stay queued, untouched, until the rule is removed.
+/// Request body of `clawfleet.api.queues.pause` and `.resume`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRule {
+    /// Only this tenant's queues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Only queues of this priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Only queues whose tasks require this capability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+}
+
+/// Prefix of pause-rule keys in the queue registry bucket.
+pub const PAUSE_PREFIX: &str = "pause.";
+
+impl PauseRule {
+    /// Whether the queue of `entry` at `priority` is paused by this rule.
+    pub fn matches(&self, entry: &crate::agent::QueueEntry, priority: Priority) -> bool {
+        self.tenant.as_ref().is_none_or(|t| *t == entry.tenant)
+            && self.priority.is_none_or(|p| p == priority)
+            && self
+                .capability
+                .as_ref()
+                .is_none_or(|c| entry.requires.contains(c))
+    }
+
+    /// Its key in the queue registry bucket.
+    pub fn key(&self) -> String {
+        let text = format!(
+            "{}|{}|{}",
+            self.tenant.as_deref().unwrap_or("*"),
+            self.priority.map_or("*", Priority::as_str),
+            self.capability.as_deref().unwrap_or("*")
+        );
+        format!("{PAUSE_PREFIX}{:016x}", crate::subjects::fnv1a(&text))
+    }
+}
+
+/// Reply of `clawfleet.api.queues.pause` and `.resume`: the rules in force.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PausedReply {
+    /// Every pause rule now in force.
+    pub paused: Vec<PauseRule>,
+}

@@ -48,6 +48,14 @@ pub enum ErrorCode {
     InvalidLabels,
     /// `retry` is not a valid retry policy.
     InvalidRetry,
+    /// `prefer_region` is not a region name, or contradicts `region`.
+    InvalidPreferRegion,
+    /// An attempt was stopped to free its slot for a critical task.
+    Preempted,
+    /// The tenant is over its submission rate (`quota.submit_rate`).
+    RateLimited,
+    /// The tenant has as many tasks queued as its quota allows (`quota.max_queued`).
+    QuotaExceeded,
     /// The payload is larger than the configured limit.
     PayloadTooLarge,
     /// An API request could not be understood.
@@ -92,6 +100,10 @@ impl ErrorCode {
             Self::InvalidMaxAttempts => "invalid_max_attempts",
             Self::InvalidLabels => "invalid_labels",
             Self::InvalidRetry => "invalid_retry",
+            Self::InvalidPreferRegion => "invalid_prefer_region",
+            Self::Preempted => "preempted",
+            Self::RateLimited => "rate_limited",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::PayloadTooLarge => "payload_too_large",
             Self::InvalidRequest => "invalid_request",
             Self::NotFound => "not_found",

@@ -26,6 +26,8 @@ pub enum TaskEventKind {
     Succeeded,
     /// Failed for good; a dead letter records it.
     Failed,
+    /// Stopped to make room for a waiting critical task and requeued.
+    Preempted,
 }
 
 impl TaskEventKind {
@@ -38,6 +40,7 @@ impl TaskEventKind {
             TaskEventKind::Retrying => "retrying",
             TaskEventKind::Succeeded => "succeeded",
             TaskEventKind::Failed => "failed",
+            TaskEventKind::Preempted => "preempted",
         }
     }
 }

@@ -9,8 +9,9 @@
 //! | `clawfleet.api.agents.list` | request/reply | clients | dispatcher |
 //! | `clawfleet.api.queues.list` | request/reply | clients | dispatcher |
 //! | `clawfleet.api.dlq.list` | request/reply | clients | dispatcher |
+//! | `clawfleet.api.queues.pause` / `.resume` | request/reply | operators | dispatcher |
 //! | `clawfleet.intake.<tenant>` | stream `CLAWFLEET_INTAKE` | clients | dispatcher |
-//! | `clawfleet.queue.<priority>.<region>.<capkey>` | stream `CLAWFLEET_QUEUE` | dispatcher | agents |
+//! | `clawfleet.queue.<priority>.<region>.<capkey>.<tenant>` | stream `CLAWFLEET_QUEUE` | dispatcher | agents |
 //! | `clawfleet.results.<tenant>.<id>` | stream `CLAWFLEET_RESULTS` | agents | clients |
 //! | `clawfleet.events.task.<kind>.<tenant>` | stream `CLAWFLEET_EVENTS` | dispatcher, agents | integrations |
 //! | `clawfleet.events.agent.<kind>.<agent_id>` | stream `CLAWFLEET_EVENTS` | agents | integrations |
@@ -39,6 +40,10 @@ pub const API_AGENTS_LIST: &str = "clawfleet.api.agents.list";
 pub const API_QUEUES_LIST: &str = "clawfleet.api.queues.list";
 /// Request/reply: list dead-letter entries.
 pub const API_DLQ_LIST: &str = "clawfleet.api.dlq.list";
+/// Request/reply: pause the queues a rule matches.
+pub const API_QUEUES_PAUSE: &str = "clawfleet.api.queues.pause";
+/// Request/reply: remove a pause rule.
+pub const API_QUEUES_RESUME: &str = "clawfleet.api.queues.resume";
 /// Queue group the dispatchers share for the request/reply API.
 pub const DISPATCHER_QUEUE_GROUP: &str = "clawfleet-dispatcher";
 /// Request/reply: every agent with its health, workload and failure rate.
@@ -104,6 +109,11 @@ pub const HEADER_RECORD_REVISION: &str = "Clawfleet-Record-Revision";
 /// [`HEADER_RECORD_REVISION`] so an agent can rebuild the record exactly.
 pub const HEADER_INTAKE_SEQ: &str = "Clawfleet-Intake-Seq";
 
+/// Header on an intake message published by a dispatcher for a
+/// request/reply submission that already passed the tenant's rate limit, so
+/// the intake pipeline does not charge it twice.
+pub const HEADER_ADMITTED: &str = "Clawfleet-Admitted";
+
 /// Token used in queue subjects for "no region" and "no capabilities".
 pub const ANY: &str = "_";
 
@@ -166,23 +176,48 @@ pub fn capkey(requires: &[String]) -> String {
     }
 }
 
-/// `clawfleet.queue.<priority>.<region>.<capkey>`: one queue per priority,
-/// residency region and required-capability set.
-pub fn queue(priority: Priority, region: Option<&str>, requires: &[String]) -> String {
+/// `clawfleet.queue.<priority>.<region>.<capkey>.<tenant>`: one queue per
+/// priority, residency region, required-capability set and tenant. Tenants
+/// have queues of their own so that agents can share their time between
+/// tenants (fairness, weights), serve only some tenants (dedicated agents),
+/// and so that one tenant's backlog never sits in front of another's task.
+pub fn queue(
+    priority: Priority,
+    region: Option<&str>,
+    requires: &[String],
+    tenant: &str,
+) -> String {
     format!(
-        "clawfleet.queue.{}.{}.{}",
+        "clawfleet.queue.{}.{}.{}.{tenant}",
         priority.as_str(),
         region.unwrap_or(ANY),
         capkey(requires)
     )
 }
 
-/// Stable key of a (region, capability set) pair, usable as a KV key and in a
-/// consumer name (subject tokens may hold characters consumer names may not).
-pub fn queue_key(region: Option<&str>, requires: &[String]) -> String {
+/// The tenant token of a queue subject, if the subject is one.
+pub fn tenant_of_queue(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix("clawfleet.queue.")?;
+    let mut tokens = rest.split('.');
+    let (_priority, _region, _caps, tenant) = (
+        tokens.next()?,
+        tokens.next()?,
+        tokens.next()?,
+        tokens.next()?,
+    );
+    tokens.next().is_none().then_some(tenant)
+}
+
+/// Stable key of a (tenant, region, capability set), usable as a KV key and
+/// in a consumer name (subject tokens may hold characters consumer names may not).
+pub fn queue_key(tenant: &str, region: Option<&str>, requires: &[String]) -> String {
     format!(
         "{:016x}",
-        fnv1a(&format!("{}|{}", region.unwrap_or(ANY), capkey(requires)))
+        fnv1a(&format!(
+            "{tenant}|{}|{}",
+            region.unwrap_or(ANY),
+            capkey(requires)
+        ))
     )
 }
 
@@ -191,16 +226,24 @@ pub fn queue_consumer(priority: Priority, key: &str) -> String {
     format!("q-{}-{key}", priority.as_str())
 }
 
-/// Stable key of an agent profile (its region and capability set).
-pub fn profile_key(region: Option<&str>, capabilities: &[String]) -> String {
+/// Stable key of an agent profile (its region, capability set and the
+/// tenants it is dedicated to, if any).
+pub fn profile_key(region: Option<&str>, capabilities: &[String], tenants: &[String]) -> String {
     format!(
         "{:016x}",
         fnv1a(&format!(
-            "profile|{}|{}",
+            "profile|{}|{}|{}",
             region.unwrap_or(ANY),
-            capkey(capabilities)
+            capkey(capabilities),
+            tenants.join("+")
         ))
     )
+}
+
+/// Key of a named profile the dispatcher publishes from its config, in the
+/// profiles bucket: agents join a profile by name (`profiles = ["coder"]`).
+pub fn named_profile_key(name: &str) -> String {
+    format!("named.{name}")
 }
 
 /// FNV-1a, 64 bit: a stable, dependency-free hash for names (not for security).
@@ -221,18 +264,25 @@ mod tests {
     fn queue_subjects_name_priority_region_and_capabilities() {
         let caps = vec!["code".to_string(), "git".to_string()];
         assert_eq!(
-            queue(Priority::High, Some("eu"), &caps),
-            "clawfleet.queue.high.eu.code+git"
+            queue(Priority::High, Some("eu"), &caps, "acme"),
+            "clawfleet.queue.high.eu.code+git.acme"
         );
-        assert_eq!(queue(Priority::Low, None, &[]), "clawfleet.queue.low._._");
+        assert_eq!(
+            queue(Priority::Low, None, &[], "acme"),
+            "clawfleet.queue.low._._.acme"
+        );
     }
 
     #[test]
     fn queue_keys_differ_by_region_and_capabilities() {
         let caps = vec!["code".to_string()];
-        assert_ne!(queue_key(None, &caps), queue_key(Some("eu"), &caps));
-        assert_ne!(queue_key(None, &caps), queue_key(None, &[]));
-        assert_eq!(queue_key(None, &caps), queue_key(None, &caps));
-        assert_eq!(queue_key(None, &caps).len(), 16);
+        assert_ne!(
+            queue_key("a", None, &caps),
+            queue_key("a", Some("eu"), &caps)
+        );
+        assert_ne!(queue_key("a", None, &caps), queue_key("a", None, &[]));
+        assert_ne!(queue_key("a", None, &caps), queue_key("b", None, &caps));
+        assert_eq!(queue_key("a", None, &caps), queue_key("a", None, &caps));
+        assert_eq!(queue_key("a", None, &caps).len(), 16);
     }
 }

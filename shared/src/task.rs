@@ -111,6 +111,29 @@ pub struct TaskSpec {
     /// or the fleet's default when the submitter gives none.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Whether a waiting critical task may take this task's slot (it is
+    /// then requeued without spending an attempt).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub preemptible: bool,
+    /// Soft residency: agents of this region get the task first; others
+    /// may run it from `prefer_region_until` on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer_region: Option<String>,
+    /// When agents outside `prefer_region` may take the task.
+    #[serde(
+        default,
+        with = "timefmt::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub prefer_region_until: Option<Timestamp>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Which failures are worth another attempt.
@@ -238,12 +261,15 @@ pub enum Outcome {
     /// The agent was stopping and handed the task back unfinished. A returned
     /// attempt does not count against `max_attempts`.
     Returned,
+    /// Stopped to free its slot for a waiting critical task and requeued at
+    /// its own priority; does not count against `max_attempts`.
+    Preempted,
 }
 
 impl Outcome {
     /// Whether an attempt that ended this way uses up one of `max_attempts`.
     pub fn is_charged(self) -> bool {
-        self != Outcome::Returned
+        !matches!(self, Outcome::Returned | Outcome::Preempted)
     }
 }
 

@@ -49,8 +49,8 @@ pub enum Command {
     Task(task::TaskCommand),
     /// List the agents with their health, or quarantine and release one.
     Agents(agents::AgentsArgs),
-    /// Show queue depths.
-    Queues,
+    /// Show queue depths, or pause and resume queues.
+    Queues(queues::QueuesArgs),
     /// Read the dead-letter queue.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -78,7 +78,7 @@ impl Command {
             Command::Batch(args) => batch::run(&global, args).await,
             Command::Task(cmd) => task::run(&global, cmd).await,
             Command::Agents(args) => agents::run(&global, args).await,
-            Command::Queues => queues::run(&global).await,
+            Command::Queues(args) => queues::run(&global, args).await,
             Command::Dlq(cmd) => dlq::run(&global, cmd).await,
             Command::Watch(args) => watch::run(&global, args).await,
             Command::Bench(args) => bench::run(global.nats_url, args)

@@ -1,18 +1,93 @@
-//! `clawfleet queues`: how much work waits in each queue, and in intake.
+//! `clawfleet queues`: how much work waits in each queue, and in intake;
+//! `clawfleet queues pause|resume`: hold and release queues.
 
 use std::process::ExitCode;
 
 use bytes::Bytes;
-use clawfleet_shared::api::QueuesReply;
-use clawfleet_shared::subjects;
+use clawfleet_shared::api::{PauseRule, PausedReply, QueuesReply};
+use clawfleet_shared::{subjects, Priority};
 
 use super::Global;
 use crate::client::Api;
 use crate::output::{self, Table};
 
-/// Shows queue depths.
-pub async fn run(global: &Global) -> anyhow::Result<ExitCode> {
+/// Options of `clawfleet queues`.
+#[derive(Debug, clap::Args)]
+pub struct QueuesArgs {
+    #[command(subcommand)]
+    command: Option<QueuesCommand>,
+}
+
+/// Pause control.
+#[derive(Debug, clap::Subcommand)]
+pub enum QueuesCommand {
+    /// Pause every queue matching all the filters given (none: every queue).
+    /// Paused work stays queued, untouched; running tasks finish.
+    Pause(RuleArgs),
+    /// Remove the pause rule with exactly these filters.
+    Resume(RuleArgs),
+}
+
+/// Which queues a pause rule covers.
+#[derive(Debug, clap::Args)]
+pub struct RuleArgs {
+    /// Only this tenant's queues.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only queues of this priority.
+    #[arg(long)]
+    priority: Option<Priority>,
+    /// Only queues whose tasks require this capability.
+    #[arg(long)]
+    capability: Option<String>,
+}
+
+/// Runs `clawfleet queues`.
+pub async fn run(global: &Global, args: QueuesArgs) -> anyhow::Result<ExitCode> {
     let api = Api::connect(global.url()).await?;
+    let (subject, rule) = match args.command {
+        None => return list(global, &api).await,
+        Some(QueuesCommand::Pause(r)) => (subjects::API_QUEUES_PAUSE, r),
+        Some(QueuesCommand::Resume(r)) => (subjects::API_QUEUES_RESUME, r),
+    };
+    let rule = PauseRule {
+        tenant: rule.tenant,
+        priority: rule.priority,
+        capability: rule.capability,
+    };
+    let reply: PausedReply = api.request_json(subject, &rule).await?;
+    if global.json {
+        output::print_json(&reply)?;
+    } else if reply.paused.is_empty() {
+        println!("no queue is paused");
+    } else {
+        println!("paused:");
+        for r in &reply.paused {
+            println!("  {}", describe(r));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(r: &PauseRule) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = &r.tenant {
+        parts.push(format!("tenant {t}"));
+    }
+    if let Some(p) = r.priority {
+        parts.push(format!("priority {p}"));
+    }
+    if let Some(c) = &r.capability {
+        parts.push(format!("capability {c}"));
+    }
+    if parts.is_empty() {
+        "every queue".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+async fn list(global: &Global, api: &Api) -> anyhow::Result<ExitCode> {
     let reply: QueuesReply = api.request(subjects::API_QUEUES_LIST, Bytes::new()).await?;
     if global.json {
         output::print_json(&reply)?;
@@ -21,14 +96,18 @@ pub async fn run(global: &Global) -> anyhow::Result<ExitCode> {
     if reply.queues.is_empty() {
         println!("no queues yet (one is created when a task is first routed to it)");
     } else {
-        let mut table = Table::new(&["priority", "region", "requires", "waiting", "running"]);
+        let mut table = Table::new(&[
+            "tenant", "priority", "region", "requires", "waiting", "running", "paused",
+        ]);
         for q in &reply.queues {
             table.row(vec![
+                q.tenant.clone(),
                 q.priority.to_string(),
                 output::or_dash(q.region.as_deref()),
                 output::list(&q.requires),
                 q.waiting.to_string(),
                 q.running.to_string(),
+                if q.paused { "paused" } else { "-" }.to_string(),
             ]);
         }
         table.print();

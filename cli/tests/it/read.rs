@@ -96,7 +96,7 @@ async fn queues_shows_the_queues_tasks_were_routed_to() {
         .map(|q| q["subject"].as_str().unwrap())
         .collect();
     assert!(
-        subjects.contains(&"clawfleet.queue.normal._.general"),
+        subjects.contains(&"clawfleet.queue.normal._.general.acme"),
         "{reply}"
     );
 }

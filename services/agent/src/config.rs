@@ -19,6 +19,18 @@ pub struct Config {
     pub capabilities: Vec<String>,
     /// Region for residency-bound tasks; unset means the agent takes only unbound tasks.
     pub region: Option<String>,
+    /// Tenants this agent is dedicated to: it runs only their tasks, and
+    /// only it (and other agents dedicated to them) runs the tasks of those
+    /// of them that are `dedicated_only`. Empty: a shared agent.
+    #[serde(deserialize_with = "string_list")]
+    pub tenants: Vec<String>,
+    /// Named profiles (declared in the dispatcher's `profiles`) this agent
+    /// joins: it gets their capabilities, and their region and tenants
+    /// unless it sets its own.
+    #[serde(deserialize_with = "string_list")]
+    pub profiles: Vec<String>,
+    /// Preemption of low-priority work for waiting critical tasks.
+    pub preemption: Preemption,
     /// Tasks run at once at most; the agent pulls only while it has a free slot.
     pub max_concurrency: u32,
     /// The executor that runs tasks.
@@ -53,6 +65,30 @@ pub struct Config {
     /// How long to wait for a dispatcher to create the streams.
     #[serde(with = "humantime_serde")]
     pub topology_wait: Duration,
+}
+
+/// When this agent gives up a running task for a waiting critical one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Preemption {
+    /// Off switch.
+    pub enabled: bool,
+    /// Priorities of the running tasks that may be preempted.
+    pub victims: Vec<clawfleet_shared::Priority>,
+    /// How often a full agent looks for critical tasks waiting in its queues;
+    /// a task must be seen waiting twice in a row before anything is preempted.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+}
+
+impl Default for Preemption {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            victims: vec![clawfleet_shared::Priority::Low],
+            check_interval: Duration::from_millis(250),
+        }
+    }
 }
 
 /// Which executor runs the tasks.
@@ -95,6 +131,9 @@ impl Default for Config {
             agent_id: String::new(),
             capabilities: Vec::new(),
             region: None,
+            tenants: Vec::new(),
+            profiles: Vec::new(),
+            preemption: Preemption::default(),
             max_concurrency: 4,
             executor: ExecutorConfig::sim(),
             heartbeat_interval: Duration::from_secs(2),
@@ -145,6 +184,35 @@ impl Config {
         }
         self.capabilities.sort();
         self.capabilities.dedup();
+        for (key, list, max) in [
+            ("tenants", &mut self.tenants, 64),
+            ("profiles", &mut self.profiles, 32),
+        ] {
+            if let Some(bad) = list.iter().find(|t| !is_token(t, max)) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{bad:?} must match [a-z0-9][a-z0-9_-]{{0,{}}}", max - 1),
+                ));
+            }
+            list.sort();
+            list.dedup();
+        }
+        if self
+            .preemption
+            .victims
+            .contains(&clawfleet_shared::Priority::Critical)
+        {
+            return Err(ConfigError::invalid(
+                "preemption.victims",
+                "critical tasks cannot be preempted",
+            ));
+        }
+        if self.preemption.check_interval < Duration::from_millis(10) {
+            return Err(ConfigError::invalid(
+                "preemption.check_interval",
+                "must be at least 10ms",
+            ));
+        }
         if let Some(r) = self.region.as_deref().filter(|r| !is_token(r, 32)) {
             return Err(ConfigError::invalid(
                 "region",

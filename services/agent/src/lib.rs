@@ -15,6 +15,7 @@
 pub mod config;
 pub mod executor;
 mod peers;
+mod preempt;
 mod puller;
 mod queues;
 mod records;
@@ -27,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use clawfleet_shared::agent::{AgentInfo, AgentState, ExecutorHealth};
+use clawfleet_shared::agent::{AgentInfo, AgentState, ExecutorHealth, ProfileEntry};
 use clawfleet_shared::config::ConfigError;
 use clawfleet_shared::events::{AgentEvent, AgentEventKind};
 use clawfleet_shared::nats::{self, ConnectError};
@@ -86,7 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
 
 /// Starts an agent; returns once its executor is up and it is registered and pulling.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, AgentError> {
-    let config = config.validate()?;
+    let mut config = config.validate()?;
     let client = nats::connect(
         &config.nats_url,
         &format!("clawfleet-agent-{}", config.agent_id),
@@ -96,6 +97,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     .await?;
     let js = nats::jetstream(client.clone());
     let topo = topology::open(&js, config.topology_wait).await?;
+    join_profiles(&mut config, &topo.profiles).await?;
     let executor = executor::build(&config.executor, &config.agent_id);
     executor.start().await?;
     let vitals = Arc::new(vitals::Vitals::default());
@@ -112,6 +114,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         executor: executor.clone(),
         vitals: vitals.clone(),
         peers: peers.clone(),
+        region: config.region.clone(),
         avoid_for: config.avoid_for,
         avoiding: Mutex::new(HashMap::new()),
     });
@@ -122,6 +125,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             agent_id: config.agent_id.clone(),
             capabilities: config.capabilities.clone(),
             region: config.region.clone(),
+            tenants: config.tenants.clone(),
+            profiles: config.profiles.clone(),
             max_concurrency: config.max_concurrency,
             in_flight: 0,
             executor: executor.kind().to_string(),
@@ -155,26 +160,38 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
     let background = TaskTracker::new();
+    let eligible = Arc::new(RwLock::new(queues::Eligible::default()));
     {
         let wake = wake.clone();
         let stop = stop.clone();
+        let eligible = eligible.clone();
         background.spawn(async move {
             loop {
                 tokio::select! {
-                    s = signals.next() => if s.is_none() { return } else { wake.notify_one() },
+                    s = signals.next() => match s {
+                        Some(signal) => {
+                            eligible.read().expect("eligible lock").signalled(&signal.payload);
+                            wake.notify_one();
+                        }
+                        None => return,
+                    },
                     _ = stop.cancelled() => return,
                 }
             }
         });
     }
-    let eligible = Arc::new(RwLock::new(queues::Eligible::default()));
+    let (round_robin_tx, round_robin_rx) = tokio::sync::mpsc::unbounded_channel();
     background.spawn(queues::watch(
         js.clone(),
         topo.queues.clone(),
-        config.capabilities.clone(),
-        config.region.clone(),
+        queues::Identity {
+            capabilities: config.capabilities.clone(),
+            region: config.region.clone(),
+            tenants: config.tenants.clone(),
+        },
         eligible.clone(),
         wake.clone(),
+        round_robin_tx,
         stop.clone(),
     ));
     background.spawn(peers.watch(topo.agents.clone(), stop.clone()));
@@ -207,16 +224,29 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         leaving.clone(),
     ));
     let tasks = TaskTracker::new();
+    let slot_freed = Arc::new(Notify::new());
+    background.spawn(preempt::watch(preempt::Preempter {
+        settings: config.preemption.clone(),
+        agent_id: config.agent_id.clone(),
+        vitals: vitals.clone(),
+        eligible: eligible.clone(),
+        slots: slots.clone(),
+        claims: topo.queues.clone(),
+        stop: stop.clone(),
+    }));
     let puller = puller::Puller {
         runner,
         vitals: vitals.clone(),
         eligible,
         slots,
+        max_concurrency: config.max_concurrency,
         wake,
         idle_poll: config.idle_poll_interval,
+        round_robin: round_robin_rx,
         stop: stop.clone(),
         abort: abort.clone(),
         tracker: tasks.clone(),
+        slot_freed,
     };
     let pulling = tokio::spawn(puller.run());
     emit::agent_event(
@@ -224,7 +254,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &AgentEvent::new(AgentEventKind::Joined, &config.agent_id, None),
     )
     .await;
-    tracing::info!(agent_id = %config.agent_id, capabilities = ?config.capabilities, region = ?config.region, "agent ready");
+    tracing::info!(agent_id = %config.agent_id, capabilities = ?config.capabilities, region = ?config.region, tenants = ?config.tenants, "agent ready");
 
     let agent_id = config.agent_id.clone();
     let done = tokio::spawn(async move {
@@ -265,6 +295,39 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tracing::info!(agent_id = %config.agent_id, "agent stopped");
     });
     Ok(Running { agent_id, done })
+}
+
+/// Adds the capabilities (and, unless the agent sets its own, the region and
+/// tenants) of the named profiles the agent joins, as the dispatcher
+/// published them from its config.
+async fn join_profiles(
+    config: &mut Config,
+    profiles: &async_nats::jetstream::kv::Store,
+) -> Result<(), AgentError> {
+    for name in config.profiles.clone() {
+        let entry = profiles
+            .get(subjects::named_profile_key(&name))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<ProfileEntry>(&b).ok())
+            .ok_or_else(|| {
+                AgentError::Config(ConfigError::invalid(
+                    "profiles",
+                    format!("no dispatcher declares a profile named {name:?}"),
+                ))
+            })?;
+        config.capabilities.extend(entry.capabilities);
+        if config.region.is_none() {
+            config.region = entry.region;
+        }
+        if config.tenants.is_empty() {
+            config.tenants = entry.tenants;
+        }
+    }
+    config.capabilities.sort();
+    config.capabilities.dedup();
+    Ok(())
 }
 
 /// How long a test or the local fleet should allow an agent to drain by default.

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
-use clawfleet_shared::agent::{is_subset, region_allows, AgentInfo, AgentState};
+use clawfleet_shared::agent::{is_subset, region_allows, tenant_allows, AgentInfo, AgentState};
 use clawfleet_shared::{watch, TaskSpec};
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,7 @@ impl Peers {
                 && a.pulling
                 && is_subset(&spec.requires, &a.capabilities)
                 && region_allows(a.region.as_deref(), spec.region.as_deref())
+                && (a.tenants.is_empty() || tenant_allows(&a.tenants, &spec.tenant, false))
         })
     }
 

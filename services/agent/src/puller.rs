@@ -1,23 +1,43 @@
-//! The pull loop: take work only while there is a free slot, most urgent first.
+//! The pull loop: take work only while there is a free slot, most urgent
+//! first, sharing the agent's time between tenants.
 //!
-//! When slots are free the agent asks each eligible queue, critical first,
-//! for at most as many tasks as it has free slots (a no-wait fetch), so it
-//! never holds work it cannot start: a critical task that arrives behind
-//! ten thousand queued low ones is the next thing any compatible agent
-//! takes. With nothing to do it sleeps until a dispatcher signals new work
-//! on `clawfleet.signal.work`, a new queue appears, or `idle_poll_interval`
+//! **Least-loaded queues** (the default strategy). When slots are free the
+//! agent asks its queues, critical first, for at most as many tasks as it
+//! has free slots (no-wait fetches), so it never holds work it cannot start:
+//! a critical task that arrives behind ten thousand queued low ones is the
+//! next thing any compatible agent takes. Load is the agent's own count of
+//! busy slots; an agent with spare capacity pulls, a saturated one pulls
+//! nothing, and a faster agent, which frees slots sooner, pulls more. On a
+//! wake-up signal, an agent that is already partly busy waits a moment
+//! (up to [`LOAD_BIAS`], in proportion to its load) before asking, so the
+//! least loaded agent is first in line.
+//!
+//! **Fairness.** Within a priority, each queue (one per tenant and
+//! capability set) gets a share of the free slots in proportion to its
+//! tenant's weight, in rotating order; slots a queue cannot fill go to the
+//! others. A tenant flooding the fleet therefore delays another tenant's
+//! task by at most about one fill of each agent, not by its whole backlog.
+//!
+//! **Round-robin queues** are served by a long-poll of one task at a time
+//! per agent (see [`serve_round_robin`]): JetStream answers waiting pulls in
+//! the order they were made, and an agent asks again only after it got its
+//! task, so idle agents take turns.
+//!
+//! With nothing to do an agent sleeps until a dispatcher signals new work on
+//! `clawfleet.signal.work`, a new queue appears, or `idle_poll_interval`
 //! passes (retries whose back-off ended send no signal).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::jetstream::{self, AckKind};
+use clawfleet_shared::agent::Strategy;
 use futures::StreamExt;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::queues::SharedEligible;
+use crate::queues::{Served, SharedEligible};
 use crate::runner::Runner;
 use crate::vitals::Vitals;
 
@@ -25,6 +45,9 @@ use crate::vitals::Vitals;
 const MAX_BATCH: usize = 256;
 /// How long to wait for the server's answer to a fetch before giving up on it.
 const FETCH_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest head start a fully idle agent gets over a fully busy one after a
+/// wake-up signal.
+const LOAD_BIAS: Duration = Duration::from_millis(4);
 
 /// The pull loop's parts.
 pub struct Puller {
@@ -32,33 +55,57 @@ pub struct Puller {
     pub(crate) vitals: Arc<Vitals>,
     pub(crate) eligible: SharedEligible,
     pub(crate) slots: Arc<Semaphore>,
+    pub(crate) max_concurrency: u32,
     pub(crate) wake: Arc<Notify>,
     pub(crate) idle_poll: Duration,
+    /// Round-robin queues to serve, as they are discovered.
+    pub(crate) round_robin: mpsc::UnboundedReceiver<Arc<Served>>,
     /// Stops pulling.
     pub(crate) stop: CancellationToken,
     /// Cancels running executors (fired after the drain timeout).
     pub(crate) abort: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    /// Fires whenever a task ends and frees a slot.
+    pub(crate) slot_freed: Arc<Notify>,
 }
 
 impl Puller {
     /// Pulls and starts work until `stop` fires.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let mut rotation = 0usize;
         let mut gate = self.vitals.gate();
+        let servers = TaskTracker::new();
+        let this = Arc::new(Shared {
+            runner: self.runner.clone(),
+            vitals: self.vitals.clone(),
+            eligible: self.eligible.clone(),
+            slots: self.slots.clone(),
+            idle_poll: self.idle_poll,
+            stop: self.stop.clone(),
+            abort: self.abort.clone(),
+            tracker: self.tracker.clone(),
+            slot_freed: self.slot_freed.clone(),
+        });
+        let mut woken = false;
         loop {
+            while let Ok(q) = self.round_robin.try_recv() {
+                servers.spawn(serve_round_robin(this.clone(), q));
+            }
             // Pull only while the executor is ready and the health monitor
             // has not taken this agent out of the pool.
             while !*gate.borrow_and_update() {
                 tokio::select! {
-                    r = gate.changed() => if r.is_err() { return },
-                    _ = self.stop.cancelled() => return,
+                    r = gate.changed() => if r.is_err() { break },
+                    _ = self.stop.cancelled() => break,
                 }
+            }
+            if self.stop.is_cancelled() {
+                break;
             }
             // Wait for at least one free slot, then claim every free slot.
             let first = tokio::select! {
-                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                _ = self.stop.cancelled() => return,
+                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = self.stop.cancelled() => break,
             };
             let extra = self.slots.available_permits().min(MAX_BATCH - 1) as u32;
             let mut permits = first;
@@ -67,80 +114,217 @@ impl Puller {
                     permits.merge(more);
                 }
             }
-            rotation = rotation.wrapping_add(1);
-            let started = self.fill(permits, rotation).await;
-            if self.stop.is_cancelled() {
-                return;
+            if woken {
+                let busy = self
+                    .max_concurrency
+                    .saturating_sub(permits.num_permits() as u32);
+                if busy > 0 {
+                    tokio::time::sleep(
+                        LOAD_BIAS.mul_f64(busy as f64 / self.max_concurrency as f64),
+                    )
+                    .await;
+                }
             }
+            rotation = rotation.wrapping_add(1);
+            let started = this.fill(permits, rotation).await;
+            if self.stop.is_cancelled() {
+                break;
+            }
+            woken = false;
             if started == 0 {
                 tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(self.idle_poll) => {}
-                    _ = self.stop.cancelled() => return,
+                    _ = self.wake.notified() => woken = true,
+                    _ = tokio::time::sleep(self.idle_poll) => {
+                        self.eligible.read().expect("eligible lock").all_may_hold_work();
+                    }
+                    q = self.round_robin.recv() => if let Some(q) = q {
+                        servers.spawn(serve_round_robin(this.clone(), q));
+                    },
+                    _ = self.stop.cancelled() => break,
                 }
             }
         }
+        servers.close();
+        servers.wait().await;
     }
+}
 
+/// What the fill loop and the round-robin servers share.
+struct Shared {
+    runner: Arc<Runner>,
+    vitals: Arc<Vitals>,
+    eligible: SharedEligible,
+    slots: Arc<Semaphore>,
+    idle_poll: Duration,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    tracker: TaskTracker,
+    slot_freed: Arc<Notify>,
+}
+
+impl Shared {
     /// Fetches up to `permits.num_permits()` tasks, highest priority first,
-    /// and starts each on a slot. Unused slots are released. Returns how
-    /// many started.
+    /// each queue of a priority getting its weighted share, and starts each
+    /// on a slot. Unused slots are released. Returns how many started.
     async fn fill(&self, mut permits: OwnedSemaphorePermit, rotation: usize) -> usize {
-        let by_priority: Vec<Vec<PullConsumer>> = {
+        let by_priority: Vec<Vec<Arc<Served>>> = {
             let e = self.eligible.read().expect("eligible lock");
-            e.by_priority.to_vec()
+            e.by_priority
+                .iter()
+                .map(|qs| {
+                    qs.iter()
+                        .filter(|q| q.entry.strategy == Strategy::LeastLoaded && !e.is_paused(q))
+                        .cloned()
+                        .collect()
+                })
+                .collect()
         };
         let mut started = 0;
-        for consumers in by_priority {
-            let n = consumers.len();
-            for i in 0..n {
-                let wanted = permits.num_permits();
-                if wanted == 0 {
-                    return started;
+        for queues in by_priority {
+            let n = queues.len();
+            if n == 0 {
+                continue;
+            }
+            let wanted = permits.num_permits();
+            if wanted == 0 {
+                return started;
+            }
+            let active: Vec<&Arc<Served>> = (0..n)
+                .map(|i| &queues[(i + rotation) % n])
+                .filter(|q| !q.maybe_empty())
+                .collect();
+            let total: u64 = active
+                .iter()
+                .map(|q| u64::from(q.entry.weight.max(1)))
+                .sum();
+            // First pass: each queue up to its weighted share; second pass:
+            // whatever is left to the queues that filled their share.
+            let mut full = Vec::new();
+            for q in &active {
+                let left = permits.num_permits();
+                if left == 0 {
+                    break;
                 }
-                let consumer = &consumers[(i + rotation) % n];
-                let ack_wait = consumer.cached_info().config.ack_wait;
-                let batch = match consumer.fetch().max_messages(wanted).messages().await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "fetch failed");
-                        continue;
-                    }
-                };
-                let mut batch = std::pin::pin!(batch);
-                loop {
-                    // A no-wait fetch is answered at once; a reply that never
-                    // comes (the server restarted mid-request) must not stall
-                    // the loop. Anything delivered late is redelivered after
-                    // its ack wait.
-                    let msg = match tokio::time::timeout(FETCH_REPLY_TIMEOUT, batch.next()).await {
-                        Ok(Some(Ok(m))) => m,
-                        Ok(None) => break,
-                        Ok(Some(Err(e))) => {
-                            tracing::debug!(error = %e, "fetch ended");
-                            break;
-                        }
-                        Err(_) => {
-                            tracing::warn!("no reply to a fetch; asking again");
-                            break;
-                        }
-                    };
-                    let msg: jetstream::Message = msg;
-                    let Some(slot) = permits.split(1) else {
-                        // More than asked for cannot happen; hand it back rather than hoard.
-                        let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
-                        continue;
-                    };
-                    started += 1;
-                    let runner = self.runner.clone();
-                    let abort = self.abort.clone();
-                    self.tracker.spawn(async move {
-                        runner.handle(msg, ack_wait, abort).await;
-                        drop(slot);
-                    });
+                let share = ((wanted as u64 * u64::from(q.entry.weight.max(1))).div_ceil(total)
+                    as usize)
+                    .clamp(1, left);
+                let got = self.fetch(q, share, &mut permits).await;
+                started += got;
+                if got == share {
+                    full.push(*q);
                 }
+            }
+            for q in full {
+                let left = permits.num_permits();
+                if left == 0 {
+                    break;
+                }
+                started += self.fetch(q, left, &mut permits).await;
             }
         }
         started
+    }
+
+    /// Fetches up to `wanted` tasks from `q` (no wait) and starts them.
+    async fn fetch(&self, q: &Served, wanted: usize, permits: &mut OwnedSemaphorePermit) -> usize {
+        let ack_wait = q.consumer.cached_info().config.ack_wait;
+        let batch = match q.consumer.fetch().max_messages(wanted).messages().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(error = %e, "fetch failed");
+                return 0;
+            }
+        };
+        let mut batch = std::pin::pin!(batch);
+        let mut got = 0;
+        loop {
+            // A no-wait fetch is answered at once; a reply that never
+            // comes (the server restarted mid-request) must not stall
+            // the loop. Anything delivered late is redelivered after
+            // its ack wait.
+            let msg = match tokio::time::timeout(FETCH_REPLY_TIMEOUT, batch.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "fetch ended");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!("no reply to a fetch; asking again");
+                    break;
+                }
+            };
+            let Some(slot) = permits.split(1) else {
+                // More than asked for cannot happen; hand it back rather than hoard.
+                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                continue;
+            };
+            got += 1;
+            self.start(msg, ack_wait, slot);
+        }
+        q.set_maybe_empty(got < wanted);
+        got
+    }
+
+    fn start(&self, msg: jetstream::Message, ack_wait: Duration, slot: OwnedSemaphorePermit) {
+        let runner = self.runner.clone();
+        let abort = self.abort.clone();
+        let freed = self.slot_freed.clone();
+        self.tracker.spawn(async move {
+            runner.handle(msg, ack_wait, abort).await;
+            drop(slot);
+            freed.notify_waiters();
+        });
+    }
+}
+
+/// Serves one round-robin queue: a long-poll for one task at a time, asked
+/// again only after the last answer, and only while a slot is free, the
+/// gate is open and the queue is not paused.
+async fn serve_round_robin(this: Arc<Shared>, q: Arc<Served>) {
+    let expires = this.idle_poll.max(Duration::from_millis(100));
+    let ack_wait = q.consumer.cached_info().config.ack_wait;
+    loop {
+        let ready = this.vitals.pulling()
+            && this.slots.available_permits() > 0
+            && !this.eligible.read().expect("eligible lock").is_paused(&q);
+        if !ready {
+            tokio::select! {
+                _ = this.slot_freed.notified() => {}
+                _ = tokio::time::sleep(expires) => {}
+                _ = this.stop.cancelled() => return,
+            }
+            continue;
+        }
+        let batch = match q
+            .consumer
+            .batch()
+            .max_messages(1)
+            .expires(expires)
+            .messages()
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(error = %e, "round-robin pull failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(expires) => continue,
+                    _ = this.stop.cancelled() => return,
+                }
+            }
+        };
+        let mut batch = std::pin::pin!(batch);
+        let next = tokio::select! {
+            m = tokio::time::timeout(expires + FETCH_REPLY_TIMEOUT, batch.next()) => m,
+            _ = this.stop.cancelled() => return,
+        };
+        let Ok(Some(Ok(msg))) = next else { continue };
+        match this.slots.clone().try_acquire_owned() {
+            Ok(slot) => this.start(msg, ack_wait, slot),
+            // Another queue took the last slot meanwhile: give it back at once.
+            Err(_) => {
+                let _ = msg.ack_with(AckKind::Nak(None)).await;
+            }
+        }
     }
 }

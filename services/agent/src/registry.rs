@@ -161,10 +161,16 @@ impl Heartbeat {
         let bytes = serde_json::to_vec(&*info).expect("agent info encodes");
         agents.put(&info.agent_id, bytes.into()).await?;
         let profile = ProfileEntry {
+            name: None,
             capabilities: info.capabilities.clone(),
             region: info.region.clone(),
+            tenants: info.tenants.clone(),
         };
-        let key = subjects::profile_key(profile.region.as_deref(), &profile.capabilities);
+        let key = subjects::profile_key(
+            profile.region.as_deref(),
+            &profile.capabilities,
+            &profile.tenants,
+        );
         let bytes = serde_json::to_vec(&profile).expect("profile encodes");
         profiles.put(key, bytes.into()).await?;
         Ok(())

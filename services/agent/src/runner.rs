@@ -21,7 +21,7 @@
 //! has but the results stream lacks).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,11 +40,13 @@ use tokio_util::sync::CancellationToken;
 use crate::executor::{self, ExecError, Executor};
 use crate::peers::Peers;
 use crate::records::{self, RecordError, Versioned};
-use crate::vitals::Vitals;
+use crate::vitals::{RunningTask, Vitals};
 
 /// How long a task this agent passes over stays unavailable before any
 /// agent (another one, ideally) may take it.
 const AVOID_DELAY: Duration = Duration::from_millis(200);
+/// Longest a task waiting for its preferred region is handed back for at once.
+const DEFER_STEP: Duration = Duration::from_millis(500);
 
 /// What every attempt needs.
 pub struct Runner {
@@ -55,6 +57,8 @@ pub struct Runner {
     pub(crate) executor: Arc<dyn Executor>,
     pub(crate) vitals: Arc<Vitals>,
     pub(crate) peers: Arc<Peers>,
+    /// This agent's region.
+    pub(crate) region: Option<String>,
     /// How long a task that failed here is left to other agents.
     pub(crate) avoid_for: Duration,
     /// Tasks this agent is leaving to others, since when.
@@ -82,6 +86,12 @@ impl Runner {
         };
         let delivery = msg.info().map(|i| i.delivered).unwrap_or(1);
         let span = tracing::info_span!("task", task_id = %spec.id, tenant = %spec.tenant, agent_id = %self.agent_id, delivery);
+        if let Some(wait) = self.not_yet(&spec) {
+            // Not this agent's turn yet: back to the queue, unseen by anyone
+            // until then, with no attempt recorded.
+            let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
+            return;
+        }
         let id = spec.id.clone();
         let outcome = self.attempt(&msg, spec, ack_wait, cancel).await;
         self.vitals.release(&id);
@@ -186,6 +196,15 @@ impl Runner {
             }
         };
         self.announce(msg, &spec.id).await;
+        let running = Arc::new(RunningTask {
+            priority: spec.priority,
+            preemptible: spec.preemptible,
+            started: Instant::now(),
+            cancel: cancel.child_token(),
+            preempted: AtomicBool::new(false),
+        });
+        self.vitals.track(&spec.id, running.clone());
+        let cancel = running.cancel.clone();
         let mut event = TaskEvent::new(TaskEventKind::Started, Some(spec.id.clone()), &spec.tenant);
         event.attempt = Some(attempt);
         event.agent = Some(self.agent_id.clone());
@@ -234,23 +253,42 @@ impl Runner {
                 Ok(())
             }
             Ended::Err(ExecError::Cancelled) => {
-                // Shutting down: hand the task back at once for another agent,
-                // without spending one of its attempts.
-                let error =
-                    ErrorBody::new(ErrorCode::Unavailable, ExecError::Cancelled.to_string());
+                // Preempted for a critical task, or shutting down: hand the
+                // task back at once, without spending one of its attempts.
+                let preempted = running.preempted.load(Ordering::Relaxed);
+                let (outcome, error) = if preempted {
+                    (
+                        Outcome::Preempted,
+                        ErrorBody::new(
+                            ErrorCode::Preempted,
+                            "stopped to free its slot for a waiting critical task",
+                        ),
+                    )
+                } else {
+                    (
+                        Outcome::Returned,
+                        ErrorBody::new(ErrorCode::Unavailable, ExecError::Cancelled.to_string()),
+                    )
+                };
                 let settled = self
                     .settle(&spec.id, started, attempt, |r| {
-                        finish_attempt(
-                            r,
-                            attempt,
-                            ended_at,
-                            Outcome::Returned,
-                            Some(error.clone()),
-                        );
+                        finish_attempt(r, attempt, ended_at, outcome, Some(error.clone()));
                         r.status = TaskStatus::Queued;
                     })
                     .await?;
                 if settled {
+                    if preempted {
+                        let mut event = TaskEvent::new(
+                            TaskEventKind::Preempted,
+                            Some(spec.id.clone()),
+                            &spec.tenant,
+                        );
+                        event.attempt = Some(attempt);
+                        event.agent = Some(self.agent_id.clone());
+                        event.priority = Some(spec.priority);
+                        event.error = Some(error);
+                        emit::task_event(&self.client, &event).await;
+                    }
                     let _ = msg.ack_with(AckKind::Nak(None)).await;
                 }
                 Ok(())
@@ -586,6 +624,23 @@ impl Runner {
         };
         tracing::info!(task_id = %spec.id, "publishing a result its record has but the results stream lacks");
         self.publish_result(&result).await
+    }
+
+    /// How long this agent must leave the task alone, if it must: a task
+    /// preferring another region, before its `prefer_region_until`.
+    fn not_yet(&self, spec: &TaskSpec) -> Option<Duration> {
+        let preferred = spec.prefer_region.as_deref()?;
+        if self.region.as_deref() == Some(preferred) {
+            return None;
+        }
+        let until = spec.prefer_region_until?;
+        let left = until - timefmt::now();
+        (left > time::Duration::ZERO).then(|| {
+            // Look again soon: an agent of that region may not exist.
+            Duration::try_from(left)
+                .unwrap_or(Duration::ZERO)
+                .min(DEFER_STEP)
+        })
     }
 
     /// Whether this agent should pass over a task that last failed here,

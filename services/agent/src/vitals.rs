@@ -7,12 +7,30 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use clawfleet_shared::agent::{ExecutorHealth, Lease};
+use clawfleet_shared::Priority;
 use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// A task this agent is running, as far as preemption cares.
+pub struct RunningTask {
+    /// Its priority.
+    pub priority: Priority,
+    /// Whether it may be preempted.
+    pub preemptible: bool,
+    /// When it started here.
+    pub started: std::time::Instant,
+    /// Stops its executor.
+    pub cancel: CancellationToken,
+    /// Set when it was stopped for a critical task (not for a shutdown).
+    pub preempted: AtomicBool,
+}
 
 /// Shared, live state of one agent.
 pub struct Vitals {
     /// Running tasks: task id → the message's ack subject.
     leases: Mutex<HashMap<String, String>>,
+    /// Running tasks: task id → what preemption needs.
+    running: Mutex<HashMap<String, std::sync::Arc<RunningTask>>>,
     /// Attempts that succeeded since start.
     pub completed: AtomicU64,
     /// Attempts that failed since start.
@@ -34,6 +52,7 @@ impl Default for Vitals {
     fn default() -> Self {
         Self {
             leases: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             restarts: AtomicU32::new(0),
@@ -66,6 +85,32 @@ impl Vitals {
     /// Forgets a task this agent finished or handed back.
     pub fn release(&self, task_id: &str) {
         self.leases.lock().expect("leases lock").remove(task_id);
+        self.running.lock().expect("running lock").remove(task_id);
+    }
+
+    /// Records a running task for preemption.
+    pub fn track(&self, task_id: &str, task: std::sync::Arc<RunningTask>) {
+        self.running
+            .lock()
+            .expect("running lock")
+            .insert(task_id.to_string(), task);
+    }
+
+    /// The running task to give up for a critical one: preemptible, of one
+    /// of the `victims` priorities, the least urgent, then the most
+    /// recently started (the least work lost).
+    pub fn victim(&self, victims: &[Priority]) -> Option<(String, std::sync::Arc<RunningTask>)> {
+        self.running
+            .lock()
+            .expect("running lock")
+            .iter()
+            .filter(|(_, t)| {
+                t.preemptible
+                    && victims.contains(&t.priority)
+                    && !t.preempted.load(Ordering::Relaxed)
+            })
+            .max_by_key(|(_, t)| (t.priority, t.started))
+            .map(|(id, t)| (id.clone(), t.clone()))
     }
 
     /// The tasks running now.

@@ -9,8 +9,8 @@ use async_nats::{HeaderMap, Message};
 use bytes::Bytes;
 use clawfleet_shared::agent::{AgentInfo, QueueEntry};
 use clawfleet_shared::api::{
-    AgentsReply, DlqEntry, DlqListReply, DlqListRequest, QueueDepth, QueuesReply, SubmitReply,
-    TaskGetRequest,
+    AgentsReply, DlqEntry, DlqListReply, DlqListRequest, PauseRule, PausedReply, QueueDepth,
+    QueuesReply, SubmitReply, TaskGetRequest,
 };
 use clawfleet_shared::error::ErrorReply;
 use clawfleet_shared::{subjects, ErrorBody, ErrorCode, Priority, TaskRecord, TaskStatus};
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use ulid::Ulid;
 
-use crate::catalogue::Catalogue;
+use crate::admission::Admission;
 use crate::validate::{self, Bounds};
 
 /// Requests handled at once per dispatcher; more wait in the subscription.
@@ -37,7 +37,7 @@ pub struct Api {
     pub(crate) tasks: kv::Store,
     pub(crate) agents: kv::Store,
     pub(crate) queues: kv::Store,
-    pub(crate) catalogue: Catalogue,
+    pub(crate) admission: Arc<Admission>,
     pub(crate) bounds: Bounds,
 }
 
@@ -71,6 +71,8 @@ impl Api {
             subjects::API_AGENTS_LIST,
             subjects::API_QUEUES_LIST,
             subjects::API_DLQ_LIST,
+            subjects::API_QUEUES_PAUSE,
+            subjects::API_QUEUES_RESUME,
         ] {
             match self.client.queue_subscribe(subject, group.clone()).await {
                 Ok(sub) => subs.push(sub),
@@ -123,6 +125,8 @@ impl Api {
             subjects::API_AGENTS_LIST => self.agents_list().await,
             subjects::API_QUEUES_LIST => self.queues_list().await,
             subjects::API_DLQ_LIST => self.dlq_list(&msg.payload).await,
+            subjects::API_QUEUES_PAUSE => self.pause(&msg.payload, true).await,
+            subjects::API_QUEUES_RESUME => self.pause(&msg.payload, false).await,
             other => Err(ErrorBody::new(
                 ErrorCode::InvalidRequest,
                 format!("unknown API subject {other}"),
@@ -140,9 +144,7 @@ impl Api {
 
     async fn submit(&self, payload: &[u8]) -> Reply {
         let draft = validate::parse(payload, None, &self.bounds)?;
-        self.catalogue
-            .check(&draft.spec.requires, draft.spec.region.as_deref())
-            .await?;
+        self.admission.admit(&draft.spec, false).await?;
         if let Some(id) = &draft.id {
             if let Some(record) = self.record(id).await? {
                 if record.spec.tenant != draft.spec.tenant {
@@ -168,6 +170,7 @@ impl Api {
             "Nats-Msg-Id",
             format!("{}/{}", spec.tenant, spec.id).as_str(),
         );
+        headers.insert(subjects::HEADER_ADMITTED, "1");
         let ack = self
             .js
             .publish_with_headers(subjects::intake(&spec.tenant), headers, body.into())
@@ -216,6 +219,65 @@ impl Api {
         ok(&record)
     }
 
+    /// Adds (`pause`) or removes a pause rule; replies with the rules in force.
+    async fn pause(&self, payload: &[u8], pause: bool) -> Reply {
+        let rule: PauseRule = if payload.is_empty() {
+            PauseRule::default()
+        } else {
+            serde_json::from_slice(payload).map_err(|e| {
+                ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    format!("expected {{\"tenant\"?, \"priority\"?, \"capability\"?}}: {e}"),
+                )
+            })?
+        };
+        if rule
+            .tenant
+            .as_deref()
+            .is_some_and(|t| !validate::is_tenant(t))
+            || rule
+                .capability
+                .as_deref()
+                .is_some_and(|c| !clawfleet_shared::config::is_token(c, validate::MAX_NAME_LEN))
+        {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                "tenant or capability is not a valid name",
+            ));
+        }
+        if pause {
+            let bytes = serde_json::to_vec(&rule).expect("rule encodes");
+            self.queues
+                .put(rule.key(), bytes.into())
+                .await
+                .map_err(|e| internal("while pausing", e))?;
+            tracing::info!(?rule, "queues paused");
+        } else {
+            let key = rule.key();
+            let exists = matches!(self.queues.get(&key).await, Ok(Some(_)));
+            if !exists {
+                return Err(ErrorBody::new(
+                    ErrorCode::NotFound,
+                    "no pause rule with exactly these fields is in force",
+                ));
+            }
+            self.queues
+                .delete(&key)
+                .await
+                .map_err(|e| internal("while resuming", e))?;
+            tracing::info!(?rule, "queues resumed");
+        }
+        ok(&PausedReply {
+            paused: self.pause_rules().await?,
+        })
+    }
+
+    /// The pause rules in force (the only values of the queue registry
+    /// that read as one: queue entries and preemption claims do not).
+    async fn pause_rules(&self) -> Result<Vec<PauseRule>, ErrorBody> {
+        read_bucket(&self.queues).await
+    }
+
     async fn agents_list(&self) -> Reply {
         let mut agents: Vec<AgentInfo> = read_bucket(&self.agents).await?;
         agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
@@ -224,6 +286,7 @@ impl Api {
 
     async fn queues_list(&self) -> Reply {
         let entries: Vec<QueueEntry> = read_bucket(&self.queues).await?;
+        let paused = self.pause_rules().await?;
         let stream = self
             .js
             .get_stream_no_info(subjects::STREAM_QUEUE)
@@ -237,12 +300,19 @@ impl Api {
                     continue;
                 };
                 queues.push(QueueDepth {
-                    subject: subjects::queue(priority, entry.region.as_deref(), &entry.requires),
+                    subject: subjects::queue(
+                        priority,
+                        entry.region.as_deref(),
+                        &entry.requires,
+                        &entry.tenant,
+                    ),
+                    tenant: entry.tenant.clone(),
                     priority,
                     region: entry.region.clone(),
                     requires: entry.requires.clone(),
                     waiting: info.num_pending,
                     running: info.num_ack_pending as u64,
+                    paused: paused.iter().any(|r| r.matches(&entry, priority)),
                 });
             }
         }
@@ -257,6 +327,7 @@ impl Api {
         };
         ok(&QueuesReply {
             queues,
+            paused,
             intake_pending,
         })
     }

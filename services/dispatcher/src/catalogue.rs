@@ -76,14 +76,19 @@ impl Catalogue {
         *self.inner.offered.write().await = offered;
     }
 
-    async fn covered(&self, requires: &[String], region: Option<&str>) -> Coverage {
+    async fn covered(&self, task: &Wanted<'_>) -> Coverage {
         let offered = self.inner.offered.read().await;
         let mut capable = false;
         for p in self.inner.fixed.iter().chain(offered.iter()) {
-            if p.covers(requires, region) {
+            if p.covers(task.requires, task.region, task.tenant, task.restricted) {
                 return Coverage::Yes;
             }
-            capable |= p.covers(requires, p.region.as_deref());
+            capable |= p.covers(
+                task.requires,
+                p.region.as_deref(),
+                task.tenant,
+                task.restricted,
+            );
         }
         if capable {
             Coverage::WrongRegion
@@ -92,10 +97,24 @@ impl Catalogue {
         }
     }
 
-    /// Accepts a (capability set, region) the fleet can run, or explains why not.
-    pub async fn check(&self, requires: &[String], region: Option<&str>) -> Result<(), ErrorBody> {
+    /// Accepts `tenant`'s (capability set, region) if the fleet can run it,
+    /// or explains why not; `restricted`: only agents dedicated to the
+    /// tenant count.
+    pub async fn check(
+        &self,
+        requires: &[String],
+        region: Option<&str>,
+        tenant: &str,
+        restricted: bool,
+    ) -> Result<(), ErrorBody> {
+        let task = Wanted {
+            requires,
+            region,
+            tenant,
+            restricted,
+        };
         let seen = *self.inner.reads.lock().await;
-        let mut coverage = self.covered(requires, region).await;
+        let mut coverage = self.covered(&task).await;
         if coverage != Coverage::Yes {
             let mut reads = self.inner.reads.lock().await;
             // Someone else re-read after our miss: their view is fresh enough.
@@ -104,14 +123,19 @@ impl Catalogue {
                 *reads += 1;
             }
             drop(reads);
-            coverage = self.covered(requires, region).await;
+            coverage = self.covered(&task).await;
         }
+        let only = if restricted {
+            format!(" dedicated to tenant {tenant:?} (it may use only its own agents)")
+        } else {
+            String::new()
+        };
         match coverage {
             Coverage::Yes => Ok(()),
             Coverage::WrongRegion => Err(ErrorBody::new(
                 ErrorCode::UnknownRegion,
                 format!(
-                    "no agent profile with capabilities [{}] serves region {:?}",
+                    "no agent profile{only} with capabilities [{}] serves region {:?}",
                     requires.join(", "),
                     region.unwrap_or_default()
                 ),
@@ -119,12 +143,19 @@ impl Catalogue {
             Coverage::No => Err(ErrorBody::new(
                 ErrorCode::UnknownCapability,
                 format!(
-                    "no registered agent profile offers all of [{}]; start an agent with them or declare a profile",
+                    "no registered agent profile{only} offers all of [{}]; start an agent with them or declare a profile",
                     requires.join(", ")
                 ),
             )),
         }
     }
+}
+
+struct Wanted<'a> {
+    requires: &'a [String],
+    region: Option<&'a str>,
+    tenant: &'a str,
+    restricted: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]

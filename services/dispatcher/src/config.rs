@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clawfleet_shared::agent::ProfileEntry;
+use clawfleet_shared::agent::{ProfileEntry, Strategy};
 use clawfleet_shared::config::{is_token, string_list, ConfigError, DEFAULT_NATS_URL};
 use clawfleet_shared::task::RetryPolicy;
 use clawfleet_shared::topology::Limits;
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{Bounds, TenantDefaults, MAX_NAME_LEN};
+use crate::validate::{Bounds, TenantConfig, MAX_NAME_LEN};
 
 /// Dispatcher configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,16 +44,40 @@ pub struct Config {
     pub profiles: Vec<StaticProfile>,
     /// Retry policy of tasks whose tenant and submission give none.
     pub retry: RetryPolicy,
-    /// Per-tenant defaults, by tenant name.
-    pub tenants: BTreeMap<String, TenantDefaults>,
+    /// How tasks are shared among agents, fleet-wide.
+    pub routing: Routing,
+    /// Per-tenant policy (defaults, weight, isolation, quotas), by tenant name.
+    pub tenants: BTreeMap<String, TenantConfig>,
     /// Stream and bucket limits.
     pub limits: Limits,
+}
+
+/// Fleet-wide routing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Routing {
+    /// How agents share tasks, unless a tenant says otherwise.
+    pub strategy: Strategy,
+    /// How long a task with `prefer_region` waits for an agent of that
+    /// region before any region's agents may run it.
+    #[serde(with = "humantime_serde")]
+    pub prefer_region_wait: Duration,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::LeastLoaded,
+            prefer_region_wait: Duration::from_secs(30),
+        }
+    }
 }
 
 /// A capability profile declared in config.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StaticProfile {
-    /// Name, for people.
+    /// Name: agents join the profile with `profiles = ["<name>"]` and get
+    /// its capabilities (and region and tenants, unless they set their own).
     #[serde(default)]
     pub name: String,
     /// Capabilities.
@@ -62,6 +86,9 @@ pub struct StaticProfile {
     /// Region, if any.
     #[serde(default)]
     pub region: Option<String>,
+    /// Tenants its agents are dedicated to (empty: shared).
+    #[serde(default, deserialize_with = "string_list")]
+    pub tenants: Vec<String>,
 }
 
 impl Default for Config {
@@ -77,6 +104,7 @@ impl Default for Config {
             intake_concurrency: 256,
             profiles: Vec::new(),
             retry: RetryPolicy::default(),
+            routing: Routing::default(),
             tenants: BTreeMap::new(),
             limits: Limits::default(),
         }
@@ -154,6 +182,25 @@ impl Config {
                     "must be between 1 and max_attempts_limit",
                 ));
             }
+            if t.weight == 0 || t.weight > 1000 {
+                return Err(ConfigError::invalid(
+                    format!("tenants.{name}.weight"),
+                    "must be between 1 and 1000",
+                ));
+            }
+            let q = &t.quota;
+            if q.submit_rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                return Err(ConfigError::invalid(
+                    format!("tenants.{name}.quota.submit_rate"),
+                    "must be a positive number of submissions per second",
+                ));
+            }
+            if q.submit_burst == Some(0) || q.max_running == Some(0) || q.max_queued == Some(0) {
+                return Err(ConfigError::invalid(
+                    format!("tenants.{name}.quota"),
+                    "limits must be at least 1 (leave a limit out to have none)",
+                ));
+            }
         }
         for p in &self.profiles {
             if let Some(bad) = p.capabilities.iter().find(|c| !is_token(c, MAX_NAME_LEN)) {
@@ -168,6 +215,18 @@ impl Config {
                     format!("{r:?} is not a valid region"),
                 ));
             }
+            if !p.name.is_empty() && !is_token(&p.name, MAX_NAME_LEN) {
+                return Err(ConfigError::invalid(
+                    "profiles.name",
+                    format!("{:?} must match [a-z0-9][a-z0-9_-]{{0,31}}", p.name),
+                ));
+            }
+            if let Some(bad) = p.tenants.iter().find(|t| !is_token(t, 64)) {
+                return Err(ConfigError::invalid(
+                    "profiles.tenants",
+                    format!("{bad:?} is not a valid tenant name"),
+                ));
+            }
         }
         Ok(())
     }
@@ -180,6 +239,7 @@ impl Config {
             max_timeout: self.max_task_timeout,
             retry: self.retry.clone(),
             tenants: Arc::new(self.tenants.clone()),
+            prefer_region_wait: self.routing.prefer_region_wait,
         }
     }
 
@@ -191,11 +251,21 @@ impl Config {
                 let mut capabilities = p.capabilities.clone();
                 capabilities.sort();
                 capabilities.dedup();
+                let mut tenants = p.tenants.clone();
+                tenants.sort();
+                tenants.dedup();
                 ProfileEntry {
+                    name: (!p.name.is_empty()).then(|| p.name.clone()),
                     capabilities,
                     region: p.region.clone(),
+                    tenants,
                 }
             })
             .collect()
+    }
+
+    /// The policy of `tenant` (defaults for tenants not in config).
+    pub fn tenant(&self, tenant: &str) -> TenantConfig {
+        self.tenants.get(tenant).cloned().unwrap_or_default()
     }
 }

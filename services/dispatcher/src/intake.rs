@@ -32,11 +32,10 @@ use clawfleet_shared::{
     emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskSpec, TaskStatus,
 };
 use futures::StreamExt;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use ulid::Ulid;
 
-use crate::catalogue::Catalogue;
+use crate::admission::Admission;
 use crate::router::Router;
 use crate::validate::{self, Bounds};
 
@@ -45,10 +44,10 @@ pub struct Intake {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     pub(crate) tasks: kv::Store,
-    pub(crate) catalogue: Catalogue,
+    pub(crate) admission: Arc<Admission>,
     pub(crate) router: Router,
     pub(crate) bounds: Bounds,
-    pub(crate) wake: Arc<Notify>,
+    pub(crate) wake: Arc<crate::Wake>,
 }
 
 /// Delay before a message whose handling failed for a transient reason is retried.
@@ -208,11 +207,12 @@ impl Intake {
             Ok(d) => d,
             Err(error) => return reject(msg, error, subject_tenant, None),
         };
-        if let Err(error) = self
-            .catalogue
-            .check(&draft.spec.requires, draft.spec.region.as_deref())
-            .await
-        {
+        let admitted = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(subjects::HEADER_ADMITTED))
+            .is_some();
+        if let Err(error) = self.admission.admit(&draft.spec, admitted).await {
             let (tenant, id) = (Some(draft.spec.tenant.clone()), draft.id.clone());
             return reject(msg, error, tenant, id);
         }
@@ -220,7 +220,7 @@ impl Intake {
         let spec = draft.into_spec(|| Ulid::from_parts(published_ms, u128::from(seq)).to_string());
         if let Err(e) = self
             .router
-            .ensure(spec.region.as_deref(), &spec.requires)
+            .ensure(&spec.tenant, spec.region.as_deref(), &spec.requires)
             .await
         {
             return Step::Retry {
@@ -228,7 +228,12 @@ impl Intake {
                 why: e.to_string(),
             };
         }
-        let queue = subjects::queue(spec.priority, spec.region.as_deref(), &spec.requires);
+        let queue = subjects::queue(
+            spec.priority,
+            spec.region.as_deref(),
+            &spec.requires,
+            &spec.tenant,
+        );
         let body: Bytes = match serde_json::to_vec(&spec) {
             Ok(b) => b.into(),
             Err(e) => {
@@ -388,9 +393,9 @@ impl Intake {
                 Ok(_) => {
                     // Event before ack: a crash in between re-delivers the
                     // message and repeats the event rather than losing it.
+                    self.wake.queued(&subject);
                     self.queued_event(&spec, subject).await;
                     ack_or_log(&msg, AckKind::Ack).await;
-                    self.wake.notify_one();
                     tracing::debug!(task_id = %spec.id, tenant = %spec.tenant, "task queued");
                 }
                 Err(e) => {

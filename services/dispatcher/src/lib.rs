@@ -15,6 +15,7 @@
 //! of its state is in JetStream, so any number of dispatchers can run side
 //! by side and any of them can be restarted at any time.
 
+pub mod admission;
 pub mod api;
 pub mod catalogue;
 pub mod config;
@@ -112,8 +113,21 @@ pub async fn start(
 
     let catalogue = catalogue::Catalogue::new(topo.profiles.clone(), config.static_profiles());
     catalogue.refresh().await;
-    let router = router::Router::new(js.clone(), topo.queues.clone(), config.task_ack_wait);
-    let wake = Arc::new(Notify::new());
+    let bounds = config.bounds();
+    let router = router::Router::new(
+        js.clone(),
+        topo.queues.clone(),
+        config.task_ack_wait,
+        bounds.tenants.clone(),
+        config.routing.strategy,
+    );
+    let admission = Arc::new(admission::Admission::new(
+        catalogue.clone(),
+        js.clone(),
+        bounds.tenants.clone(),
+    ));
+    publish_named_profiles(&topo.profiles, &config).await;
+    let wake = Arc::new(Wake::default());
 
     let tracker = TaskTracker::new();
     let api = Arc::new(api::Api {
@@ -122,8 +136,8 @@ pub async fn start(
         tasks: topo.tasks.clone(),
         agents: topo.agents.clone(),
         queues: topo.queues.clone(),
-        catalogue: catalogue.clone(),
-        bounds: config.bounds(),
+        admission: admission.clone(),
+        bounds: bounds.clone(),
     });
     // Subscribe before reporting ready, so a request right after start is served.
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -145,9 +159,9 @@ pub async fn start(
         client: client.clone(),
         js: js.clone(),
         tasks: topo.tasks.clone(),
-        catalogue: catalogue.clone(),
+        admission,
         router,
-        bounds: config.bounds(),
+        bounds,
         wake: wake.clone(),
     });
     tracker.spawn(intake.run(intake_consumer, config.intake_concurrency, shutdown.clone()));
@@ -156,6 +170,21 @@ pub async fn start(
     tracker.close();
     tracing::info!(nats = %config.nats_url, "dispatcher ready");
     Ok(Running { tracker, client })
+}
+
+/// Named profiles from config go into the profiles bucket, where agents that
+/// join a profile by name read its capabilities.
+async fn publish_named_profiles(profiles: &async_nats::jetstream::kv::Store, config: &Config) {
+    for p in config.static_profiles() {
+        let Some(name) = p.name.clone() else { continue };
+        let bytes = serde_json::to_vec(&p).expect("profile encodes");
+        if let Err(e) = profiles
+            .put(subjects::named_profile_key(&name), bytes.into())
+            .await
+        {
+            tracing::warn!(profile = %name, error = %e, "could not publish a named profile");
+        }
+    }
 }
 
 async fn refresh_catalogue(catalogue: catalogue::Catalogue, cancel: CancellationToken) {
@@ -167,20 +196,53 @@ async fn refresh_catalogue(catalogue: catalogue::Catalogue, cancel: Cancellation
     }
 }
 
+/// The queues that got work since the last wake-up signal.
+#[derive(Default)]
+pub(crate) struct Wake {
+    subjects: std::sync::Mutex<(std::collections::BTreeSet<String>, bool)>,
+    notify: Notify,
+}
+
+/// A signal names at most this many queues; beyond, it names none ("all").
+const WAKE_MAX_SUBJECTS: usize = 64;
+
+impl Wake {
+    /// Notes that `subject` got a task.
+    pub(crate) fn queued(&self, subject: &str) {
+        let mut s = self.subjects.lock().expect("wake lock");
+        if s.0.len() < WAKE_MAX_SUBJECTS {
+            s.0.insert(subject.to_string());
+        } else {
+            s.1 = true;
+        }
+        drop(s);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> String {
+        let mut s = self.subjects.lock().expect("wake lock");
+        let (subjects, overflow) = std::mem::take(&mut *s);
+        if overflow {
+            String::new()
+        } else {
+            subjects.into_iter().collect::<Vec<_>>().join("\n")
+        }
+    }
+}
+
 /// Idle agents wait for work instead of polling hard; a coalesced signal on
 /// `clawfleet.signal.work` (at most one per [`WAKE_INTERVAL`]) tells them
-/// that something was queued.
-async fn wake_agents(client: async_nats::Client, wake: Arc<Notify>, cancel: CancellationToken) {
+/// which queues got work (one subject per line; an empty body means "look
+/// everywhere"), so a busy agent serving many queues asks only those.
+async fn wake_agents(client: async_nats::Client, wake: Arc<Wake>, cancel: CancellationToken) {
     const WAKE_INTERVAL: Duration = Duration::from_millis(2);
     loop {
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = wake.notify.notified() => {}
             _ = cancel.cancelled() => return,
         }
-        if let Err(e) = client
-            .publish(subjects::SIGNAL_WORK, bytes::Bytes::new())
-            .await
-        {
+        let body = wake.take();
+        if let Err(e) = client.publish(subjects::SIGNAL_WORK, body.into()).await {
             tracing::debug!(error = %e, "could not signal agents");
         }
         tokio::time::sleep(WAKE_INTERVAL).await;

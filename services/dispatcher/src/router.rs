@@ -1,19 +1,24 @@
-//! Queues: one per (priority, region, required-capability set).
+//! Queues: one per (priority, region, required-capability set, tenant).
 //!
-//! The first time a dispatcher routes to a (region, capability set) it
-//! creates that set's four durable consumers (one per priority) and registers
-//! it in the queue registry bucket, where agents discover the queues they can
-//! serve. Each queue subject has exactly one consumer, so a task is delivered
-//! to one agent at a time no matter how many agents share the queue.
+//! The first time a dispatcher routes to a (tenant, region, capability set)
+//! it creates that set's four durable consumers (one per priority) and
+//! registers it in the queue registry bucket with the tenant's policy
+//! (weight, dedicated-only, strategy), where agents discover the queues they
+//! can serve. Each queue subject has exactly one consumer, so a task is
+//! delivered to one agent at a time no matter how many agents share the
+//! queue; a tenant's `quota.max_running` is that consumer's
+//! `max_ack_pending`, so JetStream itself holds back the excess.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv};
-use clawfleet_shared::agent::QueueEntry;
+use clawfleet_shared::agent::{QueueEntry, Strategy};
 use clawfleet_shared::{subjects, Priority};
 use tokio::sync::OnceCell;
+
+use crate::validate::TenantConfig;
 
 /// Errors while creating a queue.
 #[derive(Debug, thiserror::Error)]
@@ -45,29 +50,42 @@ pub struct Router {
     js: jetstream::Context,
     registry: kv::Store,
     ack_wait: Duration,
+    tenants: Arc<std::collections::BTreeMap<String, TenantConfig>>,
+    strategy: Strategy,
     /// One cell per queue key: concurrent first uses of a queue wait for a
     /// single creation instead of each creating its consumers again.
     known: Arc<Mutex<HashMap<String, Arc<OnceCell<()>>>>>,
 }
 
 impl Router {
-    /// A router creating consumers with the given ack wait.
-    pub fn new(js: jetstream::Context, registry: kv::Store, ack_wait: Duration) -> Self {
+    /// A router creating consumers with the given ack wait, registering
+    /// queues with the tenants' policies (`strategy` for tenants without one).
+    pub fn new(
+        js: jetstream::Context,
+        registry: kv::Store,
+        ack_wait: Duration,
+        tenants: Arc<std::collections::BTreeMap<String, TenantConfig>>,
+        strategy: Strategy,
+    ) -> Self {
         Self {
             js,
             registry,
             ack_wait,
+            tenants,
+            strategy,
             known: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    /// Makes sure the queues for (region, requires) exist; cheap after the first call.
+    /// Makes sure the queues for (tenant, region, requires) exist; cheap
+    /// after the first call.
     pub async fn ensure(
         &self,
+        tenant: &str,
         region: Option<&str>,
         requires: &[String],
     ) -> Result<(), RouterError> {
-        let key = subjects::queue_key(region, requires);
+        let key = subjects::queue_key(tenant, region, requires);
         let cell = self
             .known
             .lock()
@@ -76,7 +94,7 @@ impl Router {
             .or_default()
             .clone();
         // A failed creation leaves the cell empty: the next task tries again.
-        cell.get_or_try_init(|| self.create(&key, region, requires))
+        cell.get_or_try_init(|| self.create(&key, tenant, region, requires))
             .await
             .map(|_| ())
     }
@@ -84,9 +102,11 @@ impl Router {
     async fn create(
         &self,
         key: &str,
+        tenant: &str,
         region: Option<&str>,
         requires: &[String],
     ) -> Result<(), RouterError> {
+        let policy = self.tenants.get(tenant).cloned().unwrap_or_default();
         let stream = self.js.get_stream_no_info(subjects::STREAM_QUEUE).await?;
         for priority in Priority::ALL {
             let name = subjects::queue_consumer(priority, key);
@@ -94,14 +114,15 @@ impl Router {
                 durable_name: Some(name.clone()),
                 description: Some(format!(
                     "clawfleet queue {}",
-                    subjects::queue(priority, region, requires)
+                    subjects::queue(priority, region, requires, tenant)
                 )),
-                filter_subject: subjects::queue(priority, region, requires),
+                filter_subject: subjects::queue(priority, region, requires, tenant),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: self.ack_wait,
                 max_deliver: -1,
-                // Agents bound their own concurrency; this only caps the damage of a bug.
-                max_ack_pending: 100_000,
+                // Agents bound their own concurrency; without a tenant
+                // quota this only caps the damage of a bug.
+                max_ack_pending: policy.quota.max_running.map_or(100_000, i64::from),
                 max_waiting: 4096,
                 ..Default::default()
             };
@@ -112,8 +133,12 @@ impl Router {
         }
         let entry = QueueEntry {
             key: key.to_string(),
+            tenant: tenant.to_string(),
             requires: requires.to_vec(),
             region: region.map(str::to_string),
+            weight: policy.weight,
+            restricted: policy.dedicated_only,
+            strategy: policy.strategy.unwrap_or(self.strategy),
         };
         let bytes = serde_json::to_vec(&entry).expect("queue entry encodes");
         self.registry
@@ -123,7 +148,7 @@ impl Router {
                 key: key.to_string(),
                 source,
             })?;
-        tracing::info!(queue = %key, ?region, ?requires, "queue created");
+        tracing::info!(queue = %key, tenant, ?region, ?requires, "queue created");
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clawfleet_shared::agent::Strategy;
 use clawfleet_shared::config::is_token;
 use clawfleet_shared::task::{RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT};
 use clawfleet_shared::timefmt;
@@ -26,7 +27,7 @@ pub const MAX_LABELS: usize = 32;
 /// Shortest allowed task timeout.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 
-const FIELDS: [&str; 11] = [
+const FIELDS: [&str; 13] = [
     "id",
     "tenant",
     "priority",
@@ -38,6 +39,8 @@ const FIELDS: [&str; 11] = [
     "labels",
     "submitted_at",
     "retry",
+    "preemptible",
+    "prefer_region",
 ];
 
 /// Bounds and defaults that come from the dispatcher's config.
@@ -52,18 +55,60 @@ pub struct Bounds {
     /// The fleet's retry policy, for tasks and tenants that give none.
     pub retry: RetryPolicy,
     /// Per-tenant defaults.
-    pub tenants: Arc<BTreeMap<String, TenantDefaults>>,
+    pub tenants: Arc<BTreeMap<String, TenantConfig>>,
+    /// How long a task waits for its `prefer_region` before any region may run it.
+    pub prefer_region_wait: Duration,
 }
 
-/// What a tenant's tasks get when they do not say.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// One tenant's policy: defaults for its tasks, its share of the fleet,
+/// isolation, and quotas.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct TenantDefaults {
+pub struct TenantConfig {
     /// `max_attempts` of the tenant's tasks that give none.
     pub max_attempts: Option<u32>,
     /// Retry policy of the tenant's tasks that give none (fields a task
     /// gives override it one by one).
     pub retry: Option<RetryPolicy>,
+    /// Share of an agent's time against other tenants with work of the same
+    /// priority (1 to 1000; default 1: equal shares).
+    pub weight: u32,
+    /// How agents share this tenant's tasks; the fleet's `routing.strategy` when unset.
+    pub strategy: Option<Strategy>,
+    /// Run this tenant's tasks only on agents dedicated to it.
+    pub dedicated_only: bool,
+    /// Limits; unset ones do not apply.
+    pub quota: Quota,
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: None,
+            retry: None,
+            weight: 1,
+            strategy: None,
+            dedicated_only: false,
+            quota: Quota::default(),
+        }
+    }
+}
+
+/// A tenant's limits.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quota {
+    /// Most tasks waiting in the tenant's queues; more are refused with
+    /// `quota_exceeded`.
+    pub max_queued: Option<u64>,
+    /// Most tasks of one of the tenant's queues (priority × capability set ×
+    /// region) running at once; JetStream holds back the rest.
+    pub max_running: Option<u32>,
+    /// Sustained submissions per second (token bucket); more are refused
+    /// with `rate_limited`.
+    pub submit_rate: Option<f64>,
+    /// Submissions allowed in a burst above the rate (default: one second's worth).
+    pub submit_burst: Option<u32>,
 }
 
 /// A validated task whose id may still have to be assigned.
@@ -200,6 +245,37 @@ pub fn parse(
             ))
         }
     };
+    let preemptible = match obj.remove("preemptible") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => b,
+        Some(other) => {
+            return Err(err(
+                ErrorCode::InvalidTask,
+                format!("preemptible must be true or false, got {other}"),
+            ))
+        }
+    };
+    let prefer_region = match obj.remove("prefer_region") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if is_token(&s, MAX_NAME_LEN) => Some(s),
+        Some(other) => {
+            return Err(err(
+                ErrorCode::InvalidPreferRegion,
+                format!("prefer_region must match [a-z0-9][a-z0-9_-]{{0,31}}, got {other}"),
+            ))
+        }
+    };
+    let prefer_region = match (&region, prefer_region) {
+        (Some(hard), Some(soft)) if *hard != soft => {
+            return Err(err(
+                ErrorCode::InvalidPreferRegion,
+                format!("prefer_region {soft:?} contradicts region {hard:?}, which is binding"),
+            ))
+        }
+        // Bound to that region anyway: the preference adds nothing.
+        (Some(_), Some(_)) => None,
+        (_, soft) => soft,
+    };
     let labels = labels(obj.remove("labels"))?;
     let submitted_at = match obj.remove("submitted_at") {
         None | Some(Value::Null) => timefmt::now(),
@@ -234,6 +310,11 @@ pub fn parse(
             labels,
             submitted_at,
             retry,
+            preemptible,
+            prefer_region_until: prefer_region
+                .as_ref()
+                .map(|_| submitted_at + bounds.prefer_region_wait),
+            prefer_region,
         },
     })
 }
@@ -436,14 +517,16 @@ mod tests {
             retry: RetryPolicy::default(),
             tenants: Arc::new(BTreeMap::from([(
                 "strict".to_string(),
-                TenantDefaults {
+                TenantConfig {
                     max_attempts: Some(7),
                     retry: Some(RetryPolicy {
                         backoff: Duration::from_secs(5),
                         ..RetryPolicy::default()
                     }),
+                    ..Default::default()
                 },
             )])),
+            prefer_region_wait: Duration::from_secs(30),
         }
     }
 

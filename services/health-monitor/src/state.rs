@@ -552,6 +552,8 @@ mod tests {
             agent_id: id.into(),
             capabilities: vec![],
             region: None,
+            tenants: vec![],
+            profiles: vec![],
             max_concurrency: 4,
             in_flight: running.len() as u32,
             executor: "sim".into(),

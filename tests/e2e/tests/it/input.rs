@@ -221,6 +221,7 @@ async fn a_profile_declared_in_config_queues_work_before_any_agent_offers_it() {
         name: "gpu".into(),
         capabilities: vec!["gpu".into()],
         region: None,
+        tenants: vec![],
     }];
     let _dispatcher = clawfleet_testkit::start_dispatcher(config).await;
     let client = server.client().await;

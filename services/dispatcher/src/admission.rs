@@ -1,0 +1,165 @@
+//! Admission: whether a valid task may enter the fleet now.
+//!
+//! After validation, in this order:
+//! 1. the profile catalogue: some agent profile can run it (for a tenant
+//!    restricted to its dedicated agents, one dedicated to it);
+//! 2. `quota.max_queued`: the tenant's queues hold fewer waiting tasks than
+//!    its limit (`quota_exceeded`);
+//! 3. `quota.submit_rate`: the tenant's token bucket has a token
+//!    (`rate_limited`).
+//!
+//! Request/reply submissions get the error in the reply; intake submissions
+//! are dead-lettered as `rejected` with it. Never a silent drop.
+//!
+//! The token buckets live in each dispatcher, so with N dispatchers a
+//! tenant may submit up to N times its rate. Queue depths come from the
+//! queue stream's consumer list, read at most every [`DEPTH_TTL`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use clawfleet_shared::{subjects, ErrorBody, ErrorCode, TaskSpec};
+use futures::TryStreamExt;
+use governor::{DefaultDirectRateLimiter, Quota as Rate, RateLimiter};
+use tokio::sync::Mutex;
+
+use crate::catalogue::Catalogue;
+use crate::validate::TenantConfig;
+
+/// How stale a tenant's queue depth may be.
+pub const DEPTH_TTL: Duration = Duration::from_millis(500);
+
+/// The admission checks.
+pub struct Admission {
+    catalogue: Catalogue,
+    js: jetstream::Context,
+    tenants: Arc<BTreeMap<String, TenantConfig>>,
+    limiters: HashMap<String, DefaultDirectRateLimiter>,
+    depths: Mutex<Option<(Instant, HashMap<String, u64>)>>,
+}
+
+impl Admission {
+    /// Admission over the catalogue and the tenants' policies.
+    pub fn new(
+        catalogue: Catalogue,
+        js: jetstream::Context,
+        tenants: Arc<BTreeMap<String, TenantConfig>>,
+    ) -> Self {
+        let limiters = tenants
+            .iter()
+            .filter_map(|(name, t)| {
+                let rate = t.quota.submit_rate?;
+                let burst = t
+                    .quota
+                    .submit_burst
+                    .unwrap_or_else(|| rate.ceil().max(1.0) as u32);
+                let period = Duration::from_secs_f64(1.0 / rate);
+                let quota = Rate::with_period(period)?
+                    .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+                Some((name.clone(), RateLimiter::direct(quota)))
+            })
+            .collect();
+        Self {
+            catalogue,
+            js,
+            tenants,
+            limiters,
+            depths: Mutex::new(None),
+        }
+    }
+
+    /// Whether `spec` may enter; `rate_checked`: a dispatcher already took
+    /// its token (a request/reply submission on its way through intake).
+    pub async fn admit(&self, spec: &TaskSpec, rate_checked: bool) -> Result<(), ErrorBody> {
+        let policy = self.tenants.get(&spec.tenant);
+        let restricted = policy.is_some_and(|t| t.dedicated_only);
+        self.catalogue
+            .check(
+                &spec.requires,
+                spec.region.as_deref(),
+                &spec.tenant,
+                restricted,
+            )
+            .await?;
+        let Some(policy) = policy else {
+            return Ok(());
+        };
+        if let Some(max) = policy.quota.max_queued {
+            let queued = self.queued(&spec.tenant).await;
+            if queued >= max {
+                return Err(ErrorBody::new(
+                    ErrorCode::QuotaExceeded,
+                    format!(
+                        "tenant {:?} has {queued} tasks queued; its limit (quota.max_queued) is {max}",
+                        spec.tenant
+                    ),
+                ));
+            }
+        }
+        if !rate_checked {
+            if policy.quota.max_queued.is_some() {
+                // Count it until the next read of the depths, so a burst
+                // of submissions cannot all pass on one stale depth.
+                if let Some((_, depths)) = self.depths.lock().await.as_mut() {
+                    *depths.entry(spec.tenant.clone()).or_insert(0) += 1;
+                }
+            }
+            if let Some(limiter) = self.limiters.get(&spec.tenant) {
+                if let Err(not_until) = limiter.check() {
+                    let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                        &governor::clock::DefaultClock::default(),
+                    ));
+                    return Err(ErrorBody::new(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "tenant {:?} is over its submission rate of {}/s; retry in {} ms",
+                            spec.tenant,
+                            policy.quota.submit_rate.unwrap_or_default(),
+                            wait.as_millis().max(1)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tasks waiting in `tenant`'s queues (all priorities, capability sets, regions).
+    async fn queued(&self, tenant: &str) -> u64 {
+        let mut cache = self.depths.lock().await;
+        let fresh = cache
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < DEPTH_TTL);
+        if !fresh {
+            match self.read_depths().await {
+                Ok(d) => *cache = Some((Instant::now(), d)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read queue depths; using the last ones")
+                }
+            }
+        }
+        cache
+            .as_ref()
+            .and_then(|(_, d)| d.get(tenant).copied())
+            .unwrap_or(0)
+    }
+
+    async fn read_depths(&self) -> Result<HashMap<String, u64>, String> {
+        let stream = self
+            .js
+            .get_stream_no_info(subjects::STREAM_QUEUE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut infos = stream.consumers();
+        let mut depths = HashMap::new();
+        while let Some(info) = infos.try_next().await.map_err(|e| e.to_string())? {
+            if let Some(tenant) = subjects::tenant_of_queue(&info.config.filter_subject) {
+                *depths.entry(tenant.to_string()).or_insert(0) += info.num_pending;
+            }
+        }
+        Ok(depths)
+    }
+}
