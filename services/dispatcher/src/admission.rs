@@ -100,13 +100,6 @@ impl Admission {
             }
         }
         if !rate_checked {
-            if policy.quota.max_queued.is_some() {
-                // Count it until the next read of the depths, so a burst
-                // of submissions cannot all pass on one stale depth.
-                if let Some((_, depths)) = self.depths.lock().await.as_mut() {
-                    *depths.entry(spec.tenant.clone()).or_insert(0) += 1;
-                }
-            }
             if let Some(limiter) = self.limiters.get(&spec.tenant) {
                 if let Err(not_until) = limiter.check() {
                     let wait = not_until.wait_time_from(governor::clock::Clock::now(
@@ -121,6 +114,13 @@ impl Admission {
                             wait.as_millis().max(1)
                         ),
                     ));
+                }
+            }
+            if policy.quota.max_queued.is_some() {
+                // Count it until the next read of the depths, so a burst
+                // of submissions cannot all pass on one stale depth.
+                if let Some((_, depths)) = self.depths.lock().await.as_mut() {
+                    *depths.entry(spec.tenant.clone()).or_insert(0) += 1;
                 }
             }
         }
