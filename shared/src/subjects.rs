@@ -114,6 +114,10 @@ pub const HEADER_INTAKE_SEQ: &str = "Clawfleet-Intake-Seq";
 /// the intake pipeline does not charge it twice.
 pub const HEADER_ADMITTED: &str = "Clawfleet-Admitted";
 
+/// Header on the second copy of a task with `prefer_region`, queued for any
+/// region: agents leave it alone until the task's `prefer_region_until`.
+pub const HEADER_FALLBACK: &str = "Clawfleet-Fallback";
+
 /// Token used in queue subjects for "no region" and "no capabilities".
 pub const ANY: &str = "_";
 

@@ -297,6 +297,11 @@ pub struct Attempt {
     /// The error, for an attempt that did not succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
+    /// The queue subject the attempt's message came from (a task with
+    /// `prefer_region` has two copies, one per queue; the first to start
+    /// owns the task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 /// The record of a task, kept in the [`crate::subjects::BUCKET_TASKS`] bucket

@@ -114,7 +114,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         executor: executor.clone(),
         vitals: vitals.clone(),
         peers: peers.clone(),
-        region: config.region.clone(),
         avoid_for: config.avoid_for,
         avoiding: Mutex::new(HashMap::new()),
     });

@@ -102,6 +102,18 @@ impl Puller {
             if self.stop.is_cancelled() {
                 break;
             }
+            // Only least-loaded queues are filled here; holding the slots
+            // with none to fill would starve the round-robin servers.
+            if !self.has_least_loaded_queues() {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    q = self.round_robin.recv() => if let Some(q) = q {
+                        servers.spawn(serve_round_robin(this.clone(), q));
+                    },
+                    _ = self.stop.cancelled() => break,
+                }
+                continue;
+            }
             // Wait for at least one free slot, then claim every free slot.
             let first = tokio::select! {
                 p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -149,6 +161,16 @@ impl Puller {
     }
 }
 
+impl Puller {
+    fn has_least_loaded_queues(&self) -> bool {
+        let e = self.eligible.read().expect("eligible lock");
+        e.by_priority
+            .iter()
+            .flatten()
+            .any(|q| q.entry.strategy == Strategy::LeastLoaded)
+    }
+}
+
 /// What the fill loop and the round-robin servers share.
 struct Shared {
     runner: Arc<Runner>,
@@ -193,21 +215,39 @@ impl Shared {
                 .map(|i| &queues[(i + rotation) % n])
                 .filter(|q| !q.maybe_empty())
                 .collect();
-            let total: u64 = active
+            if active.is_empty() {
+                continue;
+            }
+            // Deal the free slots by smooth weighted round robin: credits
+            // persist across fills, so over time each queue gets its
+            // weight's share even when one slot frees at a time.
+            let total: i64 = active
                 .iter()
-                .map(|q| u64::from(q.entry.weight.max(1)))
+                .map(|q| i64::from(q.entry.weight.max(1)))
                 .sum();
-            // First pass: each queue up to its weighted share; second pass:
-            // whatever is left to the queues that filled their share.
+            let mut dealt = vec![0usize; active.len()];
+            for _ in 0..wanted {
+                let mut best = 0;
+                for (i, q) in active.iter().enumerate() {
+                    q.add_credit(i64::from(q.entry.weight.max(1)));
+                    if q.credit() > active[best].credit() {
+                        best = i;
+                    }
+                }
+                active[best].add_credit(-total);
+                dealt[best] += 1;
+            }
+            // Each queue its share; then what is left to the queues that
+            // filled theirs.
             let mut full = Vec::new();
-            for q in &active {
-                let left = permits.num_permits();
-                if left == 0 {
+            for (q, share) in active.iter().zip(dealt) {
+                if share == 0 {
+                    continue;
+                }
+                let share = share.min(permits.num_permits());
+                if share == 0 {
                     break;
                 }
-                let share = ((wanted as u64 * u64::from(q.entry.weight.max(1))).div_ceil(total)
-                    as usize)
-                    .clamp(1, left);
                 let got = self.fetch(q, share, &mut permits).await;
                 started += got;
                 if got == share {
@@ -278,17 +318,28 @@ impl Shared {
     }
 }
 
-/// Serves one round-robin queue: a long-poll for one task at a time, asked
-/// again only after the last answer, and only while a slot is free, the
-/// gate is open and the queue is not paused.
+/// Requests a round-robin agent keeps waiting on one queue. With one, an
+/// agent busy starting its last task would miss its turn; with two it is
+/// still in line while it does.
+const ROUND_ROBIN_REQUESTS: usize = 2;
+
+/// Serves one round-robin queue: long-polls for one task at a time (up to
+/// [`ROUND_ROBIN_REQUESTS`] waiting), each asked again only after it was
+/// answered, and only while a slot is free, the gate is open and the queue
+/// is not paused. JetStream answers waiting pulls in the order they were
+/// made, so idle agents take turns.
 async fn serve_round_robin(this: Arc<Shared>, q: Arc<Served>) {
     let expires = this.idle_poll.max(Duration::from_millis(100));
     let ack_wait = q.consumer.cached_info().config.ack_wait;
+    let mut waiting = futures::stream::FuturesUnordered::new();
     loop {
         let ready = this.vitals.pulling()
             && this.slots.available_permits() > 0
             && !this.eligible.read().expect("eligible lock").is_paused(&q);
-        if !ready {
+        while ready && waiting.len() < ROUND_ROBIN_REQUESTS {
+            waiting.push(one_turn(q.clone(), expires));
+        }
+        if waiting.is_empty() {
             tokio::select! {
                 _ = this.slot_freed.notified() => {}
                 _ = tokio::time::sleep(expires) => {}
@@ -296,29 +347,11 @@ async fn serve_round_robin(this: Arc<Shared>, q: Arc<Served>) {
             }
             continue;
         }
-        let batch = match q
-            .consumer
-            .batch()
-            .max_messages(1)
-            .expires(expires)
-            .messages()
-            .await
-        {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::debug!(error = %e, "round-robin pull failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(expires) => continue,
-                    _ = this.stop.cancelled() => return,
-                }
-            }
-        };
-        let mut batch = std::pin::pin!(batch);
-        let next = tokio::select! {
-            m = tokio::time::timeout(expires + FETCH_REPLY_TIMEOUT, batch.next()) => m,
+        let answer = tokio::select! {
+            a = waiting.next() => a,
             _ = this.stop.cancelled() => return,
         };
-        let Ok(Some(Ok(msg))) = next else { continue };
+        let Some(Some(msg)) = answer else { continue };
         match this.slots.clone().try_acquire_owned() {
             Ok(slot) => this.start(msg, ack_wait, slot),
             // Another queue took the last slot meanwhile: give it back at once.
@@ -326,5 +359,22 @@ async fn serve_round_robin(this: Arc<Shared>, q: Arc<Served>) {
                 let _ = msg.ack_with(AckKind::Nak(None)).await;
             }
         }
+    }
+}
+
+/// One long-poll for one task; `None` when it expired or failed.
+async fn one_turn(q: Arc<Served>, expires: Duration) -> Option<jetstream::Message> {
+    let batch = q
+        .consumer
+        .batch()
+        .max_messages(1)
+        .expires(expires)
+        .messages()
+        .await
+        .ok()?;
+    let mut batch = std::pin::pin!(batch);
+    match tokio::time::timeout(expires + FETCH_REPLY_TIMEOUT, batch.next()).await {
+        Ok(Some(Ok(msg))) => Some(msg),
+        _ => None,
     }
 }

@@ -15,7 +15,7 @@
 //! tenants' queues then asks only those that may hold work.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_nats::jetstream::{self, consumer::PullConsumer, kv};
@@ -36,6 +36,8 @@ pub struct Served {
     /// Its subject.
     pub subject: String,
     maybe_empty: AtomicBool,
+    /// Smooth weighted round-robin credit (see the pull loop).
+    credit: AtomicI64,
 }
 
 impl Served {
@@ -47,6 +49,16 @@ impl Served {
     /// Records what a fetch found.
     pub fn set_maybe_empty(&self, empty: bool) {
         self.maybe_empty.store(empty, Ordering::Relaxed);
+    }
+
+    /// Its weighted round-robin credit.
+    pub fn credit(&self) -> i64 {
+        self.credit.load(Ordering::Relaxed)
+    }
+
+    /// Adds to its credit.
+    pub fn add_credit(&self, delta: i64) {
+        self.credit.fetch_add(delta, Ordering::Relaxed);
     }
 }
 
@@ -209,6 +221,7 @@ async fn attach(js: &jetstream::Context, queue: &QueueEntry) -> Result<Vec<Arc<S
                 &queue.tenant,
             ),
             maybe_empty: AtomicBool::new(false),
+            credit: AtomicI64::new(0),
         }));
     }
     Ok(served)

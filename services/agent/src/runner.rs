@@ -45,8 +45,6 @@ use crate::vitals::{RunningTask, Vitals};
 /// How long a task this agent passes over stays unavailable before any
 /// agent (another one, ideally) may take it.
 const AVOID_DELAY: Duration = Duration::from_millis(200);
-/// Longest a task waiting for its preferred region is handed back for at once.
-const DEFER_STEP: Duration = Duration::from_millis(500);
 
 /// What every attempt needs.
 pub struct Runner {
@@ -57,8 +55,6 @@ pub struct Runner {
     pub(crate) executor: Arc<dyn Executor>,
     pub(crate) vitals: Arc<Vitals>,
     pub(crate) peers: Arc<Peers>,
-    /// This agent's region.
-    pub(crate) region: Option<String>,
     /// How long a task that failed here is left to other agents.
     pub(crate) avoid_for: Duration,
     /// Tasks this agent is leaving to others, since when.
@@ -86,7 +82,7 @@ impl Runner {
         };
         let delivery = msg.info().map(|i| i.delivered).unwrap_or(1);
         let span = tracing::info_span!("task", task_id = %spec.id, tenant = %spec.tenant, agent_id = %self.agent_id, delivery);
-        if let Some(wait) = self.not_yet(&spec) {
+        if let Some(wait) = self.not_yet(&msg, &spec) {
             // Not this agent's turn yet: back to the queue, unseen by anyone
             // until then, with no attempt recorded.
             let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
@@ -128,6 +124,17 @@ impl Runner {
             if current.record.status.is_final() {
                 tracing::info!(task_id = %spec.id, status = %current.record.status, "already finished; dropping a stale delivery");
                 self.ensure_result(&current.record).await?;
+                let _ = msg.ack().await;
+                return Ok(());
+            }
+            let other_copy = current
+                .record
+                .attempts
+                .iter()
+                .any(|a| a.via.as_deref().is_some_and(|v| v != msg.subject.as_str()));
+            if other_copy {
+                // The task's other copy started first and owns it.
+                tracing::debug!(task_id = %spec.id, "dropping the second copy of a task");
                 let _ = msg.ack().await;
                 return Ok(());
             }
@@ -184,6 +191,7 @@ impl Runner {
                 ended_at: None,
                 outcome: None,
                 error: None,
+                via: Some(msg.subject.to_string()),
             });
             match records::write_at(&self.tasks, &spec.id, record, current.revision).await {
                 Ok(v) => break (v, attempt),
@@ -626,21 +634,19 @@ impl Runner {
         self.publish_result(&result).await
     }
 
-    /// How long this agent must leave the task alone, if it must: a task
-    /// preferring another region, before its `prefer_region_until`.
-    fn not_yet(&self, spec: &TaskSpec) -> Option<Duration> {
-        let preferred = spec.prefer_region.as_deref()?;
-        if self.region.as_deref() == Some(preferred) {
+    /// How long the task must be left alone, if it must: the any-region
+    /// copy of a task with `prefer_region`, before its `prefer_region_until`
+    /// (meanwhile the copy in the preferred region's queue is on offer).
+    fn not_yet(&self, msg: &jetstream::Message, spec: &TaskSpec) -> Option<Duration> {
+        let fallback = msg
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(subjects::HEADER_FALLBACK).is_some());
+        if !fallback {
             return None;
         }
-        let until = spec.prefer_region_until?;
-        let left = until - timefmt::now();
-        (left > time::Duration::ZERO).then(|| {
-            // Look again soon: an agent of that region may not exist.
-            Duration::try_from(left)
-                .unwrap_or(Duration::ZERO)
-                .min(DEFER_STEP)
-        })
+        let left = spec.prefer_region_until? - timefmt::now();
+        (left > time::Duration::ZERO).then(|| Duration::try_from(left).unwrap_or(Duration::ZERO))
     }
 
     /// Whether this agent should pass over a task that last failed here,

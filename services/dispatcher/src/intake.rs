@@ -218,22 +218,22 @@ impl Intake {
         }
         // An id derived from the message itself, so a re-delivery gets the same one.
         let spec = draft.into_spec(|| Ulid::from_parts(published_ms, u128::from(seq)).to_string());
-        if let Err(e) = self
-            .router
-            .ensure(&spec.tenant, spec.region.as_deref(), &spec.requires)
-            .await
-        {
-            return Step::Retry {
-                msg,
-                why: e.to_string(),
-            };
+        // A task preferring a region is queued there, and a second copy
+        // for any region that agents leave alone until its preference ends.
+        let region = spec.region.as_deref().or(spec.prefer_region.as_deref());
+        let mut regions = vec![region];
+        if spec.prefer_region.is_some() {
+            regions.push(None);
         }
-        let queue = subjects::queue(
-            spec.priority,
-            spec.region.as_deref(),
-            &spec.requires,
-            &spec.tenant,
-        );
+        for r in regions {
+            if let Err(e) = self.router.ensure(&spec.tenant, r, &spec.requires).await {
+                return Step::Retry {
+                    msg,
+                    why: e.to_string(),
+                };
+            }
+        }
+        let queue = subjects::queue(spec.priority, region, &spec.requires, &spec.tenant);
         let body: Bytes = match serde_json::to_vec(&spec) {
             Ok(b) => b.into(),
             Err(e) => {
@@ -364,6 +364,14 @@ impl Intake {
             revision.to_string().as_str(),
         );
         headers.insert(subjects::HEADER_INTAKE_SEQ, intake_seq.to_string().as_str());
+        if spec.prefer_region.is_some() {
+            if let Err(e) = self.queue_fallback(&spec, &body).await {
+                return Sent::Other(Step::Retry {
+                    msg,
+                    why: format!("while queueing task {}: {e}", spec.id),
+                });
+            }
+        }
         match self
             .js
             .publish_with_headers(subject.clone(), headers, body)
@@ -380,6 +388,21 @@ impl Intake {
                 why: format!("while queueing task {}: {e}", spec.id),
             }),
         }
+    }
+
+    /// Queues the any-region copy of a task with `prefer_region`.
+    async fn queue_fallback(&self, spec: &TaskSpec, body: &Bytes) -> Result<(), String> {
+        let subject = subjects::queue(spec.priority, None, &spec.requires, &spec.tenant);
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("{}/fallback", spec.id).as_str());
+        headers.insert(subjects::HEADER_FALLBACK, "1");
+        self.js
+            .publish_with_headers(subject, headers, body.clone())
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     async fn finish(&self, sent: Sent) {

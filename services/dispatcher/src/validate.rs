@@ -27,7 +27,7 @@ pub const MAX_LABELS: usize = 32;
 /// Shortest allowed task timeout.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 14] = [
     "id",
     "tenant",
     "priority",
@@ -41,6 +41,7 @@ const FIELDS: [&str; 13] = [
     "retry",
     "preemptible",
     "prefer_region",
+    "prefer_region_until",
 ];
 
 /// Bounds and defaults that come from the dispatcher's config.
@@ -276,6 +277,24 @@ pub fn parse(
         (Some(_), Some(_)) => None,
         (_, soft) => soft,
     };
+    let prefer_region_until = match obj.remove("prefer_region_until") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(
+            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| {
+                    err(
+                        ErrorCode::InvalidPreferRegion,
+                        format!("prefer_region_until is not RFC 3339: {e}"),
+                    )
+                })?,
+        ),
+        Some(other) => {
+            return Err(err(
+                ErrorCode::InvalidPreferRegion,
+                format!("prefer_region_until must be an RFC 3339 string, got {other}"),
+            ))
+        }
+    };
     let labels = labels(obj.remove("labels"))?;
     let submitted_at = match obj.remove("submitted_at") {
         None | Some(Value::Null) => timefmt::now(),
@@ -313,7 +332,7 @@ pub fn parse(
             preemptible,
             prefer_region_until: prefer_region
                 .as_ref()
-                .map(|_| submitted_at + bounds.prefer_region_wait),
+                .map(|_| prefer_region_until.unwrap_or(submitted_at + bounds.prefer_region_wait)),
             prefer_region,
         },
     })
@@ -551,6 +570,22 @@ mod tests {
         assert_eq!(own.retry.backoff, Duration::from_secs(5));
         assert_eq!(own.retry.on, vec![clawfleet_shared::task::RetryOn::Timeout]);
         assert!(!own.retry.different_agent);
+    }
+
+    #[test]
+    fn a_validated_task_parses_again_to_the_same_task() {
+        let first = parse(
+            br#"{"tenant":"acme","prefer_region":"eu","preemptible":false,"retry":{"on":["timeout"]}}"#,
+            None,
+            &bounds(),
+        )
+        .unwrap()
+        .into_spec(|| "t1".into());
+        let body = serde_json::to_vec(&first).unwrap();
+        let again = parse(&body, Some("acme"), &bounds())
+            .unwrap()
+            .into_spec(|| "x".into());
+        assert_eq!(again, first);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod failures;
 mod health;
 mod input;
 mod pipeline;
+mod policy;
 mod routing;
 
 use std::collections::HashMap;
@@ -33,9 +34,16 @@ pub struct Fleet {
 impl Fleet {
     /// A server and one dispatcher, no agents yet.
     pub async fn new() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    /// A server and one dispatcher configured by `configure`, no agents yet.
+    pub async fn with(configure: impl FnOnce(&mut clawfleet_dispatcher::Config)) -> Self {
         clawfleet_testkit::init_tracing();
         let server = NatsServer::start();
-        let dispatcher = start_dispatcher(dispatcher_config(server.url())).await;
+        let mut config = dispatcher_config(server.url());
+        configure(&mut config);
+        let dispatcher = start_dispatcher(config).await;
         let client = server.client().await;
         let js = jetstream::new(client.clone());
         Fleet {
@@ -91,4 +99,17 @@ pub async fn events_per_task(fleet: &Fleet, kind: &str) -> HashMap<String, usize
         }
     }
     counts
+}
+
+/// Messages in `stream` on `subject` (wildcards allowed).
+pub async fn stream_subject_count(fleet: &Fleet, stream: &str, subject: &str) -> u64 {
+    let s = fleet.js.get_stream(stream).await.expect("stream exists");
+    let c = s
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subject.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("ordered consumer");
+    c.cached_info().num_pending
 }
