@@ -21,7 +21,12 @@
 //!    the one-off creation of the queue is not timed.
 //! 4. **Latency**: tasks submitted on a fixed schedule (open loop) at half
 //!    the rate (3) reached, submit → result time per task, as percentiles.
-//! 5. **Failover**: agent processes SIGKILLed mid-task, with a health
+//! 5. **Policy layer**: the same number of tasks and agents, but spread
+//!    over 3 tenants (weights 1, 2, 3, with quotas that do not bind), 4
+//!    capability profiles and 2 regions (one agent per profile and region),
+//!    through a new dispatcher with those policies: throughput, and latency
+//!    at the same paced rate as (4). Reported next to the plain path.
+//! 6. **Failover**: agent processes SIGKILLed mid-task, with a health
 //!    monitor running; kill → task running on another agent, as
 //!    percentiles (see [`failover`]).
 //!
@@ -46,9 +51,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
-use self::e2e::Tasks;
-use self::fleet::Fleet;
-use self::report::Report;
+use std::collections::BTreeMap;
+
+use clawfleet_dispatcher::validate::TenantConfig;
+
+use self::e2e::{Mix, Tasks};
+use self::fleet::{AgentSpec, Fleet};
+use self::report::{PolicyReport, Report};
 use self::server::TempServer;
 use crate::output;
 
@@ -98,6 +107,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20, value_name = "N",
           value_parser = clap::value_parser!(u32).range(0..=1000))]
     failover_kills: u32,
+    /// Skip the policy-layer phase.
+    #[arg(long)]
+    no_policy: bool,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -113,6 +125,7 @@ struct Plan {
     latency_rate: Option<f64>,
     warmup: usize,
     failover_kills: usize,
+    policy: bool,
 }
 
 impl From<&BenchArgs> for Plan {
@@ -126,6 +139,7 @@ impl From<&BenchArgs> for Plan {
             latency_rate: a.latency_rate,
             warmup: a.warmup as usize,
             failover_kills: a.failover_kills as usize,
+            policy: !a.no_policy,
         }
     }
 }
@@ -197,8 +211,9 @@ async fn phases(url: &str, plan: &Plan, own_server: bool) -> anyhow::Result<Repo
     let raw_jobs =
         raw::job_round_trip(url, plan.tasks, plan.agents, plan.concurrency, raw_body).await?;
 
-    let fleet = Fleet::start(url, plan.agents, plan.concurrency).await?;
-    let measured = clawfleet(url, plan, &run, &fleet).await;
+    let plain = vec![AgentSpec::default(); plan.agents];
+    let fleet = Fleet::start(url, &plain, plan.concurrency, BTreeMap::new()).await?;
+    let measured = clawfleet(url, plan, &run, &fleet, None).await;
     let failover = match (&measured, plan.failover_kills) {
         (Ok(_), kills) if kills > 0 => Some(failover::measure(url, &run, kills).await),
         _ => None,
@@ -206,6 +221,43 @@ async fn phases(url: &str, plan: &Plan, own_server: bool) -> anyhow::Result<Repo
     fleet.stop().await;
     let (clawfleet, latency) = measured?;
     let failover = failover.transpose().context("during the failover phase")?;
+
+    let policy = if plan.policy {
+        let mix = Mix {
+            tenants: 3,
+            profiles: 4,
+            regions: vec!["eu".into(), "us".into()],
+        };
+        let tenants = (0..mix.tenants)
+            .map(|t| {
+                let mut policy = TenantConfig {
+                    weight: t as u32 + 1,
+                    ..Default::default()
+                };
+                policy.quota.max_queued = Some(10_000_000);
+                policy.quota.submit_rate = Some(1_000_000.0);
+                (mix.tenant(t), policy)
+            })
+            .collect();
+        let agents: Vec<AgentSpec> = (0..plan.agents)
+            .map(|i| AgentSpec {
+                capabilities: vec![format!("p{}", i % mix.profiles)],
+                region: Some(mix.regions[(i / mix.profiles) % mix.regions.len()].clone()),
+            })
+            .collect();
+        let fleet = Fleet::start(url, &agents, plan.concurrency, tenants).await?;
+        let rate = Some(latency.target_per_sec);
+        let measured = self::clawfleet(url, plan, &run, &fleet, Some((mix, rate))).await;
+        fleet.stop().await;
+        let (throughput, latency) = measured.context("during the policy phase")?;
+        Some(PolicyReport {
+            ratio_to_plain: throughput.per_sec / clawfleet.per_sec,
+            throughput,
+            latency,
+        })
+    } else {
+        None
+    };
 
     Ok(Report {
         nats_url: url.to_string(),
@@ -219,34 +271,49 @@ async fn phases(url: &str, plan: &Plan, own_server: bool) -> anyhow::Result<Repo
         raw_jobs,
         clawfleet,
         latency,
+        policy,
         failover,
     })
 }
 
-/// Warm-up, throughput, then latency at half the throughput.
+/// Warm-up, throughput, then latency at half the throughput (or at the
+/// rate given with a mix, to compare the policy layer at the same load).
 async fn clawfleet(
     url: &str,
     plan: &Plan,
     run: &str,
     fleet: &Fleet,
+    mix: Option<(Mix, Option<f64>)>,
 ) -> anyhow::Result<(e2e::ThroughputReport, e2e::LatencyReport)> {
     fleet.wait_registered(url).await?;
+    let (mix, fixed_rate) = match mix {
+        Some((m, r)) => (Some(m), r),
+        None => (None, None),
+    };
+    // Phase letters keep the ids of the two paths apart.
+    let (w, t, l) = if mix.is_some() {
+        ('W', 'T', 'L')
+    } else {
+        ('w', 't', 'l')
+    };
     if plan.warmup > 0 {
-        let warmup = Tasks::new(run, 'w', plan.payload_bytes);
+        let warmup = Tasks::with_mix(run, w, plan.payload_bytes, mix.clone());
         e2e::throughput(url, &warmup, plan.warmup)
             .await
             .context("during the warm-up")?;
     }
-    let tasks = Tasks::new(run, 't', plan.payload_bytes);
+    let tasks = Tasks::with_mix(run, t, plan.payload_bytes, mix.clone());
     let throughput = e2e::throughput(url, &tasks, plan.tasks)
         .await
         .context("during the throughput phase")?;
-    let rate = plan.latency_rate.unwrap_or(throughput.per_sec / 2.0);
+    let rate = fixed_rate
+        .or(plan.latency_rate)
+        .unwrap_or(throughput.per_sec / 2.0);
     let n = plan
         .latency_tasks
         .min((rate * LATENCY_MAX_SECONDS).ceil() as usize)
         .max(1);
-    let tasks = Tasks::new(run, 'l', plan.payload_bytes);
+    let tasks = Tasks::with_mix(run, l, plan.payload_bytes, mix);
     let latency = e2e::latency(url, &tasks, n, rate)
         .await
         .context("during the latency phase")?;

@@ -73,6 +73,26 @@ pub struct LatencyReport {
 pub struct Tasks {
     prefix: String,
     padding: String,
+    mix: Option<Mix>,
+}
+
+/// The policy mix: task `n` belongs to tenant `bench-t<n % tenants>`, needs
+/// capability `p<n % profiles>` and runs in region `regions[n % regions]`.
+#[derive(Clone, Debug)]
+pub struct Mix {
+    /// Tenants.
+    pub tenants: usize,
+    /// Capability profiles.
+    pub profiles: usize,
+    /// Regions.
+    pub regions: Vec<String>,
+}
+
+impl Mix {
+    /// Tenant of task `n`.
+    pub fn tenant(&self, n: usize) -> String {
+        format!("{TENANT}-t{}", n % self.tenants)
+    }
 }
 
 /// Digits of the task number in ids, so every body has the same length.
@@ -82,9 +102,15 @@ impl Tasks {
     /// Tasks with ids `<run>-<phase><n>` whose bodies are `bytes` long (or
     /// as short as the envelope allows).
     pub fn new(run: &str, phase: char, bytes: usize) -> Tasks {
+        Tasks::with_mix(run, phase, bytes, None)
+    }
+
+    /// Like [`Tasks::new`], spread over the tenants, profiles and regions of `mix`.
+    pub fn with_mix(run: &str, phase: char, bytes: usize, mix: Option<Mix>) -> Tasks {
         let mut tasks = Tasks {
             prefix: format!("{run}-{phase}"),
             padding: String::new(),
+            mix,
         };
         let envelope = tasks.body(0).len();
         tasks.padding = "x".repeat(bytes.saturating_sub(envelope));
@@ -93,11 +119,30 @@ impl Tasks {
 
     /// The body of task `n`.
     pub fn body(&self, n: usize) -> Bytes {
+        let (tenant, routing) = match &self.mix {
+            None => (TENANT.to_string(), String::new()),
+            Some(m) => (
+                m.tenant(n),
+                format!(
+                    r#","requires":["p{}"],"region":"{}""#,
+                    n % m.profiles,
+                    m.regions[n % m.regions.len()]
+                ),
+            ),
+        };
         format!(
-            r#"{{"tenant":"{TENANT}","id":"{}{n:0NUMBER_WIDTH$}","payload":{{"op":"echo","data":"{}"}}}}"#,
+            r#"{{"tenant":"{tenant}","id":"{}{n:0NUMBER_WIDTH$}"{routing},"payload":{{"op":"echo","data":"{}"}}}}"#,
             self.prefix, self.padding
         )
         .into()
+    }
+
+    /// The intake subject of task `n`.
+    pub fn intake(&self, n: usize) -> String {
+        match &self.mix {
+            None => subjects::intake(TENANT),
+            Some(m) => subjects::intake(&m.tenant(n)),
+        }
     }
 
     /// The task number in a result subject of this phase.
@@ -111,10 +156,9 @@ impl Tasks {
 pub async fn throughput(url: &str, tasks: &Tasks, n: usize) -> anyhow::Result<ThroughputReport> {
     let mut publisher = Publisher::connect(url, "clawfleet-bench-submitter").await?;
     let collector = Collector::start(url, tasks, n).await?;
-    let intake = subjects::intake(TENANT);
     let start = Instant::now();
     for i in 0..n {
-        publisher.send(&intake, tasks.body(i)).await?;
+        publisher.send(&tasks.intake(i), tasks.body(i)).await?;
     }
     publisher.flush().await?;
     let submitted = start.elapsed();
@@ -142,7 +186,6 @@ pub async fn latency(
 ) -> anyhow::Result<LatencyReport> {
     let mut publisher = Publisher::connect(url, "clawfleet-bench-paced-submitter").await?;
     let collector = Collector::start(url, tasks, n).await?;
-    let intake = subjects::intake(TENANT);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let mut sent = Vec::with_capacity(n);
     let mut max_lag = Duration::ZERO;
@@ -155,7 +198,7 @@ pub async fn latency(
         let now = Instant::now();
         max_lag = max_lag.max(now - due);
         sent.push(now);
-        publisher.send(&intake, tasks.body(i)).await?;
+        publisher.send(&tasks.intake(i), tasks.body(i)).await?;
     }
     let submitting = sent.last().map_or(Duration::ZERO, |last| *last - start);
     publisher.flush().await?;
@@ -215,8 +258,9 @@ impl Collector {
     /// Subscribes (before returning, so no result is missed) and starts collecting.
     async fn start(url: &str, tasks: &Tasks, n: usize) -> anyhow::Result<Collector> {
         let client = load::connect(url, "clawfleet-bench-collector").await?;
+        // Every tenant's results: the bench's own tasks are told apart by id.
         let subscription = client
-            .subscribe(subjects::results_of_tenant(TENANT))
+            .subscribe(subjects::RESULTS_ALL)
             .await
             .context("while subscribing to results")?;
         load::round_trip(&client).await?;

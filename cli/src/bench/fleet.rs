@@ -7,8 +7,11 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use anyhow::Context;
 use bytes::Bytes;
+use clawfleet_dispatcher::validate::TenantConfig;
 use clawfleet_shared::api::AgentsReply;
 use clawfleet_shared::subjects;
 use tokio_util::sync::CancellationToken;
@@ -31,18 +34,35 @@ pub struct Fleet {
     stop_agents: CancellationToken,
 }
 
+/// One agent of the fleet: its capabilities and region.
+#[derive(Clone, Debug, Default)]
+pub struct AgentSpec {
+    /// Capabilities.
+    pub capabilities: Vec<String>,
+    /// Region.
+    pub region: Option<String>,
+}
+
 impl Fleet {
-    /// Starts a dispatcher, then `agents` simulator agents offering no
-    /// capabilities, each running up to `concurrency` tasks at once. Stops
-    /// whatever started if a later service fails to.
-    pub async fn start(url: &str, agents: usize, concurrency: usize) -> anyhow::Result<Fleet> {
+    /// Starts a dispatcher with these tenant policies, then one simulator
+    /// agent per spec, each running up to `concurrency` tasks at once.
+    /// Stops whatever started if a later service fails to.
+    pub async fn start(
+        url: &str,
+        agents: &[AgentSpec],
+        concurrency: usize,
+        tenants: BTreeMap<String, TenantConfig>,
+    ) -> anyhow::Result<Fleet> {
         let mut fleet = Fleet {
             dispatcher: None,
-            agents: Vec::with_capacity(agents),
+            agents: Vec::with_capacity(agents.len()),
             stop_dispatcher: CancellationToken::new(),
             stop_agents: CancellationToken::new(),
         };
-        if let Err(e) = fleet.start_services(url, agents, concurrency).await {
+        if let Err(e) = fleet
+            .start_services(url, agents, concurrency, tenants)
+            .await
+        {
             fleet.stop().await;
             return Err(e);
         }
@@ -52,22 +72,26 @@ impl Fleet {
     async fn start_services(
         &mut self,
         url: &str,
-        agents: usize,
+        agents: &[AgentSpec],
         concurrency: usize,
+        tenants: BTreeMap<String, TenantConfig>,
     ) -> anyhow::Result<()> {
         let config = clawfleet_dispatcher::Config {
             nats_url: url.to_string(),
             connect_timeout: Duration::from_secs(10),
+            tenants,
             ..Default::default()
         };
         let dispatcher = clawfleet_dispatcher::start(config, self.stop_dispatcher.clone())
             .await
             .context("while starting the dispatcher")?;
         self.dispatcher = Some(dispatcher);
-        for n in 1..=agents {
+        for (n, spec) in agents.iter().enumerate() {
             let config = clawfleet_agent::Config {
                 nats_url: url.to_string(),
                 agent_id: format!("bench-{}-{n}", std::process::id()),
+                capabilities: spec.capabilities.clone(),
+                region: spec.region.clone(),
                 max_concurrency: concurrency as u32,
                 idle_poll_interval: IDLE_POLL,
                 // Matches the failover phase's health monitor.

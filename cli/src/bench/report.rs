@@ -31,9 +31,23 @@ pub struct Report {
     pub ratio_to_raw_jobs: f64,
     /// Latency at a steady rate below the peak.
     pub latency: LatencyReport,
+    /// The policy layer on, when measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyReport>,
     /// Kill → running elsewhere, when measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverReport>,
+}
+
+/// clawfleet with the policy layer on: 3 tenants, 4 profiles, 2 regions.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReport {
+    /// Throughput.
+    pub throughput: ThroughputReport,
+    /// Latency at the plain path's paced rate.
+    pub latency: LatencyReport,
+    /// Policy throughput over plain throughput.
+    pub ratio_to_plain: f64,
 }
 
 impl Report {
@@ -104,6 +118,31 @@ impl Report {
                 String::new()
             },
         ));
+        if let Some(p) = &self.policy {
+            let (t, l) = (&p.throughput, &p.latency);
+            out.push_str(&format!(
+                "\npolicy layer on: 3 tenants (weights 1-3, quotas), 4 profiles, 2 regions, {} agents\n\
+                 \x20 submit → result              {:>10} tasks/s ({:.2} s; {} succeeded, {} failed)\n\
+                 \x20 vs the plain path            {:>10.2}\n\
+                 \x20 latency at {} tasks/s: p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms{}\n",
+                self.agents,
+                rate(t.per_sec),
+                seconds(t.elapsed_ms),
+                count(t.succeeded),
+                count(t.failed),
+                p.ratio_to_plain,
+                rate(l.target_per_sec),
+                l.p50_ms,
+                l.p90_ms,
+                l.p99_ms,
+                l.max_ms,
+                if l.failed > 0 {
+                    format!("   ({} failed)", count(l.failed))
+                } else {
+                    String::new()
+                },
+            ));
+        }
         if let Some(f) = &self.failover {
             out.push_str(&format!(
                 "\nfailover, agent SIGKILLed mid-task → task running on another agent: {} kills\n\
