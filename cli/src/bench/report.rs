@@ -101,22 +101,12 @@ impl Report {
             self.ratio_to_raw_jobs,
         ));
         out.push_str(&format!(
-            "latency, submit → result: {} tasks paced at {} tasks/s (achieved {}, max pacing lag {:.1} ms)\n\
-             \x20 p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms   mean {:.2} ms{}\n",
+            "latency, submit → result: {} tasks paced at {} tasks/s (achieved {}, max pacing lag {:.1} ms)\n{}",
             count(lat.tasks),
             rate(lat.target_per_sec),
             rate(lat.submitted_per_sec),
             lat.max_pacing_lag_ms,
-            lat.p50_ms,
-            lat.p90_ms,
-            lat.p99_ms,
-            lat.max_ms,
-            lat.mean_ms,
-            if lat.failed > 0 {
-                format!("   ({} failed)", count(lat.failed))
-            } else {
-                String::new()
-            },
+            percentiles(lat),
         ));
         if let Some(p) = &self.policy {
             let (t, l) = (&p.throughput, &p.latency);
@@ -124,7 +114,7 @@ impl Report {
                 "\npolicy layer on: 3 tenants (weights 1-3, quotas), 4 profiles, 2 regions, {} agents\n\
                  \x20 submit → result              {:>10} tasks/s ({:.2} s; {} succeeded, {} failed)\n\
                  \x20 vs the plain path            {:>10.2}\n\
-                 \x20 latency at {} tasks/s: p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms{}\n",
+                 latency at {} tasks/s, as above:\n{}",
                 self.agents,
                 rate(t.per_sec),
                 seconds(t.elapsed_ms),
@@ -132,15 +122,7 @@ impl Report {
                 count(t.failed),
                 p.ratio_to_plain,
                 rate(l.target_per_sec),
-                l.p50_ms,
-                l.p90_ms,
-                l.p99_ms,
-                l.max_ms,
-                if l.failed > 0 {
-                    format!("   ({} failed)", count(l.failed))
-                } else {
-                    String::new()
-                },
+                percentiles(l),
             ));
         }
         if let Some(f) = &self.failover {
@@ -158,6 +140,23 @@ impl Report {
         }
         out
     }
+}
+
+/// The percentile line of a latency report.
+fn percentiles(lat: &LatencyReport) -> String {
+    format!(
+        "  p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms   mean {:.2} ms{}\n",
+        lat.p50_ms,
+        lat.p90_ms,
+        lat.p99_ms,
+        lat.max_ms,
+        lat.mean_ms,
+        if lat.failed > 0 {
+            format!("   ({} failed)", count(lat.failed))
+        } else {
+            String::new()
+        },
+    )
 }
 
 fn seconds(ms: u64) -> f64 {
