@@ -26,6 +26,8 @@ pub enum TaskEventKind {
     Succeeded,
     /// Failed for good; a dead letter records it.
     Failed,
+    /// Cancelled on request (while queued, or by stopping its running attempt).
+    Cancelled,
 }
 
 impl TaskEventKind {
@@ -38,6 +40,7 @@ impl TaskEventKind {
             TaskEventKind::Retrying => "retrying",
             TaskEventKind::Succeeded => "succeeded",
             TaskEventKind::Failed => "failed",
+            TaskEventKind::Cancelled => "cancelled",
         }
     }
 }
@@ -58,16 +61,18 @@ pub struct TaskEvent {
     /// Priority, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
-    /// Attempt number, for started/retrying/succeeded/failed.
+    /// Attempt number, for started/retrying/succeeded/failed, and cancelled
+    /// when an attempt was stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
-    /// Agent, for started/retrying/succeeded/failed.
+    /// Agent, for started/retrying/succeeded/failed, and cancelled when an
+    /// attempt was stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     /// Queue subject, for queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
-    /// The error, for rejected/retrying/failed.
+    /// The error, for rejected/retrying/failed/cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
     /// Delay before the next attempt, for retrying (milliseconds).
