@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clawfleet_shared::config::is_token;
-use clawfleet_shared::task::{RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT};
-use clawfleet_shared::timefmt;
+use clawfleet_shared::task::{ReplayOf, RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT};
+use clawfleet_shared::timefmt::{self, Timestamp};
 use clawfleet_shared::{ErrorBody, ErrorCode, Priority, TaskSpec};
 use serde_json::{Map, Value};
 
@@ -26,7 +26,7 @@ pub const MAX_LABELS: usize = 32;
 /// Shortest allowed task timeout.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 
-const FIELDS: [&str; 11] = [
+const FIELDS: [&str; 14] = [
     "id",
     "tenant",
     "priority",
@@ -38,6 +38,9 @@ const FIELDS: [&str; 11] = [
     "labels",
     "submitted_at",
     "retry",
+    "not_before",
+    "delay",
+    "replay_of",
 ];
 
 /// Bounds and defaults that come from the dispatcher's config.
@@ -53,6 +56,8 @@ pub struct Bounds {
     pub retry: RetryPolicy,
     /// Per-tenant defaults.
     pub tenants: Arc<BTreeMap<String, TenantDefaults>>,
+    /// Longest a task may wait for its `not_before`, counted from acceptance.
+    pub max_delay: Duration,
 }
 
 /// What a tenant's tasks get when they do not say.
@@ -220,6 +225,9 @@ pub fn parse(
         }
     };
 
+    let not_before = not_before(obj.remove("not_before"), obj.remove("delay"), bounds)?;
+    let replay_of = replay_of(obj.remove("replay_of"))?;
+
     Ok(Draft {
         id,
         spec: TaskSpec {
@@ -234,8 +242,99 @@ pub fn parse(
             labels,
             submitted_at,
             retry,
+            not_before,
+            replay_of,
         },
     })
+}
+
+/// `not_before` (RFC 3339) or `delay` (a duration from now), at most one of
+/// them, as the absolute time before which no attempt starts. A time in the
+/// past is kept as given: it means "now".
+fn not_before(
+    at: Option<Value>,
+    delay: Option<Value>,
+    bounds: &Bounds,
+) -> Result<Option<Timestamp>, ErrorBody> {
+    let now = timefmt::now();
+    let too_far = || {
+        err(
+            ErrorCode::InvalidDelay,
+            format!(
+                "a task may wait at most {} before it starts",
+                humantime::format_duration(bounds.max_delay)
+            ),
+        )
+    };
+    let at = match (at.filter(|v| !v.is_null()), delay.filter(|v| !v.is_null())) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                ErrorCode::InvalidDelay,
+                "give not_before or delay, not both",
+            ))
+        }
+        (Some(Value::String(s)), None) => {
+            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| {
+                    err(
+                        ErrorCode::InvalidDelay,
+                        format!("not_before {s:?} is not an RFC 3339 time: {e}"),
+                    )
+                })?
+        }
+        (Some(other), None) => {
+            return Err(err(
+                ErrorCode::InvalidDelay,
+                format!("not_before must be an RFC 3339 string, got {other}"),
+            ))
+        }
+        (None, Some(Value::String(s))) => {
+            let delay = humantime::parse_duration(&s).map_err(|e| {
+                err(
+                    ErrorCode::InvalidDelay,
+                    format!("delay {s:?} is not a duration like \"30s\" or \"2h\": {e}"),
+                )
+            })?;
+            if delay > bounds.max_delay {
+                return Err(too_far());
+            }
+            now + delay
+        }
+        (None, Some(other)) => {
+            return Err(err(
+                ErrorCode::InvalidDelay,
+                format!("delay must be a duration string like \"30s\", got {other}"),
+            ))
+        }
+    };
+    if at - now > bounds.max_delay {
+        return Err(too_far());
+    }
+    Ok(Some(at))
+}
+
+/// The link to a dead letter, set by `dlq.replay` (and checked like any
+/// other field, since it comes back through intake).
+fn replay_of(value: Option<Value>) -> Result<Option<ReplayOf>, ErrorBody> {
+    let value = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    let bad = |why: String| {
+        err(
+            ErrorCode::InvalidTask,
+            format!("replay_of must be {{\"dlq_seq\": N, \"id\"?: \"...\"}}: {why}"),
+        )
+    };
+    let link: ReplayOf = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    if link.dlq_seq == 0 {
+        return Err(bad("dlq_seq starts at 1".into()));
+    }
+    if link.id.as_deref().is_some_and(|id| !is_id(id)) {
+        return Err(bad("id is not a task id".into()));
+    }
+    Ok(Some(link))
 }
 
 /// A submitted retry policy: each field given overrides the default's.
@@ -444,6 +543,7 @@ mod tests {
                     }),
                 },
             )])),
+            max_delay: Duration::from_secs(3600),
         }
     }
 
