@@ -1,6 +1,7 @@
 //! End-to-end tests: a real nats-server, a real dispatcher and real agents
 //! in-process, driven through the public subjects only.
 
+mod control;
 mod failures;
 mod health;
 mod input;
@@ -33,9 +34,18 @@ pub struct Fleet {
 impl Fleet {
     /// A server and one dispatcher, no agents yet.
     pub async fn new() -> Self {
+        Self::with_dispatcher(|_| {}).await
+    }
+
+    /// A server and one dispatcher whose test config `configure` adjusts, no agents yet.
+    pub async fn with_dispatcher(
+        configure: impl FnOnce(&mut clawfleet_dispatcher::Config),
+    ) -> Self {
         clawfleet_testkit::init_tracing();
         let server = NatsServer::start();
-        let dispatcher = start_dispatcher(dispatcher_config(server.url())).await;
+        let mut config = dispatcher_config(server.url());
+        configure(&mut config);
+        let dispatcher = start_dispatcher(config).await;
         let client = server.client().await;
         let js = jetstream::new(client.clone());
         Fleet {
