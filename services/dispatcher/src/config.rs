@@ -218,3 +218,19 @@ impl Config {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delay_longer_than_records_live_is_refused_at_start_up() {
+        assert!(Config::default().validate().is_ok());
+        let config = Config {
+            max_delay: Duration::from_secs(7 * 24 * 3600),
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("max_delay"), "{error}");
+    }
+}

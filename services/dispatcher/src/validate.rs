@@ -657,6 +657,63 @@ mod tests {
     }
 
     #[test]
+    fn a_delay_becomes_an_absolute_not_before_within_max_delay() {
+        let spec = parse(br#"{"tenant":"a","delay":"90s"}"#, None, &bounds())
+            .unwrap()
+            .spec;
+        let wait = spec.not_before.unwrap() - spec.submitted_at;
+        assert!(wait >= time::Duration::seconds(90) && wait < time::Duration::seconds(91));
+        let past = parse(
+            br#"{"tenant":"a","not_before":"2020-01-01T00:00:00Z"}"#,
+            None,
+            &bounds(),
+        )
+        .unwrap()
+        .spec;
+        assert_eq!(
+            past.wait_left(timefmt::now()),
+            None,
+            "a past time means now"
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","delay":"1s","not_before":"2020-01-01T00:00:00Z"}"#),
+            ErrorCode::InvalidDelay
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","delay":"2h"}"#),
+            ErrorCode::InvalidDelay
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","delay":30}"#),
+            ErrorCode::InvalidDelay
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","not_before":"next week"}"#),
+            ErrorCode::InvalidDelay
+        );
+    }
+
+    #[test]
+    fn a_replay_link_must_name_a_dead_letter() {
+        let spec = parse(
+            br#"{"tenant":"a","replay_of":{"id":"t1","dlq_seq":4}}"#,
+            None,
+            &bounds(),
+        )
+        .unwrap()
+        .spec;
+        assert_eq!(spec.replay_of.unwrap().dlq_seq, 4);
+        assert_eq!(
+            code(r#"{"tenant":"a","replay_of":{"dlq_seq":0}}"#),
+            ErrorCode::InvalidTask
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","replay_of":{"id":"a.b","dlq_seq":1}}"#),
+            ErrorCode::InvalidTask
+        );
+    }
+
+    #[test]
     fn the_subject_tenant_fills_in_and_must_match() {
         let draft = parse(b"{}", Some("acme"), &bounds()).unwrap();
         assert_eq!(draft.spec.tenant, "acme");
