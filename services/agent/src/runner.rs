@@ -83,7 +83,7 @@ enum Settled {
     Applied,
     /// A cancel was requested meanwhile: the attempt and the task are
     /// recorded `cancelled` instead (this record).
-    Cancelled(TaskRecord),
+    Cancelled(Box<TaskRecord>),
     /// The task moved on without this agent; nothing was written.
     MovedOn,
 }
@@ -610,7 +610,7 @@ impl Runner {
             Verdict::Applied => Settled::Applied,
             Verdict::Cancelled => {
                 tracing::info!(task_id = %id, attempt, "attempt stopped: the task was cancelled");
-                Settled::Cancelled(settled.record)
+                Settled::Cancelled(Box::new(settled.record))
             }
             Verdict::MovedOn => {
                 tracing::warn!(task_id = %id, attempt, "the task moved to another agent while this attempt ran; dropping this attempt's outcome");
