@@ -1,14 +1,16 @@
 //! `clawfleet`: the operator's command line.
 //!
-//! It runs a whole local fleet (`up`), submits work (`submit`, `batch`) and
+//! It runs a whole local fleet (`up`), submits work (`submit`, `batch`),
 //! reads the fleet's state (`task get`, `agents`, `queues`, `dlq list`,
-//! `watch`), all through the public `clawfleet.*` subjects defined in
+//! `dlq show`, `watch`) and controls work (`task cancel`, `dlq replay`), all
+//! through the public `clawfleet.*` subjects defined in
 //! `clawfleet-shared`. It never touches a stream or bucket a service owns
 //! except to read results and events, which are there for clients.
 //!
 //! Exit status: 0 when everything asked for succeeded, 1 when a task failed
-//! (or a batch had rejected or failed tasks), 2 on an error (bad input, an
-//! error reply, no dispatcher, no NATS).
+//! (or a batch had rejected or failed tasks, a replay had entries it could
+//! not submit, or a task cancelled with `--wait` finished otherwise), 2 on an
+//! error (bad input, an error reply, no dispatcher, no NATS).
 
 mod bench;
 mod client;

@@ -94,6 +94,13 @@ pub struct DlqListRequest {
     /// At most this many, newest first (default 100, at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// Only entries dead-lettered at or after this time.
+    #[serde(
+        default,
+        with = "timefmt::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub since: Option<Timestamp>,
 }
 
 /// Why a task ended in the dead-letter stream.
@@ -139,7 +146,7 @@ pub struct DlqEntry {
     /// When it was dead-lettered.
     #[serde(with = "timefmt")]
     pub time: Timestamp,
-    /// Stream sequence in `CLAWFLEET_DLQ`, filled in by `dlq.list`.
+    /// Stream sequence in `CLAWFLEET_DLQ`, filled in by `dlq.list` and `dlq.get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
 }
@@ -149,6 +156,114 @@ pub struct DlqEntry {
 pub struct DlqListReply {
     /// Matching entries, newest first.
     pub entries: Vec<DlqEntry>,
+}
+
+/// Request to `clawfleet.api.task.cancel`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCancelRequest {
+    /// The task id.
+    pub id: String,
+    /// When given, a task of another tenant is reported as `not_found`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Why, kept in the record and carried by the result's error message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Reply to `clawfleet.api.task.cancel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCancelReply {
+    /// The task id.
+    pub id: String,
+    /// `cancelled` when the task was stopped at once (it had not started);
+    /// `running` when the agent running it has been told to stop it (the
+    /// status becomes `cancelled` once it has).
+    pub status: TaskStatus,
+    /// The agent told to stop the running attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+/// Request to `clawfleet.api.dlq.get`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqGetRequest {
+    /// The entry's sequence in `CLAWFLEET_DLQ` (the `seq` of `dlq.list`).
+    pub seq: u64,
+    /// When given, an entry of another tenant is reported as `not_found`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// Request to `clawfleet.api.dlq.replay`: either `seqs`, or filters that
+/// select entries as `dlq.list` does. Filters given with `seqs` must match
+/// too (an entry that does not is `not_found`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqReplayRequest {
+    /// The entries to replay, by sequence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seqs: Vec<u64>,
+    /// Only entries of this tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Only entries with this reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DlqReason>,
+    /// Only entries dead-lettered at or after this time.
+    #[serde(
+        default,
+        with = "timefmt::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub since: Option<Timestamp>,
+    /// Without `seqs`: at most this many, the newest (default 100, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Check and report what would be replayed, submit nothing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dry_run: bool,
+}
+
+/// What replaying one dead letter did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayedEntry {
+    /// The entry's sequence in `CLAWFLEET_DLQ`.
+    pub seq: u64,
+    /// The entry's reason, when the entry was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DlqReason>,
+    /// The entry's tenant, when the entry was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The original task id, when the entry had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_id: Option<String>,
+    /// The new task's id (also with `dry_run`: the id it would get).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The new task's status: `queued`, or its current status when it had
+    /// already been replayed (`duplicate`). Absent with `dry_run` and on error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TaskStatus>,
+    /// `true` when this entry had already been replayed: nothing new was submitted.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub duplicate: bool,
+    /// Why the entry was not replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// Reply to `clawfleet.api.dlq.replay`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DlqReplayReply {
+    /// Whether this was a dry run.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dry_run: bool,
+    /// One per selected entry, by sequence.
+    pub entries: Vec<ReplayedEntry>,
 }
 
 /// A raw message body as a dead letter's `task`: the JSON it holds, or the

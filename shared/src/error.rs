@@ -58,10 +58,17 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// The payload is larger than the configured limit.
     PayloadTooLarge,
+    /// `not_before` or `delay` is malformed, both are given, or the wait is
+    /// longer than the configured maximum.
+    InvalidDelay,
     /// An API request could not be understood.
     InvalidRequest,
     /// The requested task or entry does not exist.
     NotFound,
+    /// The task already has a final status, so it cannot be cancelled.
+    AlreadyFinal,
+    /// The task was cancelled on request.
+    Cancelled,
     /// The executor reported a failure (retryable).
     ExecutorFailed,
     /// The executor rejected the task as impossible to run (not retried).
@@ -105,8 +112,11 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::QuotaExceeded => "quota_exceeded",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::InvalidDelay => "invalid_delay",
             Self::InvalidRequest => "invalid_request",
             Self::NotFound => "not_found",
+            Self::AlreadyFinal => "already_final",
+            Self::Cancelled => "cancelled",
             Self::ExecutorFailed => "executor_failed",
             Self::ExecutorRejected => "executor_rejected",
             Self::Timeout => "timeout",

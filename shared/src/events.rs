@@ -28,6 +28,8 @@ pub enum TaskEventKind {
     Failed,
     /// Stopped to make room for a waiting critical task and requeued.
     Preempted,
+    /// Cancelled on request (while queued, or by stopping its running attempt).
+    Cancelled,
 }
 
 impl TaskEventKind {
@@ -41,6 +43,7 @@ impl TaskEventKind {
             TaskEventKind::Succeeded => "succeeded",
             TaskEventKind::Failed => "failed",
             TaskEventKind::Preempted => "preempted",
+            TaskEventKind::Cancelled => "cancelled",
         }
     }
 }
@@ -61,16 +64,18 @@ pub struct TaskEvent {
     /// Priority, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
-    /// Attempt number, for started/retrying/succeeded/failed.
+    /// Attempt number, for started/retrying/succeeded/failed, and cancelled
+    /// when an attempt was stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
-    /// Agent, for started/retrying/succeeded/failed.
+    /// Agent, for started/retrying/succeeded/failed, and cancelled when an
+    /// attempt was stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     /// Queue subject, for queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
-    /// The error, for rejected/retrying/failed.
+    /// The error, for rejected/retrying/failed/cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
     /// Delay before the next attempt, for retrying (milliseconds).

@@ -10,6 +10,8 @@
 //! | `clawfleet.api.queues.list` | request/reply | clients | dispatcher |
 //! | `clawfleet.api.dlq.list` | request/reply | clients | dispatcher |
 //! | `clawfleet.api.queues.pause` / `.resume` | request/reply | operators | dispatcher |
+//! | `clawfleet.api.task.cancel` | request/reply | clients | dispatcher |
+//! | `clawfleet.api.dlq.get` / `.replay` | request/reply | operators | dispatcher |
 //! | `clawfleet.intake.<tenant>` | stream `CLAWFLEET_INTAKE` | clients | dispatcher |
 //! | `clawfleet.queue.<priority>.<region>.<capkey>.<tenant>` | stream `CLAWFLEET_QUEUE` | dispatcher | agents |
 //! | `clawfleet.results.<tenant>.<id>` | stream `CLAWFLEET_RESULTS` | agents | clients |
@@ -21,6 +23,7 @@
 //! | `clawfleet.api.agent.quarantine` / `.release` | request/reply | operators | health monitor |
 //! | `clawfleet.agent.ping.<agent_id>` | request/reply | health monitor | that agent |
 //! | `clawfleet.agent.lease.<agent_id>` | core NATS, not stored | that agent | health monitor |
+//! | `clawfleet.agent.cancel.<agent_id>` | core NATS, not stored | dispatcher | that agent |
 //!
 //! The tenant is always a single subject token so that a later security layer
 //! can grant a tenant's credentials its own subjects and nothing else.
@@ -44,6 +47,12 @@ pub const API_DLQ_LIST: &str = "clawfleet.api.dlq.list";
 pub const API_QUEUES_PAUSE: &str = "clawfleet.api.queues.pause";
 /// Request/reply: remove a pause rule.
 pub const API_QUEUES_RESUME: &str = "clawfleet.api.queues.resume";
+/// Request/reply: cancel a queued or running task.
+pub const API_TASK_CANCEL: &str = "clawfleet.api.task.cancel";
+/// Request/reply: read one dead letter by its stream sequence.
+pub const API_DLQ_GET: &str = "clawfleet.api.dlq.get";
+/// Request/reply: submit dead letters again as new tasks.
+pub const API_DLQ_REPLAY: &str = "clawfleet.api.dlq.replay";
 /// Queue group the dispatchers share for the request/reply API.
 pub const DISPATCHER_QUEUE_GROUP: &str = "clawfleet-dispatcher";
 /// Request/reply: every agent with its health, workload and failure rate.
@@ -162,6 +171,12 @@ pub fn agent_ping(agent_id: &str) -> String {
 /// once if the agent dies.
 pub fn agent_lease(agent_id: &str) -> String {
     format!("clawfleet.agent.lease.{agent_id}")
+}
+
+/// `clawfleet.agent.cancel.<agent_id>`: tells an agent to stop the attempt
+/// of a task whose cancel was requested (a [`crate::task::CancelNotice`]).
+pub fn agent_cancel(agent_id: &str) -> String {
+    format!("clawfleet.agent.cancel.{agent_id}")
 }
 
 /// `clawfleet.dlq.<reason>.<tenant>`

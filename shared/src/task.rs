@@ -126,6 +126,18 @@ pub struct TaskSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub prefer_region_until: Option<Timestamp>,
+    /// No attempt starts before this time. The dispatcher turns a submitted
+    /// `delay` into this absolute time; a time in the past means "now".
+    #[serde(
+        default,
+        with = "timefmt::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub not_before: Option<Timestamp>,
+    /// The dead letter this task replays, when it was submitted by
+    /// `clawfleet.api.dlq.replay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<ReplayOf>,
 }
 
 fn yes() -> bool {
@@ -134,6 +146,26 @@ fn yes() -> bool {
 
 fn is_true(b: &bool) -> bool {
     *b
+}
+
+/// The link from a replayed task to the dead letter it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayOf {
+    /// The original task's id, when the dead letter had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The dead letter's sequence in `CLAWFLEET_DLQ`.
+    pub dlq_seq: u64,
+}
+
+impl TaskSpec {
+    /// How long the task must still wait before an attempt may start, if at all.
+    pub fn wait_left(&self, now: Timestamp) -> Option<Duration> {
+        let not_before = self.not_before?;
+        let left = not_before - now;
+        (left > time::Duration::ZERO).then(|| left.unsigned_abs())
+    }
 }
 
 /// Which failures are worth another attempt.
@@ -264,12 +296,18 @@ pub enum Outcome {
     /// Stopped to free its slot for a waiting critical task and requeued at
     /// its own priority; does not count against `max_attempts`.
     Preempted,
+    /// The task was cancelled on request while this attempt ran. Not
+    /// counted against `max_attempts` (there is no next attempt anyway).
+    Cancelled,
 }
 
 impl Outcome {
     /// Whether an attempt that ended this way uses up one of `max_attempts`.
     pub fn is_charged(self) -> bool {
-        !matches!(self, Outcome::Returned | Outcome::Preempted)
+        !matches!(
+            self,
+            Outcome::Returned | Outcome::Preempted | Outcome::Cancelled
+        )
     }
 }
 
@@ -326,8 +364,9 @@ pub struct TaskRecord {
     /// The executor's result, once succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
-    /// Why the task failed, once failed. (Not named `error`: a reply with a
-    /// top-level `error` field is an API error.)
+    /// Why the task failed, once failed, or why it was cancelled (code
+    /// `cancelled`). (Not named `error`: a reply with a top-level `error`
+    /// field is an API error.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<ErrorBody>,
     /// When the task reached a final status.
@@ -337,6 +376,69 @@ pub struct TaskRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub finished_at: Option<Timestamp>,
+    /// Set when someone asked `clawfleet.api.task.cancel` to stop the task.
+    /// A queued task is `cancelled` at once; a running one stays `running`
+    /// with this block until its agent has stopped the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<CancelRequest>,
+}
+
+impl TaskRecord {
+    /// A record for a task that has just been queued on `queue`.
+    pub fn queued(spec: TaskSpec, queue: String, intake_seq: u64) -> Self {
+        Self {
+            spec,
+            status: TaskStatus::Queued,
+            queue,
+            intake_seq,
+            attempts: Vec::new(),
+            result: None,
+            failure: None,
+            finished_at: None,
+            cancel: None,
+        }
+    }
+
+    /// The attempt in progress, if any (the last one, still without an end).
+    pub fn open_attempt(&self) -> Option<&Attempt> {
+        self.attempts.last().filter(|a| a.ended_at.is_none())
+    }
+}
+
+/// A request to cancel a task, as recorded in [`TaskRecord::cancel`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// When the cancel was asked for.
+    #[serde(with = "timefmt")]
+    pub requested_at: Timestamp,
+    /// Why, as the requester said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl CancelRequest {
+    /// The error a cancelled task and its cancelled attempt carry.
+    pub fn error(&self) -> ErrorBody {
+        ErrorBody::new(
+            crate::ErrorCode::Cancelled,
+            match &self.reason {
+                Some(reason) => format!("cancelled on request: {reason}"),
+                None => "cancelled on request".to_string(),
+            },
+        )
+    }
+}
+
+/// Sent on `clawfleet.agent.cancel.<agent_id>` (core NATS) to the agent
+/// running a task whose cancel was requested: it stops the attempt at once.
+/// The record's `cancel` block stays the authority; an agent that misses
+/// this notice still settles the task `cancelled` when the attempt ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelNotice {
+    /// The task to stop.
+    pub task_id: String,
+    /// The attempt the requester saw running.
+    pub attempt: u32,
 }
 
 /// The one final message per task on `clawfleet.results.<tenant>.<id>`.
@@ -351,7 +453,8 @@ pub struct TaskResult {
     /// The executor's result, when succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
-    /// Why it failed, when failed.
+    /// Why it failed, when failed; why it was cancelled (code `cancelled`),
+    /// when cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
     /// How many attempts were made.
@@ -368,4 +471,29 @@ pub struct TaskResult {
     /// When it finished.
     #[serde(with = "timefmt")]
     pub finished_at: Timestamp,
+}
+
+impl TaskResult {
+    /// The result a final record stands for; `None` while the task is not final.
+    ///
+    /// `attempts` is the number of the last attempt (a cancelled or returned
+    /// attempt carries the number the next attempt would have reused).
+    pub fn from_record(record: &TaskRecord) -> Option<TaskResult> {
+        if !record.status.is_final() {
+            return None;
+        }
+        let spec = &record.spec;
+        Some(TaskResult {
+            id: spec.id.clone(),
+            tenant: spec.tenant.clone(),
+            status: record.status,
+            result: record.result.clone(),
+            error: record.failure.clone(),
+            attempts: record.attempts.iter().map(|a| a.attempt).max().unwrap_or(0),
+            agent: record.attempts.last().map(|a| a.agent.clone()),
+            labels: spec.labels.clone(),
+            submitted_at: spec.submitted_at,
+            finished_at: record.finished_at.unwrap_or_else(timefmt::now),
+        })
+    }
 }

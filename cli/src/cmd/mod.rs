@@ -44,14 +44,14 @@ pub enum Command {
     Submit(submit::SubmitArgs),
     /// Submit every task of a JSONL file and wait for their results.
     Batch(batch::BatchArgs),
-    /// Read tasks.
+    /// Read or cancel tasks.
     #[command(subcommand)]
     Task(task::TaskCommand),
     /// List the agents with their health, or quarantine and release one.
     Agents(agents::AgentsArgs),
     /// Show queue depths, or pause and resume queues.
     Queues(queues::QueuesArgs),
-    /// Read the dead-letter queue.
+    /// Read the dead-letter queue and replay its entries.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
     /// Print task lifecycle events as they happen.

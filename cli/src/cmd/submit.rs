@@ -47,6 +47,12 @@ pub struct SubmitArgs {
     /// Task id, also the idempotency key: the same id is never run twice.
     #[arg(long, value_name = "KEY")]
     id: Option<String>,
+    /// Start no earlier than this long after acceptance, e.g. 10m.
+    #[arg(long, value_name = "DURATION", conflicts_with = "not_before")]
+    delay: Option<String>,
+    /// Start no earlier than this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    not_before: Option<String>,
     /// A label, repeatable.
     #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
     labels: Vec<(String, String)>,
@@ -77,6 +83,8 @@ impl SubmitArgs {
             || self.payload.is_some()
             || self.timeout.is_some()
             || self.max_attempts.is_some()
+            || self.delay.is_some()
+            || self.not_before.is_some()
             || self.id.is_some()
             || !self.labels.is_empty()
     }
@@ -113,6 +121,8 @@ impl SubmitArgs {
         set("region", self.region.clone().map(Value::from));
         set("timeout", self.timeout.clone().map(Value::from));
         set("max_attempts", self.max_attempts.map(Value::from));
+        set("delay", self.delay.clone().map(Value::from));
+        set("not_before", self.not_before.clone().map(Value::from));
         if let Some(payload) = &self.payload {
             let payload: Value = serde_json::from_str(payload)
                 .context("while reading --payload (it must be JSON)")?;

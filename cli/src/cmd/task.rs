@@ -1,15 +1,16 @@
 //! `clawfleet task get ID`: a task's record, with every attempt.
+//! `clawfleet task cancel ID`: stop a task that has not finished.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clawfleet_shared::api::TaskGetRequest;
+use clawfleet_shared::api::{TaskCancelReply, TaskCancelRequest, TaskGetRequest};
 use clawfleet_shared::task::Attempt;
-use clawfleet_shared::{subjects, timefmt, TaskRecord};
+use clawfleet_shared::{subjects, timefmt, TaskRecord, TaskStatus};
 
 use super::Global;
 use crate::client::Api;
-use crate::output;
+use crate::{output, results};
 
 /// `clawfleet task ...`
 #[derive(Debug, clap::Subcommand)]
@@ -22,11 +23,44 @@ pub enum TaskCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Cancel a queued or running task: a queued one is cancelled at once,
+    /// a running one as soon as its agent has stopped it.
+    Cancel {
+        /// The task id.
+        id: String,
+        /// Report the task as not found unless it belongs to this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Why; kept in the record and in the result's error message.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Wait until the task is cancelled and print its result.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        wait_timeout: Duration,
+    },
 }
 
-/// Runs `task get`.
+/// Runs `task get` or `task cancel`.
 pub async fn run(global: &Global, cmd: TaskCommand) -> anyhow::Result<ExitCode> {
-    let TaskCommand::Get { id, tenant } = cmd;
+    match cmd {
+        TaskCommand::Get { id, tenant } => get(global, id, tenant).await,
+        TaskCommand::Cancel {
+            id,
+            tenant,
+            reason,
+            wait,
+            wait_timeout,
+        } => {
+            let request = TaskCancelRequest { id, tenant, reason };
+            cancel(global, request, wait.then_some(wait_timeout)).await
+        }
+    }
+}
+
+async fn get(global: &Global, id: String, tenant: Option<String>) -> anyhow::Result<ExitCode> {
     let api = Api::connect(global.url()).await?;
     let record: TaskRecord = api
         .request_json(subjects::API_TASK_GET, &TaskGetRequest { id, tenant })
@@ -37,6 +71,49 @@ pub async fn run(global: &Global, cmd: TaskCommand) -> anyhow::Result<ExitCode> 
         print_record(&record)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn cancel(
+    global: &Global,
+    request: TaskCancelRequest,
+    wait: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let api = Api::connect(global.url()).await?;
+    let reply: TaskCancelReply = api
+        .request_json(subjects::API_TASK_CANCEL, &request)
+        .await?;
+    let Some(timeout) = wait else {
+        if global.json {
+            output::print_json(&reply)?;
+        } else if reply.status == TaskStatus::Cancelled {
+            println!("{} cancelled", reply.id);
+        } else {
+            println!(
+                "{} cancel requested; agent {} is stopping it",
+                reply.id,
+                reply.agent.as_deref().unwrap_or("-")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    // The tenant of the task, to read its result.
+    let record: TaskRecord = api
+        .request_json(
+            subjects::API_TASK_GET,
+            &TaskGetRequest {
+                id: reply.id.clone(),
+                tenant: request.tenant.clone(),
+            },
+        )
+        .await?;
+    let result = results::wait_one(&api, &record.spec.tenant, &reply.id, timeout).await?;
+    output::print_json(&result)?;
+    // The agent may have finished the task before it heard of the cancel.
+    Ok(if result.status == TaskStatus::Cancelled {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_record(r: &TaskRecord) -> anyhow::Result<()> {
@@ -61,6 +138,27 @@ fn print_record(r: &TaskRecord) -> anyhow::Result<()> {
         println!("  labels     {}", labels.join(", "));
     }
     println!("  submitted  {}", output::datetime(spec.submitted_at));
+    if let Some(not_before) = spec.not_before {
+        println!("  not before {}", output::datetime(not_before));
+    }
+    if let Some(link) = &spec.replay_of {
+        println!(
+            "  replay of  {} (dead letter {})",
+            output::or_dash(link.id.as_deref()),
+            link.dlq_seq
+        );
+    }
+    if let Some(cancel) = &r.cancel {
+        println!(
+            "  cancel     requested {}{}",
+            output::datetime(cancel.requested_at),
+            cancel
+                .reason
+                .as_deref()
+                .map(|why| format!(": {why}"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(finished) = r.finished_at {
         let took = Duration::from_millis(timefmt::millis_between(spec.submitted_at, finished));
         println!(

@@ -5,6 +5,7 @@
 mod agents;
 mod batch;
 mod bench;
+mod control;
 mod read;
 mod submit;
 

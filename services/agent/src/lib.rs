@@ -7,11 +7,14 @@
 //! For each task it updates the record (`clawfleet-tasks`), runs the
 //! executor, publishes the result (`clawfleet.results.<tenant>.<id>`) and
 //! events (`clawfleet.events.task.*`), and acks, naks with back-off, or
-//! terminates the message.
+//! terminates the message. It hands a task back untouched until its
+//! `not_before`, and stops an attempt whose task is cancelled when told on
+//! `clawfleet.agent.cancel.<agent_id>`.
 //!
 //! It never validates or routes tasks (the dispatcher does) and never takes
 //! work from a queue it cannot serve.
 
+mod cancels;
 pub mod config;
 pub mod executor;
 mod peers;
@@ -105,6 +108,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tracing::warn!("the executor is not ready yet; the agent takes work once it is");
     }
     let peers = Arc::new(peers::Peers::default());
+    let cancels = Arc::new(cancels::Cancels::default());
 
     let runner = Arc::new(runner::Runner {
         agent_id: config.agent_id.clone(),
@@ -116,6 +120,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         peers: peers.clone(),
         avoid_for: config.avoid_for,
         avoiding: Mutex::new(HashMap::new()),
+        cancels: cancels.clone(),
     });
     let slots = Arc::new(Semaphore::new(config.max_concurrency as usize));
     let now = timefmt::now();
@@ -212,6 +217,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         topo.health.clone(),
         config.agent_id.clone(),
         vitals.clone(),
+        leaving.clone(),
+    ));
+    // Cancel notices are followed while draining too: a cancelled task must
+    // not hold up the drain.
+    background.spawn(cancels::listen(
+        client.clone(),
+        config.agent_id.clone(),
+        cancels,
         leaving.clone(),
     ));
     background.spawn(supervisor::answer_pings(

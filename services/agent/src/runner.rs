@@ -19,6 +19,16 @@
 //! A crash between any two steps leaves the message unacked; the next agent
 //! to get it resumes from the record (and publishes a result the record
 //! has but the results stream lacks).
+//!
+//! Two kinds of task control meet the runner:
+//! - a task delivered before its `not_before` is handed back at once with a
+//!   nak delayed by the time left, before the record is even read: nothing
+//!   is recorded and no attempt is charged;
+//! - a cancel request in the record wins over whatever the executor did: the
+//!   settling compare-and-set reads the record it writes, so a request
+//!   written while the attempt ran turns the attempt `cancelled` and the
+//!   task `cancelled` (result, event, message terminated). The dispatcher's
+//!   notice only stops the executor early (see [`crate::cancels`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +47,7 @@ use clawfleet_shared::{
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+use crate::cancels::Cancels;
 use crate::executor::{self, ExecError, Executor};
 use crate::peers::Peers;
 use crate::records::{self, RecordError, Versioned};
@@ -45,6 +56,9 @@ use crate::vitals::{RunningTask, Vitals};
 /// How long a task this agent passes over stays unavailable before any
 /// agent (another one, ideally) may take it.
 const AVOID_DELAY: Duration = Duration::from_millis(200);
+/// How long an executor told to stop (cancel or abort) may take to return
+/// before its attempt is dropped (which kills a `command` process).
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// What every attempt needs.
 pub struct Runner {
@@ -59,6 +73,19 @@ pub struct Runner {
     pub(crate) avoid_for: Duration,
     /// Tasks this agent is leaving to others, since when.
     pub(crate) avoiding: Mutex<HashMap<String, Instant>>,
+    /// The running attempts' cancellation tokens.
+    pub(crate) cancels: Arc<Cancels>,
+}
+
+/// How settling an attempt's outcome went.
+enum Settled {
+    /// The outcome is recorded.
+    Applied,
+    /// A cancel was requested meanwhile: the attempt and the task are
+    /// recorded `cancelled` instead (this record).
+    Cancelled(Box<TaskRecord>),
+    /// The task moved on without this agent; nothing was written.
+    MovedOn,
 }
 
 /// How the attempt's executor call ended.
@@ -80,6 +107,12 @@ impl Runner {
             Ok(spec) => spec,
             Err(e) => return self.poison(msg, e.to_string()).await,
         };
+        if let Some(wait) = spec.wait_left(timefmt::now()) {
+            // Not due yet: back to the queue until then, record untouched.
+            tracing::debug!(task_id = %spec.id, wait_ms = wait.as_millis() as u64, "task not due yet; handing it back until its not_before");
+            let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
+            return;
+        }
         let delivery = msg.info().map(|i| i.delivered).unwrap_or(1);
         let span = tracing::info_span!("task", task_id = %spec.id, tenant = %spec.tenant, agent_id = %self.agent_id, delivery);
         if let Some(wait) = self.not_yet(&msg, &spec) {
@@ -107,6 +140,9 @@ impl Runner {
         ack_wait: Duration,
         cancel: CancellationToken,
     ) -> Result<(), RecordError> {
+        // Registered before the record says running, so a cancel notice sent
+        // once it does finds the attempt.
+        let registration = self.cancels.register(&spec.id, &cancel);
         // First delivery: the record is as the dispatcher created it, at the
         // revision it passed along, so it need not be read. If it changed
         // meanwhile, the write below fails and we start over from a read.
@@ -137,6 +173,10 @@ impl Runner {
                 tracing::debug!(task_id = %spec.id, "dropping the second copy of a task");
                 let _ = msg.ack().await;
                 return Ok(());
+            }
+            if current.record.cancel.is_some() {
+                // Cancelled while an agent that has since vanished ran it.
+                return self.cancel_unstarted(msg, &spec, current).await;
             }
             if self.leave_to_others(&spec, &current.record) {
                 let _ = msg.ack_with(AckKind::Nak(Some(AVOID_DELAY))).await;
@@ -208,18 +248,20 @@ impl Runner {
             priority: spec.priority,
             preemptible: spec.preemptible,
             started: Instant::now(),
-            cancel: cancel.child_token(),
+            // The attempt's own token: preemption and cancel notices stop the same executor.
+            cancel: registration.token.clone(),
             preempted: AtomicBool::new(false),
         });
         self.vitals.track(&spec.id, running.clone());
-        let cancel = running.cancel.clone();
         let mut event = TaskEvent::new(TaskEventKind::Started, Some(spec.id.clone()), &spec.tenant);
         event.attempt = Some(attempt);
         event.agent = Some(self.agent_id.clone());
         event.priority = Some(spec.priority);
         emit::task_event(&self.client, &event).await;
 
-        let ended = self.execute(msg, &spec, attempt, ack_wait, cancel).await;
+        let ended = self
+            .execute(msg, &spec, attempt, ack_wait, registration.token.clone())
+            .await;
         let ended_at = timefmt::now();
         match ended {
             Ended::Ok(output) => {
@@ -236,7 +278,7 @@ impl Runner {
                     finished_at: ended_at,
                 };
                 let settled = self
-                    .settle(&spec.id, started, attempt, |r| {
+                    .settle(&spec.id, started, attempt, ended_at, |r| {
                         finish_attempt(r, attempt, ended_at, Outcome::Succeeded, None);
                         r.status = TaskStatus::Succeeded;
                         r.result = Some(output.result.clone());
@@ -244,8 +286,12 @@ impl Runner {
                         r.finished_at = Some(ended_at);
                     })
                     .await?;
-                if !settled {
-                    return Ok(());
+                match settled {
+                    Settled::Applied => {}
+                    Settled::Cancelled(record) => {
+                        return self.conclude_cancelled(msg, &record, Some(attempt)).await
+                    }
+                    Settled::MovedOn => return Ok(()),
                 }
                 self.publish_result(&result).await?;
                 self.vitals.completed.fetch_add(1, Ordering::Relaxed);
@@ -279,30 +325,35 @@ impl Runner {
                     )
                 };
                 let settled = self
-                    .settle(&spec.id, started, attempt, |r| {
+                    .settle(&spec.id, started, attempt, ended_at, |r| {
                         finish_attempt(r, attempt, ended_at, outcome, Some(error.clone()));
                         r.status = TaskStatus::Queued;
                     })
                     .await?;
-                if settled {
-                    if preempted {
-                        let mut event = TaskEvent::new(
-                            TaskEventKind::Preempted,
-                            Some(spec.id.clone()),
-                            &spec.tenant,
-                        );
-                        event.attempt = Some(attempt);
-                        event.agent = Some(self.agent_id.clone());
-                        event.priority = Some(spec.priority);
-                        event.error = Some(error);
-                        emit::task_event(&self.client, &event).await;
+                match settled {
+                    Settled::Applied => {
+                        if preempted {
+                            let mut event = TaskEvent::new(
+                                TaskEventKind::Preempted,
+                                Some(spec.id.clone()),
+                                &spec.tenant,
+                            );
+                            event.attempt = Some(attempt);
+                            event.agent = Some(self.agent_id.clone());
+                            event.priority = Some(spec.priority);
+                            event.error = Some(error);
+                            emit::task_event(&self.client, &event).await;
+                        }
+                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        Ok(())
                     }
-                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    Settled::Cancelled(record) => {
+                        self.conclude_cancelled(msg, &record, Some(attempt)).await
+                    }
+                    Settled::MovedOn => Ok(()),
                 }
-                Ok(())
             }
             other => {
-                self.vitals.failed.fetch_add(1, Ordering::Relaxed);
                 let (outcome, error, retryable) = match other {
                     Ended::TimedOut => (
                         Outcome::Timeout,
@@ -329,7 +380,7 @@ impl Runner {
                 tracing::info!(task_id = %spec.id, attempt, code = %error.code, "attempt failed: {}", error.message);
                 let retry = retryable && attempt < spec.max_attempts;
                 let settled = self
-                    .settle(&spec.id, started, attempt, |r| {
+                    .settle(&spec.id, started, attempt, ended_at, |r| {
                         finish_attempt(r, attempt, ended_at, outcome, Some(error.clone()));
                         if retry {
                             r.status = TaskStatus::Queued;
@@ -340,8 +391,14 @@ impl Runner {
                         }
                     })
                     .await?;
-                if !settled {
-                    return Ok(());
+                match settled {
+                    Settled::Applied => {
+                        self.vitals.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Settled::Cancelled(record) => {
+                        return self.conclude_cancelled(msg, &record, Some(attempt)).await
+                    }
+                    Settled::MovedOn => return Ok(()),
                 }
                 if retry {
                     let delay = backoff(&spec.retry, attempt);
@@ -377,19 +434,34 @@ impl Runner {
     ) -> Ended {
         let ctx = executor::Attempt {
             number: attempt,
-            cancel,
+            cancel: cancel.clone(),
         };
         let run = tokio::time::timeout(spec.timeout, self.executor.run(spec, &ctx));
         tokio::pin!(run);
         let every = (ack_wait / 3).max(Duration::from_millis(50));
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // Executors stop on the token; one that does not is dropped after a grace.
+        let mut stop_by: Option<tokio::time::Instant> = None;
         loop {
+            let grace_over = async {
+                match stop_by {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = &mut run => return match r {
                     Ok(Ok(out)) => Ended::Ok(out),
                     Ok(Err(e)) => Ended::Err(e),
                     Err(_) => Ended::TimedOut,
                 },
+                _ = cancel.cancelled(), if stop_by.is_none() => {
+                    stop_by = Some(tokio::time::Instant::now() + STOP_GRACE);
+                }
+                _ = grace_over => {
+                    tracing::warn!(task_id = %spec.id, "the executor did not stop when told to; dropping the attempt");
+                    return Ended::Err(ExecError::Cancelled);
+                }
                 _ = progress.tick() => {
                     if let Err(e) = msg.ack_with(AckKind::Progress).await {
                         tracing::debug!(error = %e, "could not send progress");
@@ -472,16 +544,7 @@ impl Runner {
         let number = |name: &str| headers.get(name)?.as_str().parse::<u64>().ok();
         let revision = number(subjects::HEADER_RECORD_REVISION)?;
         let intake_seq = number(subjects::HEADER_INTAKE_SEQ)?;
-        let record = TaskRecord {
-            spec: spec.clone(),
-            status: TaskStatus::Queued,
-            queue: msg.subject.to_string(),
-            intake_seq,
-            attempts: Vec::new(),
-            result: None,
-            failure: None,
-            finished_at: None,
-        };
+        let record = TaskRecord::queued(spec.clone(), msg.subject.to_string(), intake_seq);
         Some(Versioned { record, revision })
     }
 
@@ -492,16 +555,7 @@ impl Runner {
         spec: &TaskSpec,
         msg: &jetstream::Message,
     ) -> Result<Versioned, RecordError> {
-        let record = TaskRecord {
-            spec: spec.clone(),
-            status: TaskStatus::Queued,
-            queue: msg.subject.to_string(),
-            intake_seq: 0,
-            attempts: Vec::new(),
-            result: None,
-            failure: None,
-            finished_at: None,
-        };
+        let record = TaskRecord::queued(spec.clone(), msg.subject.to_string(), 0);
         let bytes = serde_json::to_vec(&record).expect("record encodes");
         match self.tasks.create(&spec.id, bytes.into()).await {
             Ok(revision) => Ok(Versioned { record, revision }),
@@ -543,32 +597,131 @@ impl Runner {
     }
 
     /// Applies `change` to the record if attempt `attempt` is still this
-    /// agent's open, current attempt of an unfinished task. Returns false
-    /// (and changes nothing) when the task moved on without this agent: it
-    /// was declared down or hung and the task was handed to another.
+    /// agent's open, current attempt of an unfinished task, unless a cancel
+    /// was requested meanwhile: then the attempt (ended at `ended_at`) and
+    /// the task are recorded `cancelled` instead. Changes nothing when the
+    /// task moved on without this agent: it was declared down or hung and
+    /// the task was handed to another.
     async fn settle(
         &self,
         id: &str,
         started: Versioned,
         attempt: u32,
+        ended_at: timefmt::Timestamp,
         change: impl Fn(&mut TaskRecord),
-    ) -> Result<bool, RecordError> {
-        let mut ours = true;
-        records::update(&self.tasks, id, Some(started), |r| {
-            ours = !r.status.is_final()
+    ) -> Result<Settled, RecordError> {
+        #[derive(Clone, Copy)]
+        enum Verdict {
+            Applied,
+            Cancelled,
+            MovedOn,
+        }
+        let mut verdict = Verdict::MovedOn;
+        // On a conflict (a cancel request, say) the record is read again and
+        // this is applied to what it says now.
+        let settled = records::update(&self.tasks, id, Some(started), |r| {
+            let ours = !r.status.is_final()
                 && r.attempts.last().is_some_and(|a| {
                     a.attempt == attempt && a.agent == self.agent_id && a.ended_at.is_none()
                 });
-            if ours {
-                change(r);
+            if !ours {
+                verdict = Verdict::MovedOn;
+                return false;
             }
-            ours
+            match r.cancel.clone() {
+                Some(request) => {
+                    let error = request.error();
+                    finish_attempt(
+                        r,
+                        attempt,
+                        ended_at,
+                        Outcome::Cancelled,
+                        Some(error.clone()),
+                    );
+                    r.status = TaskStatus::Cancelled;
+                    r.result = None;
+                    r.failure = Some(error);
+                    r.finished_at = Some(ended_at);
+                    verdict = Verdict::Cancelled;
+                }
+                None => {
+                    change(r);
+                    verdict = Verdict::Applied;
+                }
+            }
+            true
         })
         .await?;
-        if !ours {
-            tracing::warn!(task_id = %id, attempt, "the task moved to another agent while this attempt ran; dropping this attempt's outcome");
+        Ok(match verdict {
+            Verdict::Applied => Settled::Applied,
+            Verdict::Cancelled => {
+                tracing::info!(task_id = %id, attempt, "attempt stopped: the task was cancelled");
+                Settled::Cancelled(Box::new(settled.record))
+            }
+            Verdict::MovedOn => {
+                tracing::warn!(task_id = %id, attempt, "the task moved to another agent while this attempt ran; dropping this attempt's outcome");
+                Settled::MovedOn
+            }
+        })
+    }
+
+    /// A task whose cancel was requested while an agent that has since
+    /// vanished ran it: settle it `cancelled` without running it again.
+    async fn cancel_unstarted(
+        &self,
+        msg: &jetstream::Message,
+        spec: &TaskSpec,
+        current: Versioned,
+    ) -> Result<(), RecordError> {
+        let now = timefmt::now();
+        let mut cancelled = false;
+        let settled = records::update(&self.tasks, &spec.id, Some(current), |r| {
+            cancelled = false;
+            let Some(request) = r.cancel.clone().filter(|_| !r.status.is_final()) else {
+                return false;
+            };
+            close_open_attempts(r, now);
+            r.status = TaskStatus::Cancelled;
+            r.failure = Some(request.error());
+            r.finished_at = Some(now);
+            cancelled = true;
+            true
+        })
+        .await?;
+        if !cancelled {
+            // Final meanwhile: a stale delivery like any other.
+            self.ensure_result(&settled.record).await?;
+            let _ = msg.ack().await;
+            return Ok(());
         }
-        Ok(ours)
+        tracing::info!(task_id = %spec.id, "cancelled while its agent was lost; not running it again");
+        self.conclude_cancelled(msg, &settled.record, None).await
+    }
+
+    /// A task recorded `cancelled`: publish its result and the event, and
+    /// terminate the message. `stopped` is the attempt this agent stopped.
+    async fn conclude_cancelled(
+        &self,
+        msg: &jetstream::Message,
+        record: &TaskRecord,
+        stopped: Option<u32>,
+    ) -> Result<(), RecordError> {
+        if let Some(result) = TaskResult::from_record(record) {
+            self.publish_result(&result).await?;
+        }
+        let spec = &record.spec;
+        let mut event = TaskEvent::new(
+            TaskEventKind::Cancelled,
+            Some(spec.id.clone()),
+            &spec.tenant,
+        );
+        event.priority = Some(spec.priority);
+        event.attempt = stopped;
+        event.agent = stopped.map(|_| self.agent_id.clone());
+        event.error = record.failure.clone();
+        emit::task_event(&self.client, &event).await;
+        let _ = msg.ack_with(AckKind::Term).await;
+        Ok(())
     }
 
     /// Records the running task and tells the health monitor which message
@@ -609,26 +762,8 @@ impl Runner {
                     == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {}
             Err(e) => return Err(RecordError::Nats(e.to_string())),
         }
-        let status = record.status;
-        if !matches!(status, TaskStatus::Succeeded | TaskStatus::Failed) {
+        let Some(result) = TaskResult::from_record(record) else {
             return Ok(());
-        }
-        let charged = record
-            .attempts
-            .iter()
-            .filter(|a| a.outcome.is_none_or(Outcome::is_charged))
-            .count() as u32;
-        let result = TaskResult {
-            id: spec.id.clone(),
-            tenant: spec.tenant.clone(),
-            status,
-            result: record.result.clone(),
-            error: record.failure.clone(),
-            attempts: charged,
-            agent: record.attempts.last().map(|a| a.agent.clone()),
-            labels: spec.labels.clone(),
-            submitted_at: spec.submitted_at,
-            finished_at: record.finished_at.unwrap_or_else(timefmt::now),
         };
         tracing::info!(task_id = %spec.id, "publishing a result its record has but the results stream lacks");
         self.publish_result(&result).await

@@ -71,11 +71,13 @@ impl Admission {
         }
     }
 
-    /// Whether `spec` may enter; `rate_checked`: a dispatcher already took
-    /// its token (a request/reply submission on its way through intake).
-    pub async fn admit(&self, spec: &TaskSpec, rate_checked: bool) -> Result<(), ErrorBody> {
-        let policy = self.tenants.get(&spec.tenant);
-        let restricted = policy.is_some_and(|t| t.dedicated_only);
+    /// Whether some agent profile can run `spec` (the first check of
+    /// [`Admission::admit`], which takes no quota).
+    pub async fn runnable(&self, spec: &TaskSpec) -> Result<(), ErrorBody> {
+        let restricted = self
+            .tenants
+            .get(&spec.tenant)
+            .is_some_and(|t| t.dedicated_only);
         self.catalogue
             .check(
                 &spec.requires,
@@ -83,7 +85,14 @@ impl Admission {
                 &spec.tenant,
                 restricted,
             )
-            .await?;
+            .await
+    }
+
+    /// Whether `spec` may enter; `rate_checked`: a dispatcher already took
+    /// its token (a request/reply submission on its way through intake).
+    pub async fn admit(&self, spec: &TaskSpec, rate_checked: bool) -> Result<(), ErrorBody> {
+        let policy = self.tenants.get(&spec.tenant);
+        self.runnable(spec).await?;
         let Some(policy) = policy else {
             return Ok(());
         };

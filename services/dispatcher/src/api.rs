@@ -2,15 +2,13 @@
 //! `clawfleet-dispatcher`, so any number of dispatchers share it).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv};
+use async_nats::jetstream::{self, kv};
 use async_nats::{HeaderMap, Message};
 use bytes::Bytes;
 use clawfleet_shared::agent::{AgentInfo, QueueEntry};
 use clawfleet_shared::api::{
-    AgentsReply, DlqEntry, DlqListReply, DlqListRequest, PauseRule, PausedReply, QueueDepth,
-    QueuesReply, SubmitReply, TaskGetRequest,
+    AgentsReply, PauseRule, PausedReply, QueueDepth, QueuesReply, SubmitReply, TaskGetRequest,
 };
 use clawfleet_shared::error::ErrorReply;
 use clawfleet_shared::{subjects, ErrorBody, ErrorCode, Priority, TaskRecord, TaskStatus};
@@ -22,13 +20,10 @@ use tokio_util::task::TaskTracker;
 use ulid::Ulid;
 
 use crate::admission::Admission;
-use crate::validate::{self, Bounds};
+use crate::validate::{self, Bounds, Draft};
 
 /// Requests handled at once per dispatcher; more wait in the subscription.
 const MAX_CONCURRENT_REQUESTS: usize = 1024;
-/// Default and largest `limit` of `dlq.list`.
-const DLQ_DEFAULT_LIMIT: usize = 100;
-const DLQ_MAX_LIMIT: usize = 1000;
 
 /// What the API handlers need.
 pub struct Api {
@@ -41,15 +36,15 @@ pub struct Api {
     pub(crate) bounds: Bounds,
 }
 
-type Reply = Result<Bytes, ErrorBody>;
+pub(crate) type Reply = Result<Bytes, ErrorBody>;
 
-fn ok<T: Serialize>(body: &T) -> Reply {
+pub(crate) fn ok<T: Serialize>(body: &T) -> Reply {
     serde_json::to_vec(body)
         .map(Bytes::from)
         .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
 }
 
-fn internal(context: &str, e: impl std::fmt::Display) -> ErrorBody {
+pub(crate) fn internal(context: &str, e: impl std::fmt::Display) -> ErrorBody {
     ErrorBody::new(ErrorCode::Unavailable, format!("{context}: {e}"))
 }
 
@@ -73,6 +68,9 @@ impl Api {
             subjects::API_DLQ_LIST,
             subjects::API_QUEUES_PAUSE,
             subjects::API_QUEUES_RESUME,
+            subjects::API_TASK_CANCEL,
+            subjects::API_DLQ_GET,
+            subjects::API_DLQ_REPLAY,
         ] {
             match self.client.queue_subscribe(subject, group.clone()).await {
                 Ok(sub) => subs.push(sub),
@@ -127,6 +125,9 @@ impl Api {
             subjects::API_DLQ_LIST => self.dlq_list(&msg.payload).await,
             subjects::API_QUEUES_PAUSE => self.pause(&msg.payload, true).await,
             subjects::API_QUEUES_RESUME => self.pause(&msg.payload, false).await,
+            subjects::API_TASK_CANCEL => self.task_cancel(&msg.payload).await,
+            subjects::API_DLQ_GET => self.dlq_get(&msg.payload).await,
+            subjects::API_DLQ_REPLAY => self.dlq_replay(&msg.payload).await,
             other => Err(ErrorBody::new(
                 ErrorCode::InvalidRequest,
                 format!("unknown API subject {other}"),
@@ -144,6 +145,13 @@ impl Api {
 
     async fn submit(&self, payload: &[u8]) -> Reply {
         let draft = validate::parse(payload, None, &self.bounds)?;
+        ok(&self.submit_draft(draft).await?)
+    }
+
+    /// Checks a validated task against admission (catalogue, quotas) and the
+    /// records, then stores it in intake (the pipeline records and routes it
+    /// from there). Shared by `api.submit` and `api.dlq.replay`.
+    pub(crate) async fn submit_draft(&self, draft: Draft) -> Result<SubmitReply, ErrorBody> {
         self.admission.admit(&draft.spec, false).await?;
         if let Some(id) = &draft.id {
             if let Some(record) = self.record(id).await? {
@@ -153,7 +161,7 @@ impl Api {
                         format!("id {id:?} is already used by another tenant"),
                     ));
                 }
-                return ok(&SubmitReply {
+                return Ok(SubmitReply {
                     id: id.clone(),
                     status: record.status,
                     duplicate: true,
@@ -178,14 +186,14 @@ impl Api {
             .map_err(|e| internal("while submitting", e))?
             .await
             .map_err(|e| internal("while submitting", e))?;
-        ok(&SubmitReply {
+        Ok(SubmitReply {
             id: spec.id,
             status: TaskStatus::Queued,
             duplicate: ack.duplicate,
         })
     }
 
-    async fn record(&self, id: &str) -> Result<Option<TaskRecord>, ErrorBody> {
+    pub(crate) async fn record(&self, id: &str) -> Result<Option<TaskRecord>, ErrorBody> {
         match self.tasks.get(id).await {
             Ok(Some(bytes)) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
                 ErrorBody::new(ErrorCode::Internal, format!("unreadable record {id}: {e}"))
@@ -330,78 +338,6 @@ impl Api {
             paused,
             intake_pending,
         })
-    }
-
-    async fn dlq_list(&self, payload: &[u8]) -> Reply {
-        let req: DlqListRequest = if payload.is_empty() {
-            DlqListRequest::default()
-        } else {
-            serde_json::from_slice(payload).map_err(|e| {
-                ErrorBody::new(
-                    ErrorCode::InvalidRequest,
-                    format!("bad dlq.list request: {e}"),
-                )
-            })?
-        };
-        let limit = req
-            .limit
-            .unwrap_or(DLQ_DEFAULT_LIMIT)
-            .clamp(1, DLQ_MAX_LIMIT);
-        if let Some(tenant) = req.tenant.as_deref() {
-            // `_` holds entries with no valid tenant (poison and unreadable intake).
-            if tenant != subjects::ANY && !validate::is_tenant(tenant) {
-                return Err(ErrorBody::new(
-                    ErrorCode::InvalidTenant,
-                    format!("tenant {tenant:?} is not a valid tenant name"),
-                ));
-            }
-        }
-        let filter = subjects::dlq(
-            req.reason.map_or("*", |r| r.as_str()),
-            req.tenant.as_deref().unwrap_or("*"),
-        );
-        let stream = self
-            .js
-            .get_stream_no_info(subjects::STREAM_DLQ)
-            .await
-            .map_err(|e| internal("while opening DLQ stream", e))?;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: filter,
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| internal("while reading DLQ", e))?;
-        let mut consumer = consumer;
-        let pending = consumer
-            .info()
-            .await
-            .map(|i| i.num_pending)
-            .map_err(|e| internal("while reading DLQ", e))?;
-        let mut entries = std::collections::VecDeque::with_capacity(limit);
-        if pending > 0 {
-            let mut messages = consumer
-                .messages()
-                .await
-                .map_err(|e| internal("while reading DLQ", e))?;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, messages.next()).await {
-                let info = msg.info().ok().map(|i| (i.stream_sequence, i.pending));
-                if let Ok(mut entry) = serde_json::from_slice::<DlqEntry>(&msg.payload) {
-                    entry.seq = info.map(|i| i.0);
-                    if entries.len() == limit {
-                        entries.pop_front();
-                    }
-                    entries.push_back(entry);
-                }
-                if info.is_none_or(|i| i.1 == 0) {
-                    break;
-                }
-            }
-        }
-        let entries: Vec<DlqEntry> = entries.into_iter().rev().collect();
-        ok(&DlqListReply { entries })
     }
 }
 

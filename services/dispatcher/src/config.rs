@@ -28,6 +28,11 @@ pub struct Config {
     /// Longest `timeout` a task may ask for.
     #[serde(with = "humantime_serde")]
     pub max_task_timeout: Duration,
+    /// Longest a task may wait before it starts (`delay`, or `not_before`
+    /// counted from acceptance). Less than `limits.records_max_age`, so a
+    /// waiting task's record is still there when it starts.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
     /// How long an agent may hold a task without acking or sending progress
     /// before JetStream redelivers it to another agent.
     #[serde(with = "humantime_serde")]
@@ -99,6 +104,7 @@ impl Default for Config {
             max_payload_bytes: 256 * 1024,
             max_attempts_limit: 20,
             max_task_timeout: Duration::from_secs(24 * 3600),
+            max_delay: Duration::from_secs(6 * 24 * 3600),
             task_ack_wait: Duration::from_secs(30),
             intake_ack_wait: Duration::from_secs(10),
             intake_concurrency: 256,
@@ -152,6 +158,18 @@ impl Config {
             return Err(ConfigError::invalid(
                 "intake_concurrency",
                 "must be between 1 and 10000",
+            ));
+        }
+        // A record expires `records_max_age` after its last change, and a
+        // waiting task's record does not change until an agent starts it.
+        // (Zero means records never expire.)
+        if !self.limits.records_max_age.is_zero() && self.max_delay >= self.limits.records_max_age {
+            return Err(ConfigError::invalid(
+                "max_delay",
+                format!(
+                    "must be less than limits.records_max_age ({}), or a waiting task's record expires before it starts",
+                    humantime::format_duration(self.limits.records_max_age)
+                ),
             ));
         }
         if self.limits.agent_ttl < Duration::from_secs(1) {
@@ -240,6 +258,7 @@ impl Config {
             retry: self.retry.clone(),
             tenants: Arc::new(self.tenants.clone()),
             prefer_region_wait: self.routing.prefer_region_wait,
+            max_delay: self.max_delay,
         }
     }
 
@@ -267,5 +286,21 @@ impl Config {
     /// The policy of `tenant` (defaults for tenants not in config).
     pub fn tenant(&self, tenant: &str) -> TenantConfig {
         self.tenants.get(tenant).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delay_longer_than_records_live_is_refused_at_start_up() {
+        assert!(Config::default().validate().is_ok());
+        let config = Config {
+            max_delay: Duration::from_secs(7 * 24 * 3600),
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("max_delay"), "{error}");
     }
 }

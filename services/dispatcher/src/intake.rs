@@ -243,16 +243,7 @@ impl Intake {
                 }
             }
         };
-        let record = TaskRecord {
-            spec,
-            status: TaskStatus::Queued,
-            queue: queue.clone(),
-            intake_seq: seq,
-            attempts: Vec::new(),
-            result: None,
-            failure: None,
-            finished_at: None,
-        };
+        let record = TaskRecord::queued(spec, queue.clone(), seq);
         let record_bytes = serde_json::to_vec(&record).expect("task record encodes");
         match self
             .tasks

@@ -9,7 +9,10 @@
 //! `clawfleet.queue.<priority>.<region>.<capabilities>`, rejecting what the
 //! fleet cannot run into the dead-letter stream with its reason. It also
 //! answers the read-side API (`task.get`, `agents.list`, `queues.list`,
-//! `dlq.list`).
+//! `dlq.list`, `dlq.get`) and the control API: `task.cancel` (it settles a
+//! task that has not started and tells the agent running one to stop it, on
+//! `clawfleet.agent.cancel.<agent_id>`) and `dlq.replay` (it submits dead
+//! letters again as new tasks).
 //!
 //! It never runs tasks and never pushes work to an agent: agents pull. All
 //! of its state is in JetStream, so any number of dispatchers can run side
@@ -17,8 +20,10 @@
 
 pub mod admission;
 pub mod api;
+mod cancel;
 pub mod catalogue;
 pub mod config;
+mod dead_letters;
 pub mod intake;
 pub mod router;
 pub mod validate;

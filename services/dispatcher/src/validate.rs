@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clawfleet_shared::agent::Strategy;
 use clawfleet_shared::config::is_token;
-use clawfleet_shared::task::{RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT};
-use clawfleet_shared::timefmt;
+use clawfleet_shared::task::{ReplayOf, RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT};
+use clawfleet_shared::timefmt::{self, Timestamp};
 use clawfleet_shared::{ErrorBody, ErrorCode, Priority, TaskSpec};
 use serde_json::{Map, Value};
 
@@ -27,7 +27,7 @@ pub const MAX_LABELS: usize = 32;
 /// Shortest allowed task timeout.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 17] = [
     "id",
     "tenant",
     "priority",
@@ -42,6 +42,9 @@ const FIELDS: [&str; 14] = [
     "preemptible",
     "prefer_region",
     "prefer_region_until",
+    "not_before",
+    "delay",
+    "replay_of",
 ];
 
 /// Bounds and defaults that come from the dispatcher's config.
@@ -59,6 +62,8 @@ pub struct Bounds {
     pub tenants: Arc<BTreeMap<String, TenantConfig>>,
     /// How long a task waits for its `prefer_region` before any region may run it.
     pub prefer_region_wait: Duration,
+    /// Longest a task may wait for its `not_before`, counted from acceptance.
+    pub max_delay: Duration,
 }
 
 /// One tenant's policy: defaults for its tasks, its share of the fleet,
@@ -315,6 +320,9 @@ pub fn parse(
         }
     };
 
+    let not_before = not_before(obj.remove("not_before"), obj.remove("delay"), bounds)?;
+    let replay_of = replay_of(obj.remove("replay_of"))?;
+
     Ok(Draft {
         id,
         spec: TaskSpec {
@@ -334,8 +342,99 @@ pub fn parse(
                 .as_ref()
                 .map(|_| prefer_region_until.unwrap_or(submitted_at + bounds.prefer_region_wait)),
             prefer_region,
+            not_before,
+            replay_of,
         },
     })
+}
+
+/// `not_before` (RFC 3339) or `delay` (a duration from now), at most one of
+/// them, as the absolute time before which no attempt starts. A time in the
+/// past is kept as given: it means "now".
+fn not_before(
+    at: Option<Value>,
+    delay: Option<Value>,
+    bounds: &Bounds,
+) -> Result<Option<Timestamp>, ErrorBody> {
+    let now = timefmt::now();
+    let too_far = || {
+        err(
+            ErrorCode::InvalidDelay,
+            format!(
+                "a task may wait at most {} before it starts",
+                humantime::format_duration(bounds.max_delay)
+            ),
+        )
+    };
+    let at = match (at.filter(|v| !v.is_null()), delay.filter(|v| !v.is_null())) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                ErrorCode::InvalidDelay,
+                "give not_before or delay, not both",
+            ))
+        }
+        (Some(Value::String(s)), None) => {
+            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| {
+                    err(
+                        ErrorCode::InvalidDelay,
+                        format!("not_before {s:?} is not an RFC 3339 time: {e}"),
+                    )
+                })?
+        }
+        (Some(other), None) => {
+            return Err(err(
+                ErrorCode::InvalidDelay,
+                format!("not_before must be an RFC 3339 string, got {other}"),
+            ))
+        }
+        (None, Some(Value::String(s))) => {
+            let delay = humantime::parse_duration(&s).map_err(|e| {
+                err(
+                    ErrorCode::InvalidDelay,
+                    format!("delay {s:?} is not a duration like \"30s\" or \"2h\": {e}"),
+                )
+            })?;
+            if delay > bounds.max_delay {
+                return Err(too_far());
+            }
+            now + delay
+        }
+        (None, Some(other)) => {
+            return Err(err(
+                ErrorCode::InvalidDelay,
+                format!("delay must be a duration string like \"30s\", got {other}"),
+            ))
+        }
+    };
+    if at - now > bounds.max_delay {
+        return Err(too_far());
+    }
+    Ok(Some(at))
+}
+
+/// The link to a dead letter, set by `dlq.replay` (and checked like any
+/// other field, since it comes back through intake).
+fn replay_of(value: Option<Value>) -> Result<Option<ReplayOf>, ErrorBody> {
+    let value = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    let bad = |why: String| {
+        err(
+            ErrorCode::InvalidTask,
+            format!("replay_of must be {{\"dlq_seq\": N, \"id\"?: \"...\"}}: {why}"),
+        )
+    };
+    let link: ReplayOf = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    if link.dlq_seq == 0 {
+        return Err(bad("dlq_seq starts at 1".into()));
+    }
+    if link.id.as_deref().is_some_and(|id| !is_id(id)) {
+        return Err(bad("id is not a task id".into()));
+    }
+    Ok(Some(link))
 }
 
 /// A submitted retry policy: each field given overrides the default's.
@@ -546,6 +645,7 @@ mod tests {
                 },
             )])),
             prefer_region_wait: Duration::from_secs(30),
+            max_delay: Duration::from_secs(3600),
         }
     }
 
@@ -672,6 +772,63 @@ mod tests {
         assert_eq!(code(&long), ErrorCode::IdTooLong);
         let big = format!(r#"{{"tenant":"a","payload":"{}"}}"#, "x".repeat(2000));
         assert_eq!(code(&big), ErrorCode::PayloadTooLarge);
+    }
+
+    #[test]
+    fn a_delay_becomes_an_absolute_not_before_within_max_delay() {
+        let spec = parse(br#"{"tenant":"a","delay":"90s"}"#, None, &bounds())
+            .unwrap()
+            .spec;
+        let wait = spec.not_before.unwrap() - spec.submitted_at;
+        assert!(wait >= time::Duration::seconds(90) && wait < time::Duration::seconds(91));
+        let past = parse(
+            br#"{"tenant":"a","not_before":"2020-01-01T00:00:00Z"}"#,
+            None,
+            &bounds(),
+        )
+        .unwrap()
+        .spec;
+        assert_eq!(
+            past.wait_left(timefmt::now()),
+            None,
+            "a past time means now"
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","delay":"1s","not_before":"2020-01-01T00:00:00Z"}"#),
+            ErrorCode::InvalidDelay
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","delay":"2h"}"#),
+            ErrorCode::InvalidDelay
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","delay":30}"#),
+            ErrorCode::InvalidDelay
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","not_before":"next week"}"#),
+            ErrorCode::InvalidDelay
+        );
+    }
+
+    #[test]
+    fn a_replay_link_must_name_a_dead_letter() {
+        let spec = parse(
+            br#"{"tenant":"a","replay_of":{"id":"t1","dlq_seq":4}}"#,
+            None,
+            &bounds(),
+        )
+        .unwrap()
+        .spec;
+        assert_eq!(spec.replay_of.unwrap().dlq_seq, 4);
+        assert_eq!(
+            code(r#"{"tenant":"a","replay_of":{"dlq_seq":0}}"#),
+            ErrorCode::InvalidTask
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","replay_of":{"id":"a.b","dlq_seq":1}}"#),
+            ErrorCode::InvalidTask
+        );
     }
 
     #[test]
