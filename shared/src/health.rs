@@ -75,10 +75,33 @@ pub struct HealthEntry {
     /// Whether recovery failed and the monitor escalated (cleared when healthy again).
     #[serde(default)]
     pub escalated: bool,
+    /// When the monitor last wrote (confirmed) this verdict.
+    #[serde(
+        default,
+        with = "timefmt::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub checked_at: Option<Timestamp>,
+    /// How long after `checked_at` an agent may trust the verdict. The
+    /// monitor confirms verdicts that keep an agent out of the pool well
+    /// within this time; an agent whose verdict has run out (no monitor is
+    /// running any more) takes work again rather than stay out forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_for_ms: Option<u64>,
 }
 
 impl HealthEntry {
-    /// Whether an agent with this entry may pull new work.
+    /// Whether the verdict has run out at `now` (see [`HealthEntry::valid_for_ms`]).
+    pub fn expired(&self, now: Timestamp) -> bool {
+        match (self.checked_at, self.valid_for_ms) {
+            (Some(at), Some(ms)) => now - at > time::Duration::milliseconds(ms as i64),
+            _ => false,
+        }
+    }
+}
+
+impl HealthEntry {
+    /// Whether an agent with this entry may pull new work (whatever its age).
     pub fn takes_work(&self) -> bool {
         self.quarantine.is_none()
             && matches!(self.state, HealthState::Healthy | HealthState::Suspect)

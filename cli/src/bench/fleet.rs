@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::Api;
 
+/// Fleets started by this process, so each fleet's agents have ids of their own.
+static FLEETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// How long every agent may take to show up in `agents.list`.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// An idle agent looks for work this often without a wake-up signal
@@ -89,7 +92,11 @@ impl Fleet {
         for (n, spec) in agents.iter().enumerate() {
             let config = clawfleet_agent::Config {
                 nats_url: url.to_string(),
-                agent_id: format!("bench-{}-{n}", std::process::id()),
+                agent_id: format!(
+                    "bench-{}-{}-{n}",
+                    std::process::id(),
+                    FLEETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ),
                 capabilities: spec.capabilities.clone(),
                 region: spec.region.clone(),
                 max_concurrency: concurrency as u32,

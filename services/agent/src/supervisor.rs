@@ -18,7 +18,7 @@ use async_nats::jetstream::kv;
 use clawfleet_shared::agent::PingReply;
 use clawfleet_shared::events::{AgentEvent, AgentEventKind};
 use clawfleet_shared::health::HealthEntry;
-use clawfleet_shared::{emit, subjects, watch};
+use clawfleet_shared::{emit, subjects, timefmt, watch};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -101,36 +101,64 @@ pub async fn executor(
     }
 }
 
-/// Follows this agent's entry in the health bucket until `stop`.
+/// Follows this agent's entry in the health bucket until `stop`. A verdict
+/// that keeps the agent out of the pool is trusted only until it runs out
+/// (see `HealthEntry::valid_for_ms`): with no monitor confirming it any
+/// more, the agent takes work again instead of staying out forever.
 pub async fn monitor_verdict(
     health: kv::Store,
     agent_id: String,
     vitals: Arc<Vitals>,
     stop: CancellationToken,
 ) {
-    watch::follow(&health, &agent_id, true, &stop, |entry| {
-        let allows = match entry.operation {
+    let current: std::sync::Mutex<Option<HealthEntry>> = std::sync::Mutex::new(None);
+    let follow = watch::follow(&health, &agent_id, true, &stop, |entry| {
+        let verdict = match entry.operation {
             kv::Operation::Put => match serde_json::from_slice::<HealthEntry>(&entry.value) {
                 Ok(h) => {
                     if !h.takes_work() {
                         tracing::warn!(state = %h.state, reason = %h.reason, quarantined = h.quarantine.is_some(), "the health monitor took this agent out of the pool");
                     }
-                    Some(h.takes_work())
+                    Some(Some(h))
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "unreadable health entry; ignoring it");
                     None
                 }
             },
-            _ => Some(true),
+            _ => Some(None),
         };
-        if let Some(allows) = allows {
+        if let Some(verdict) = verdict {
+            let allows = verdict
+                .as_ref()
+                .is_none_or(|h| h.takes_work() || h.expired(timefmt::now()));
+            *current.lock().expect("verdict lock") = verdict;
             vitals.set_monitor_allows(allows);
         }
         std::future::ready(())
-    })
-    .await;
+    });
+    let expiry = async {
+        loop {
+            tokio::time::sleep(VERDICT_CHECK).await;
+            let expired = current
+                .lock()
+                .expect("verdict lock")
+                .as_ref()
+                .is_some_and(|h| !h.takes_work() && h.expired(timefmt::now()));
+            if expired && !vitals.monitor_allows() {
+                tracing::warn!("the health monitor's verdict ran out and was not confirmed (is a monitor running?); taking work again");
+                vitals.set_monitor_allows(true);
+            }
+        }
+    };
+    tokio::select! {
+        _ = follow => {}
+        _ = expiry => {}
+    }
 }
+
+/// How often an agent held out of the pool checks whether its verdict ran out.
+const VERDICT_CHECK: Duration = Duration::from_secs(1);
 
 /// Answers the health monitor's pings until `stop`.
 pub async fn answer_pings(

@@ -150,6 +150,11 @@ impl Vitals {
         }
     }
 
+    /// Whether the health monitor lets this agent take work.
+    pub fn monitor_allows(&self) -> bool {
+        self.monitor_allows.load(Ordering::Relaxed)
+    }
+
     /// Whether the work loop may pull now.
     pub fn pulling(&self) -> bool {
         *self.gate.borrow()

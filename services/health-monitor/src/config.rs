@@ -36,6 +36,11 @@ pub struct Config {
     pub ping_failures: u32,
     /// Answered pings in a row a `recovering` agent needs to be `healthy`.
     pub recovery_pings: u32,
+    /// How often the monitor confirms the verdicts that keep agents out of
+    /// the pool; agents trust a verdict for three times this, so that when
+    /// no monitor runs any more they take work again.
+    #[serde(with = "humantime_serde")]
+    pub verdict_refresh: Duration,
     /// An agent down this long is forgotten (its entry removed).
     #[serde(with = "humantime_serde")]
     pub forget_after: Duration,
@@ -85,6 +90,7 @@ impl Default for Config {
             ping_timeout: Duration::from_secs(1),
             ping_failures: 3,
             recovery_pings: 2,
+            verdict_refresh: Duration::from_secs(10),
             forget_after: Duration::from_secs(3600),
             window: Duration::from_secs(600),
             quarantine: QuarantinePolicy::default(),
@@ -146,6 +152,11 @@ impl Config {
         )?;
         at_least("ping_timeout", self.ping_timeout, Duration::from_millis(10))?;
         at_least("window", self.window, Duration::from_secs(1))?;
+        at_least(
+            "verdict_refresh",
+            self.verdict_refresh,
+            Duration::from_millis(100),
+        )?;
         if self.forget_after < self.escalation.down_for {
             return Err(ConfigError::invalid(
                 "forget_after",

@@ -166,6 +166,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     tracker.spawn(monitor.clone().follow_outcomes(events, stop.clone()));
     tracker.spawn(monitor.clone().judge(stop.clone()));
     tracker.spawn(monitor.clone().ping(stop.clone()));
+    tracker.spawn(monitor.clone().confirm(stop.clone()));
     tracker.spawn(
         monitor
             .clone()
@@ -290,6 +291,19 @@ impl Monitor {
         }
     }
 
+    /// Re-writes the verdicts that keep agents out of the pool, so they do
+    /// not run out while this monitor runs.
+    async fn confirm(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.verdict_refresh) => {}
+                _ = stop.cancelled() => return,
+            }
+            let actions = self.fleet().holding_out();
+            self.perform(actions).await;
+        }
+    }
+
     async fn ping(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.config.ping_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -325,7 +339,9 @@ impl Monitor {
         let mut handed_back = false;
         for action in actions {
             match action {
-                Action::Persist(entry) => {
+                Action::Persist(mut entry) => {
+                    entry.checked_at = Some(clawfleet_shared::timefmt::now());
+                    entry.valid_for_ms = Some(self.config.verdict_refresh.as_millis() as u64 * 3);
                     let bytes = serde_json::to_vec(&entry).expect("health entry encodes");
                     if let Err(e) = self.health.put(&entry.agent_id, bytes.into()).await {
                         tracing::warn!(agent_id = %entry.agent_id, error = %e, "could not store a health entry");

@@ -87,6 +87,8 @@ impl Tracked {
                 since: timefmt::now(),
                 quarantine: None,
                 escalated: false,
+                checked_at: None,
+                valid_for_ms: None,
             },
             state_since: now,
             leases: HashMap::new(),
@@ -501,6 +503,16 @@ impl Fleet {
         })
     }
 
+    /// The verdicts that keep agents out of the pool, to be confirmed
+    /// before agents stop trusting them.
+    pub fn holding_out(&self) -> Vec<Action> {
+        self.agents
+            .values()
+            .filter(|t| !t.entry.takes_work())
+            .map(|t| Action::Persist(t.entry.clone()))
+            .collect()
+    }
+
     /// The fleet state API's answer.
     pub fn state(&self) -> FleetState {
         let (attempts, failures) = self.totals();
@@ -761,6 +773,8 @@ mod tests {
                 since: timefmt::now(),
                 quarantine: None,
                 escalated: false,
+                checked_at: None,
+                valid_for_ms: None,
             },
             t0,
         );

@@ -157,6 +157,7 @@ pub fn monitor_config(nats_url: &str) -> clawfleet_health_monitor::Config {
         ping_timeout: Duration::from_millis(200),
         ping_failures: 2,
         recovery_pings: 2,
+        verdict_refresh: Duration::from_millis(300),
         ..Default::default()
     }
 }

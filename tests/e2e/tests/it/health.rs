@@ -442,3 +442,43 @@ async fn a_restarted_monitor_rebuilds_from_nats_without_a_storm_of_false_downs()
         .unwrap();
     assert_eq!(down.subject.as_str(), subjects::agent_event("down", "m2"));
 }
+
+#[tokio::test]
+async fn a_verdict_holds_while_the_monitor_confirms_it_and_runs_out_when_no_monitor_does() {
+    let (mut fleet, monitor) = fleet_with_monitor().await;
+    fleet.agent("held", &[], None).await;
+    wait_for("the monitor to know the agent", FINISH, || async {
+        agent_status(&fleet.client, "held").await
+    })
+    .await;
+    let _: Option<HealthEntry> = request(
+        &fleet.client,
+        subjects::API_AGENT_QUARANTINE,
+        serde_json::to_vec(&AgentControl {
+            agent_id: "held".into(),
+            reason: Some("maintenance".into()),
+        })
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    // Three times the 300 ms validity: confirmed all along, still held.
+    tokio::time::sleep(Duration::from_millis(2700)).await;
+    let id = submit_ids(
+        &fleet,
+        vec![json!({"tenant": "acme", "payload": {"op": "echo"}})],
+    )
+    .await
+    .remove(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        task_get(&fleet.client, &id).await.unwrap().status,
+        TaskStatus::Queued,
+        "a quarantined agent took work"
+    );
+    // No monitor any more: the unconfirmed verdict runs out and work flows.
+    monitor.kill().await;
+    let r = wait_final(&fleet.client, &id, FINISH).await;
+    assert_eq!(r.status, TaskStatus::Succeeded);
+    assert_eq!(r.attempts[0].agent, "held");
+}
