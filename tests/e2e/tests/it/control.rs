@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer};
 use clawfleet_dispatcher::config::StaticProfile;
 use clawfleet_shared::api::{
-    DlqEntry, DlqGetRequest, DlqListReply, DlqListRequest, DlqReason, DlqReplayReply,
-    DlqReplayRequest, TaskCancelReply, TaskCancelRequest,
+    DlqEntry, DlqGetRequest, DlqReason, DlqReplayReply, DlqReplayRequest, TaskCancelReply,
+    TaskCancelRequest,
 };
 use clawfleet_shared::events::TaskEvent;
 use clawfleet_shared::task::{Outcome, ReplayOf};
@@ -19,7 +19,7 @@ use clawfleet_testkit::{agent_config, wait_for};
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::{Fleet, FINISH};
+use crate::{dead_letters, Fleet, FINISH};
 
 async fn cancel(
     fleet: &Fleet,
@@ -437,21 +437,6 @@ async fn delays_are_checked_and_a_past_not_before_means_now() {
     assert!(too_long.message.contains("1h"), "{too_long:?}");
     let record = wait_final(&fleet.client, &past.id, FINISH).await;
     assert_eq!(record.status, TaskStatus::Succeeded);
-}
-
-async fn dead_letters(fleet: &Fleet, reason: DlqReason) -> Vec<DlqEntry> {
-    let req = DlqListRequest {
-        reason: Some(reason),
-        ..Default::default()
-    };
-    let reply: DlqListReply = request(
-        &fleet.client,
-        subjects::API_DLQ_LIST,
-        serde_json::to_vec(&req).unwrap(),
-    )
-    .await
-    .unwrap();
-    reply.entries
 }
 
 async fn replay(fleet: &Fleet, req: &DlqReplayRequest) -> DlqReplayReply {

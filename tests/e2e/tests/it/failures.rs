@@ -3,34 +3,16 @@
 
 use std::time::Duration;
 
-use clawfleet_shared::api::{
-    ApiReply, DlqEntry, DlqListReply, DlqListRequest, DlqReason, SubmitReply,
-};
+use clawfleet_shared::api::{ApiReply, DlqReason, SubmitReply};
 use clawfleet_shared::task::Outcome;
 use clawfleet_shared::{subjects, ErrorCode, TaskStatus};
 use clawfleet_testkit::client::{
-    publish_intake_many, request, stream_messages, submit, task_get, wait_final, wait_running,
+    publish_intake_many, stream_messages, submit, task_get, wait_final, wait_running,
 };
 use clawfleet_testkit::{dispatcher_config, start_dispatcher, wait_for};
 use serde_json::json;
 
-use crate::{events_per_task, Fleet, FINISH};
-
-/// Reads every task event of one kind from the events stream and counts them per task id.
-async fn dead_letters(fleet: &Fleet, reason: DlqReason) -> Vec<DlqEntry> {
-    let req = DlqListRequest {
-        reason: Some(reason),
-        ..Default::default()
-    };
-    let reply: DlqListReply = request(
-        &fleet.client,
-        subjects::API_DLQ_LIST,
-        serde_json::to_vec(&req).unwrap(),
-    )
-    .await
-    .unwrap();
-    reply.entries
-}
+use crate::{dead_letters, events_per_task, Fleet, FINISH};
 
 /// Publishes `n` echo tasks with ids `<prefix>-<i>` to intake.
 async fn publish_echo_tasks(fleet: &Fleet, prefix: &str, n: usize) -> Vec<String> {

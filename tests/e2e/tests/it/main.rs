@@ -13,8 +13,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
+use clawfleet_shared::api::{DlqEntry, DlqListReply, DlqListRequest, DlqReason};
 use clawfleet_shared::events::TaskEvent;
 use clawfleet_shared::subjects;
+use clawfleet_testkit::client::request;
 use clawfleet_testkit::{
     agent_config, dispatcher_config, start_agent, start_dispatcher, NatsServer, Service,
 };
@@ -113,4 +115,20 @@ pub async fn stream_subject_count(fleet: &Fleet, stream: &str, subject: &str) ->
         .await
         .expect("ordered consumer");
     c.cached_info().num_pending
+}
+
+/// The dead letters of one reason, through `clawfleet.api.dlq.list`.
+pub async fn dead_letters(fleet: &Fleet, reason: DlqReason) -> Vec<DlqEntry> {
+    let req = DlqListRequest {
+        reason: Some(reason),
+        ..Default::default()
+    };
+    let reply: DlqListReply = request(
+        &fleet.client,
+        subjects::API_DLQ_LIST,
+        serde_json::to_vec(&req).unwrap(),
+    )
+    .await
+    .unwrap();
+    reply.entries
 }
