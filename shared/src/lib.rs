@@ -19,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod nats;
+pub mod observe;
 pub mod signals;
 pub mod subjects;
 pub mod task;

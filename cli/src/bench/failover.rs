@@ -53,6 +53,7 @@ fn monitor_config(url: &str) -> clawfleet_health_monitor::Config {
         ping_interval: Duration::from_millis(250),
         ping_timeout: Duration::from_millis(200),
         ping_failures: 2,
+        metrics_addr: None,
         ..Default::default()
     }
 }

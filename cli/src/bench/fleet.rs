@@ -83,6 +83,7 @@ impl Fleet {
             nats_url: url.to_string(),
             connect_timeout: Duration::from_secs(10),
             tenants,
+            metrics_addr: None,
             ..Default::default()
         };
         let dispatcher = clawfleet_dispatcher::start(config, self.stop_dispatcher.clone())

@@ -31,6 +31,9 @@ pub struct Config {
     pub profiles: Vec<String>,
     /// Preemption of low-priority work for waiting critical tasks.
     pub preemption: Preemption,
+    /// Where to serve `/metrics` and `/healthz`; unset: not served (several
+    /// agents often share a host, so each needs a port of its own).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Tasks run at once at most; the agent pulls only while it has a free slot.
     pub max_concurrency: u32,
     /// The executor that runs tasks.
@@ -134,6 +137,7 @@ impl Default for Config {
             tenants: Vec::new(),
             profiles: Vec::new(),
             preemption: Preemption::default(),
+            metrics_addr: None,
             max_concurrency: 4,
             executor: ExecutorConfig::sim(),
             heartbeat_interval: Duration::from_secs(2),

@@ -17,6 +17,7 @@
 mod cancels;
 pub mod config;
 pub mod executor;
+pub mod metrics;
 mod peers;
 mod preempt;
 mod puller;
@@ -71,6 +72,8 @@ pub enum AgentError {
 pub struct Running {
     /// The agent's id (generated when the config had none).
     pub agent_id: String,
+    /// Where `/metrics` and `/healthz` are served, if they are.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -260,6 +263,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tracker: tasks.clone(),
         slot_freed,
     };
+    let metrics_addr = match config.metrics_addr {
+        Some(addr) => Some(
+            clawfleet_shared::observe::serve(
+                addr,
+                clawfleet_shared::observe::nats_connected(client.clone()),
+                leaving.clone(),
+            )
+            .await
+            .map_err(|e| AgentError::Register(e.to_string()))?,
+        ),
+        None => None,
+    };
     let pulling = tokio::spawn(puller.run());
     emit::agent_event(
         &client,
@@ -306,7 +321,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let _ = client.flush().await;
         tracing::info!(agent_id = %config.agent_id, "agent stopped");
     });
-    Ok(Running { agent_id, done })
+    Ok(Running {
+        agent_id,
+        metrics_addr,
+        done,
+    })
 }
 
 /// Adds the capabilities (and, unless the agent sets its own, the region and

@@ -158,6 +158,9 @@ impl Heartbeat {
         info.pulling = v.pulling() && info.state == AgentState::Ready;
         info.running = v.leases();
         info.last_seen = timefmt::now();
+        let labels = [("agent", info.agent_id.clone())];
+        ::metrics::gauge!(crate::metrics::SLOTS_BUSY, &labels).set(f64::from(info.in_flight));
+        ::metrics::gauge!(crate::metrics::SLOTS, &labels).set(f64::from(info.max_concurrency));
         let bytes = serde_json::to_vec(&*info).expect("agent info encodes");
         agents.put(&info.agent_id, bytes.into()).await?;
         let profile = ProfileEntry {

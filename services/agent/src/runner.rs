@@ -259,10 +259,14 @@ impl Runner {
         event.priority = Some(spec.priority);
         emit::task_event(&self.client, &event).await;
 
+        let began = Instant::now();
         let ended = self
             .execute(msg, &spec, attempt, ack_wait, registration.token.clone())
             .await;
         let ended_at = timefmt::now();
+        let labels = [("agent", self.agent_id.clone())];
+        metrics::histogram!(crate::metrics::ATTEMPT_SECONDS, &labels)
+            .record(began.elapsed().as_secs_f64());
         match ended {
             Ended::Ok(output) => {
                 let result = TaskResult {
@@ -295,6 +299,7 @@ impl Runner {
                 }
                 self.publish_result(&result).await?;
                 self.vitals.completed.fetch_add(1, Ordering::Relaxed);
+                observe_end(&self.agent_id, Outcome::Succeeded, Some(&spec));
                 let mut event = TaskEvent::new(
                     TaskEventKind::Succeeded,
                     Some(spec.id.clone()),
@@ -332,6 +337,7 @@ impl Runner {
                     .await?;
                 match settled {
                     Settled::Applied => {
+                        observe_end(&self.agent_id, outcome, None);
                         if preempted {
                             let mut event = TaskEvent::new(
                                 TaskEventKind::Preempted,
@@ -394,6 +400,10 @@ impl Runner {
                 match settled {
                     Settled::Applied => {
                         self.vitals.failed.fetch_add(1, Ordering::Relaxed);
+                        observe_end(&self.agent_id, outcome, (!retry).then_some(&spec));
+                        if retry {
+                            metrics::counter!(crate::metrics::RETRIES, &labels).increment(1);
+                        }
                     }
                     Settled::Cancelled(record) => {
                         return self.conclude_cancelled(msg, &record, Some(attempt)).await
@@ -806,6 +816,26 @@ impl Runner {
             tracing::debug!(task_id = %spec.id, "leaving a task that failed here to another agent");
         }
         leave
+    }
+}
+
+/// Counts an attempt's outcome and, for a task that ended with it, the time
+/// from submission to the end.
+fn observe_end(agent: &str, outcome: Outcome, finished: Option<&TaskSpec>) {
+    let outcome_name = match serde_json::to_value(outcome) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "unknown".to_string(),
+    };
+    metrics::counter!(
+        crate::metrics::ATTEMPTS,
+        "agent" => agent.to_string(),
+        "outcome" => outcome_name
+    )
+    .increment(1);
+    if let Some(spec) = finished {
+        let took = timefmt::now() - spec.submitted_at;
+        metrics::histogram!(crate::metrics::TASK_SECONDS, "agent" => agent.to_string())
+            .record(took.as_seconds_f64().max(0.0));
     }
 }
 

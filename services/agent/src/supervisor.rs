@@ -83,6 +83,8 @@ pub async fn executor(
                 }
                 let outcome = executor.restart().await;
                 let restarts = vitals.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                ::metrics::counter!(crate::metrics::EXECUTOR_RESTARTS, "agent" => agent_id.clone())
+                    .increment(1);
                 let reason = match &outcome {
                     Ok(()) => format!("restart {restarts}: executor was down"),
                     Err(e) => format!("restart {restarts} failed: {e}"),

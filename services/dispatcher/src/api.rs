@@ -133,6 +133,10 @@ impl Api {
                 format!("unknown API subject {other}"),
             )),
         };
+        if let (subjects::API_SUBMIT, Err(error)) = (msg.subject.as_str(), &reply) {
+            metrics::counter!(crate::metrics::TASKS_REJECTED, "code" => error.code.as_str())
+                .increment(1);
+        }
         let body = reply.unwrap_or_else(|error| {
             serde_json::to_vec(&ErrorReply { error })
                 .expect("error reply encodes")

@@ -53,6 +53,8 @@ pub struct Config {
     pub routing: Routing,
     /// Per-tenant policy (defaults, weight, isolation, quotas), by tenant name.
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Where to serve `/metrics` and `/healthz`; unset: not served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Stream and bucket limits.
     pub limits: Limits,
 }
@@ -112,6 +114,7 @@ impl Default for Config {
             retry: RetryPolicy::default(),
             routing: Routing::default(),
             tenants: BTreeMap::new(),
+            metrics_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9180))),
             limits: Limits::default(),
         }
     }

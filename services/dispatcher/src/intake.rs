@@ -405,6 +405,17 @@ impl Intake {
                 ack,
             } => match ack.await {
                 Ok(_) => {
+                    metrics::counter!(
+                        crate::metrics::TASKS_QUEUED,
+                        "tenant" => spec.tenant.clone(),
+                        "priority" => spec.priority.as_str()
+                    )
+                    .increment(1);
+                    if let Ok(info) = msg.info() {
+                        let waited = time::OffsetDateTime::now_utc() - info.published;
+                        metrics::histogram!(crate::metrics::DISPATCH_SECONDS)
+                            .record(waited.as_seconds_f64().max(0.0));
+                    }
                     // Event before ack: a crash in between re-delivers the
                     // message and repeats the event rather than losing it.
                     self.wake.queued(&subject);
@@ -420,6 +431,8 @@ impl Intake {
             Sent::Other(Step::Reject { msg, entry }) => {
                 match emit::dead_letter(&self.js, &entry).await {
                     Ok(()) => {
+                        metrics::counter!(crate::metrics::TASKS_REJECTED, "code" => entry.error.code.as_str())
+                            .increment(1);
                         tracing::info!(tenant = %entry.tenant, code = %entry.error.code, "task rejected: {}", entry.error.message);
                         let mut event = TaskEvent::new(
                             TaskEventKind::Rejected,

@@ -25,6 +25,7 @@ pub mod catalogue;
 pub mod config;
 mod dead_letters;
 pub mod intake;
+pub mod metrics;
 pub mod router;
 pub mod validate;
 
@@ -66,9 +67,15 @@ pub enum DispatcherError {
 pub struct Running {
     tracker: TaskTracker,
     client: async_nats::Client,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Running {
+    /// Where `/metrics` and `/healthz` are served, if they are.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Waits until the dispatcher has stopped (after its shutdown token fires).
     pub async fn wait(self) {
         self.tracker.wait().await;
@@ -172,9 +179,67 @@ pub async fn start(
     tracker.spawn(intake.run(intake_consumer, config.intake_concurrency, shutdown.clone()));
     tracker.spawn(refresh_catalogue(catalogue, shutdown.clone()));
     tracker.spawn(wake_agents(client.clone(), wake, shutdown.clone()));
+    let metrics_addr = match config.metrics_addr {
+        Some(addr) => {
+            let bound = clawfleet_shared::observe::serve(
+                addr,
+                clawfleet_shared::observe::nats_connected(client.clone()),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|e| DispatcherError::Consumer(e.to_string()))?;
+            tracker.spawn(report_queues(js.clone(), shutdown.clone()));
+            Some(bound)
+        }
+        None => None,
+    };
     tracker.close();
     tracing::info!(nats = %config.nats_url, "dispatcher ready");
-    Ok(Running { tracker, client })
+    Ok(Running {
+        tracker,
+        client,
+        metrics_addr,
+    })
+}
+
+/// How often the queue gauges are refreshed.
+const QUEUE_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keeps the queue-depth gauges current (one read of the queue stream's
+/// consumers per interval).
+async fn report_queues(js: async_nats::jetstream::Context, cancel: CancellationToken) {
+    use futures::TryStreamExt;
+    loop {
+        if let Ok(stream) = js.get_stream_no_info(subjects::STREAM_QUEUE).await {
+            let mut infos = stream.consumers();
+            while let Ok(Some(info)) = infos.try_next().await {
+                let subject = &info.config.filter_subject;
+                let (Some(tenant), Some(priority)) = (
+                    subjects::tenant_of_queue(subject),
+                    subject
+                        .strip_prefix("clawfleet.queue.")
+                        .and_then(|r| r.split('.').next()),
+                ) else {
+                    continue;
+                };
+                let labels = [
+                    ("tenant", tenant.to_string()),
+                    ("priority", priority.to_string()),
+                ];
+                ::metrics::gauge!(metrics::QUEUE_WAITING, &labels).set(info.num_pending as f64);
+                ::metrics::gauge!(metrics::QUEUE_RUNNING, &labels).set(info.num_ack_pending as f64);
+            }
+        }
+        if let Ok(intake) = js.get_stream_no_info(subjects::STREAM_INTAKE).await {
+            if let Ok(info) = intake.consumer_info(subjects::CONSUMER_DISPATCHER).await {
+                ::metrics::gauge!(metrics::INTAKE_PENDING).set(info.num_pending as f64);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(QUEUE_REPORT_INTERVAL) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
 }
 
 /// Named profiles from config go into the profiles bucket, where agents that

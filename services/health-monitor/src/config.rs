@@ -51,6 +51,8 @@ pub struct Config {
     pub quarantine: QuarantinePolicy,
     /// When to escalate.
     pub escalation: EscalationPolicy,
+    /// Where to serve `/metrics` and `/healthz`; unset: not served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// When an agent's failures get it quarantined: all three must hold.
@@ -95,6 +97,7 @@ impl Default for Config {
             window: Duration::from_secs(600),
             quarantine: QuarantinePolicy::default(),
             escalation: EscalationPolicy::default(),
+            metrics_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9182))),
         }
     }
 }

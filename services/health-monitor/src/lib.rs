@@ -30,6 +30,7 @@
 //! storm of false `down`s.
 
 pub mod config;
+pub mod metrics;
 mod state;
 
 use std::sync::{Arc, Mutex};
@@ -42,7 +43,7 @@ use clawfleet_shared::agent::{AgentInfo, Lease, PingReply};
 use clawfleet_shared::config::ConfigError;
 use clawfleet_shared::error::ErrorReply;
 use clawfleet_shared::events::{AgentEvent, TaskEvent, TaskEventKind};
-use clawfleet_shared::health::{AgentControl, HealthEntry};
+use clawfleet_shared::health::{AgentControl, HealthEntry, HealthState};
 use clawfleet_shared::nats::{self, ConnectError};
 use clawfleet_shared::topology::{self, TopologyError};
 use clawfleet_shared::{emit, subjects, watch, ErrorBody, ErrorCode};
@@ -76,9 +77,15 @@ pub enum MonitorError {
 /// A started monitor.
 pub struct Running {
     done: tokio::task::JoinHandle<()>,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Running {
+    /// Where `/metrics` and `/healthz` are served, if they are.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Waits until the monitor has stopped (after its shutdown token fires).
     pub async fn wait(self) {
         let _ = self.done.await;
@@ -167,6 +174,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     tracker.spawn(monitor.clone().judge(stop.clone()));
     tracker.spawn(monitor.clone().ping(stop.clone()));
     tracker.spawn(monitor.clone().confirm(stop.clone()));
+    let metrics_addr = match config.metrics_addr {
+        Some(addr) => Some(
+            clawfleet_shared::observe::serve(
+                addr,
+                clawfleet_shared::observe::nats_connected(client.clone()),
+                stop.clone(),
+            )
+            .await
+            .map_err(|e| MonitorError::Load(e.to_string()))?,
+        ),
+        None => None,
+    };
     tracker.spawn(
         monitor
             .clone()
@@ -184,7 +203,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let _ = client.flush().await;
         tracing::info!("health monitor stopped");
     });
-    Ok(Running { done })
+    Ok(Running { done, metrics_addr })
 }
 
 async fn load<T: serde::de::DeserializeOwned>(store: &kv::Store) -> Result<Vec<T>, MonitorError> {
@@ -286,8 +305,30 @@ impl Monitor {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            let actions = self.fleet().check(Instant::now());
+            let (actions, state) = {
+                let mut fleet = self.fleet();
+                (fleet.check(Instant::now()), fleet.state())
+            };
             self.perform(actions).await;
+            for health in [
+                HealthState::Healthy,
+                HealthState::Suspect,
+                HealthState::Down,
+                HealthState::Recovering,
+            ] {
+                let n = state
+                    .agents
+                    .iter()
+                    .filter(|a| a.health.state == health)
+                    .count();
+                ::metrics::gauge!(metrics::AGENTS, "state" => health.as_str()).set(n as f64);
+            }
+            let quarantined = state
+                .agents
+                .iter()
+                .filter(|a| a.health.quarantine.is_some())
+                .count();
+            ::metrics::gauge!(metrics::QUARANTINED).set(quarantined as f64);
         }
     }
 
@@ -352,6 +393,7 @@ impl Monitor {
                 }
                 Action::HandBack { agent_id, leases } => {
                     tracing::warn!(%agent_id, tasks = leases.len(), "handing back the tasks of a down agent");
+                    ::metrics::counter!(metrics::HANDED_BACK).increment(leases.len() as u64);
                     for lease in leases {
                         if let Err(e) = self
                             .client
@@ -368,6 +410,9 @@ impl Monitor {
                     agent_id,
                     reason,
                 } => {
+                    if kind == clawfleet_shared::events::AgentEventKind::Escalated {
+                        ::metrics::counter!(metrics::ESCALATIONS).increment(1);
+                    }
                     emit::agent_event(&self.client, &AgentEvent::new(kind, agent_id, Some(reason)))
                         .await;
                 }

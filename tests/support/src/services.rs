@@ -158,6 +158,7 @@ pub fn monitor_config(nats_url: &str) -> clawfleet_health_monitor::Config {
         ping_failures: 2,
         recovery_pings: 2,
         verdict_refresh: Duration::from_millis(300),
+        metrics_addr: None,
         ..Default::default()
     }
 }
@@ -201,6 +202,8 @@ pub fn dispatcher_config(nats_url: &str) -> clawfleet_dispatcher::Config {
         connect_timeout: Duration::from_secs(5),
         task_ack_wait: Duration::from_secs(2),
         intake_ack_wait: Duration::from_secs(2),
+        // Many tests run at once: no fixed metrics port.
+        metrics_addr: None,
         retry: clawfleet_shared::task::RetryPolicy {
             backoff: Duration::from_millis(50),
             backoff_max: Duration::from_millis(400),
