@@ -5,6 +5,7 @@ mod control;
 mod failures;
 mod health;
 mod input;
+mod openclaw;
 mod pipeline;
 mod policy;
 mod routing;
