@@ -9,8 +9,8 @@
 //! header `x-openclaw-session-key`. The payload is
 //! `{"message": "...", "agent"?: "...", "session"?: "...", "system"?: "..."}`;
 //! anything else is refused as fatal. The result is
-//! `{"text", "model", "agent", "session_key", "finish_reason"}` and the
-//! response's `usage` becomes the attempt's [`Usage`].
+//! `{"text", "model", "agent", "session_key", "finish_reason", "usage"}`, and
+//! the response's `usage` is also the attempt's [`Usage`].
 //!
 //! Why chat completions over HTTP rather than the gateway's WebSocket
 //! protocol or the `openclaw agent` CLI: one request is one turn with its
@@ -276,6 +276,11 @@ impl OpenclawExecutor {
                 "agent": agent,
                 "session_key": key,
                 "finish_reason": choice.finish_reason,
+                // Also in the result, where users and tools can read it.
+                "usage": usage.as_ref().map(|u| json!({
+                    "tokens_in": u.tokens_in,
+                    "tokens_out": u.tokens_out,
+                })),
             }),
             usage,
         })

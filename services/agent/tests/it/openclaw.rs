@@ -69,6 +69,10 @@ async fn openclaw_a_turn_returns_the_text_and_the_usage() {
     assert_eq!(out.result["model"], "openclaw/main");
     assert_eq!(out.result["finish_reason"], "stop");
     assert_eq!(
+        out.result["usage"],
+        json!({"tokens_in": 2, "tokens_out": 3})
+    );
+    assert_eq!(
         out.usage,
         Some(Usage {
             tokens_in: 2,

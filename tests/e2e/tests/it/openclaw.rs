@@ -47,6 +47,7 @@ async fn an_openclaw_task_succeeds_with_the_gateways_answer() {
     assert_eq!(result["text"], "ECHO: summarise the logs");
     assert_eq!(result["model"], "openclaw/main");
     assert_eq!(result["session_key"], "fleet:acme:session:ops-42");
+    assert_eq!(result["usage"], json!({"tokens_in": 3, "tokens_out": 4}));
     assert_eq!(record.attempts.len(), 1);
     assert_eq!(record.attempts[0].agent, "oc1");
     let seen = gw.seen();
