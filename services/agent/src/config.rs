@@ -118,6 +118,86 @@ pub enum ExecutorConfig {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         probe: Vec<String>,
     },
+    /// Sends each task to an OpenClaw gateway that runs elsewhere (attach
+    /// mode): `POST /v1/chat/completions`, health from `/readyz`. See
+    /// `executor::openclaw` for the protocol and the error mapping.
+    Openclaw {
+        /// Base URL of the gateway, e.g. `http://127.0.0.1:18789`.
+        url: String,
+        /// The gateway's bearer token; `OPENCLAW_GATEWAY_TOKEN` when unset.
+        /// Never logged or printed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<Secret>,
+        /// OpenClaw agent id that runs a task unless its payload names
+        /// another; the request's model is `openclaw/<agent>`.
+        #[serde(default = "default_openclaw_agent")]
+        agent: String,
+        /// Longest wait for one answer. The gateway retries a failing model
+        /// by itself for 60–150 s before it reports an error, so a shorter
+        /// value turns every model outage into our own timeout.
+        #[serde(default = "default_openclaw_request_timeout", with = "humantime_serde")]
+        request_timeout: Duration,
+        /// How long start-up waits for the gateway's `/readyz`; the agent
+        /// starts anyway after that and takes work once the gateway is ready.
+        #[serde(default = "default_openclaw_ready_timeout", with = "humantime_serde")]
+        ready_timeout: Duration,
+        /// First part of every session key this agent sends, so that its
+        /// conversations never mix with other users of the same gateway.
+        #[serde(default = "default_openclaw_session_prefix")]
+        session_prefix: String,
+    },
+}
+
+fn default_openclaw_agent() -> String {
+    "main".to_string()
+}
+
+fn default_openclaw_request_timeout() -> Duration {
+    Duration::from_secs(180)
+}
+
+fn default_openclaw_ready_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_openclaw_session_prefix() -> String {
+    "clawfleet".to_string()
+}
+
+/// Environment variable read for the OpenClaw gateway token when the config has none.
+pub const OPENCLAW_TOKEN_ENV: &str = "OPENCLAW_GATEWAY_TOKEN";
+
+/// Session-key namespaces the gateway reserves for itself (it answers 400).
+const OPENCLAW_RESERVED_PREFIXES: [&str; 3] = ["cron:", "subagent:", "acp:"];
+
+/// A secret config value. `Debug` and `Serialize` print `<redacted>`, so
+/// neither logs nor `--print-config` nor the config hash carry it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
 }
 
 impl ExecutorConfig {
@@ -267,6 +347,208 @@ impl Config {
                 ));
             }
         }
+        if let ExecutorConfig::Openclaw { .. } = &self.executor {
+            validate_openclaw(&mut self.executor, std::env::var(OPENCLAW_TOKEN_ENV).ok())?;
+        }
         Ok(self)
+    }
+}
+
+/// Checks the `openclaw` executor keys and fills in the token from
+/// `env_token` (the value of [`OPENCLAW_TOKEN_ENV`]) when the config has none.
+fn validate_openclaw(
+    executor: &mut ExecutorConfig,
+    env_token: Option<String>,
+) -> Result<(), ConfigError> {
+    let ExecutorConfig::Openclaw {
+        url,
+        token,
+        agent,
+        request_timeout,
+        ready_timeout,
+        session_prefix,
+    } = executor
+    else {
+        return Ok(());
+    };
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ConfigError::invalid("executor.url", format!("{url:?} is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https")
+        || parsed.host_str().is_none()
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+    {
+        return Err(ConfigError::invalid(
+            "executor.url",
+            format!("{url:?} must be an http(s) base URL such as http://127.0.0.1:18789"),
+        ));
+    }
+    // The executor appends `/v1/...` and `/readyz` itself.
+    *url = url.trim_end_matches('/').to_string();
+    if token.as_ref().is_none_or(|t| t.expose().is_empty()) {
+        *token = env_token.filter(|t| !t.is_empty()).map(Secret::new);
+    }
+    match token {
+        None => {
+            return Err(ConfigError::invalid(
+                "executor.token",
+                format!("is required (or set {OPENCLAW_TOKEN_ENV})"),
+            ))
+        }
+        Some(t) if !t.expose().bytes().all(|b| b.is_ascii_graphic()) => {
+            return Err(ConfigError::invalid(
+                "executor.token",
+                "must be printable ASCII without spaces",
+            ))
+        }
+        Some(_) => {}
+    }
+    if !is_openclaw_agent_id(agent) {
+        return Err(ConfigError::invalid(
+            "executor.agent",
+            format!("{agent:?} must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}"),
+        ));
+    }
+    if *request_timeout < Duration::from_millis(100) {
+        return Err(ConfigError::invalid(
+            "executor.request_timeout",
+            "must be at least 100ms (and should exceed 90s, the gateway's own retry window)",
+        ));
+    }
+    if *ready_timeout > Duration::from_secs(600) {
+        return Err(ConfigError::invalid(
+            "executor.ready_timeout",
+            "must be at most 10m",
+        ));
+    }
+    *session_prefix = session_prefix.to_lowercase();
+    if !is_session_part(session_prefix)
+        || OPENCLAW_RESERVED_PREFIXES
+            .iter()
+            .any(|p| p.trim_end_matches(':') == session_prefix.as_str())
+    {
+        return Err(ConfigError::invalid(
+            "executor.session_prefix",
+            format!(
+                "{session_prefix:?} must match [a-z0-9._-]{{1,64}} and not be one of the gateway's reserved namespaces (cron, subagent, acp)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An OpenClaw agent id as this executor accepts it (config or payload).
+pub(crate) fn is_openclaw_agent_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
+}
+
+/// The session-key prefix: safe in a header and in the gateway's
+/// `agent:<id>:<key>` session names.
+fn is_session_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn openclaw(url: &str, token: Option<&str>) -> ExecutorConfig {
+        ExecutorConfig::Openclaw {
+            url: url.to_string(),
+            token: token.map(Secret::new),
+            agent: default_openclaw_agent(),
+            request_timeout: default_openclaw_request_timeout(),
+            ready_timeout: default_openclaw_ready_timeout(),
+            session_prefix: default_openclaw_session_prefix(),
+        }
+    }
+
+    fn key_of(r: Result<(), ConfigError>) -> String {
+        match r.unwrap_err() {
+            ConfigError::Invalid { key, .. } => key.to_string(),
+            other => panic!("unexpected error {other}"),
+        }
+    }
+
+    #[test]
+    fn openclaw_keys_parse_with_defaults_and_the_token_never_prints() {
+        let config: Config = serde_json::from_value(serde_json::json!({
+            "executor": {"kind": "openclaw", "url": "http://127.0.0.1:18789/", "token": "s3cret"}
+        }))
+        .unwrap();
+        let ExecutorConfig::Openclaw {
+            agent,
+            request_timeout,
+            session_prefix,
+            ..
+        } = &config.executor
+        else {
+            panic!("an openclaw executor");
+        };
+        assert_eq!(agent, "main");
+        assert_eq!(*request_timeout, Duration::from_secs(180));
+        assert_eq!(session_prefix, "clawfleet");
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(!serde_json::to_string(&config).unwrap().contains("s3cret"));
+        let config = config.validate().unwrap();
+        let ExecutorConfig::Openclaw { url, .. } = &config.executor else {
+            unreachable!()
+        };
+        assert_eq!(url, "http://127.0.0.1:18789");
+    }
+
+    #[test]
+    fn the_openclaw_token_comes_from_the_environment_when_unset() {
+        let mut exec = openclaw("http://127.0.0.1:1", None);
+        validate_openclaw(&mut exec, Some("from-env".into())).unwrap();
+        let ExecutorConfig::Openclaw { token, .. } = &exec else {
+            unreachable!()
+        };
+        assert_eq!(token.as_ref().unwrap().expose(), "from-env");
+
+        let mut exec = openclaw("http://127.0.0.1:1", Some("from-file"));
+        validate_openclaw(&mut exec, Some("from-env".into())).unwrap();
+        let ExecutorConfig::Openclaw { token, .. } = &exec else {
+            unreachable!()
+        };
+        assert_eq!(token.as_ref().unwrap().expose(), "from-file");
+    }
+
+    #[test]
+    fn bad_openclaw_settings_name_their_key() {
+        let check = |mut e: ExecutorConfig| key_of(validate_openclaw(&mut e, None));
+        assert_eq!(
+            check(openclaw("http://127.0.0.1:1", None)),
+            "executor.token"
+        );
+        assert_eq!(check(openclaw("127.0.0.1:1", Some("t"))), "executor.url");
+        assert_eq!(check(openclaw("ftp://host", Some("t"))), "executor.url");
+        assert_eq!(check(openclaw("http://h", Some("a b"))), "executor.token");
+        let mut e = openclaw("http://h", Some("t"));
+        if let ExecutorConfig::Openclaw { agent, .. } = &mut e {
+            *agent = "no/slash".into();
+        }
+        assert_eq!(check(e), "executor.agent");
+        let mut e = openclaw("http://h", Some("t"));
+        if let ExecutorConfig::Openclaw { session_prefix, .. } = &mut e {
+            *session_prefix = "cron".into();
+        }
+        assert_eq!(check(e), "executor.session_prefix");
+        let mut e = openclaw("http://h", Some("t"));
+        if let ExecutorConfig::Openclaw {
+            request_timeout, ..
+        } = &mut e
+        {
+            *request_timeout = Duration::ZERO;
+        }
+        assert_eq!(check(e), "executor.request_timeout");
     }
 }

@@ -104,7 +104,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let js = nats::jetstream(client.clone());
     let topo = topology::open(&js, config.topology_wait).await?;
     join_profiles(&mut config, &topo.profiles).await?;
-    let executor = executor::build(&config.executor, &config.agent_id);
+    let executor = executor::build(&config.executor, &config.agent_id)?;
     executor.start().await?;
     let vitals = Arc::new(vitals::Vitals::default());
     if supervisor::probe(executor.as_ref(), &vitals).await != ExecutorHealth::Ready {

@@ -5,6 +5,7 @@
 //! here mocks NATS.
 
 pub mod client;
+pub mod openclaw;
 mod process;
 mod server;
 mod services;

@@ -2,11 +2,12 @@
 //! else (pulling, acks, retries, records); an executor only turns a payload
 //! into a result or an error.
 //!
-//! The trait is shaped for the executors to come (an OpenClaw gateway in
-//! particular): a health probe the agent can report, cancellation through a
+//! The trait is shaped for long-lived backends such as an OpenClaw gateway
+//! ([`openclaw`]): a health probe the agent can report, cancellation through a
 //! token, and usage (tokens, model) for cost tracking.
 
 mod command;
+pub mod openclaw;
 mod sim;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub use command::CommandExecutor;
+pub use openclaw::{OpenclawExecutor, OpenclawSettings};
 pub use sim::SimExecutor;
 
 use crate::config::ExecutorConfig;
@@ -113,9 +115,9 @@ pub trait Executor: Send + Sync + 'static {
     async fn stop(&self) {}
 }
 
-/// Builds the executor a config asks for, for agent `agent_id`.
-pub fn build(config: &ExecutorConfig, agent_id: &str) -> Arc<dyn Executor> {
-    match config {
+/// Builds the executor a (validated) config asks for, for agent `agent_id`.
+pub fn build(config: &ExecutorConfig, agent_id: &str) -> Result<Arc<dyn Executor>, ExecError> {
+    Ok(match config {
         ExecutorConfig::Sim { health_file } => {
             Arc::new(SimExecutor::new(agent_id, health_file.clone()))
         }
@@ -126,7 +128,27 @@ pub fn build(config: &ExecutorConfig, agent_id: &str) -> Arc<dyn Executor> {
         } => {
             Arc::new(CommandExecutor::new(program.clone(), args.clone()).with_probe(probe.clone()))
         }
-    }
+        ExecutorConfig::Openclaw {
+            url,
+            token,
+            agent,
+            request_timeout,
+            ready_timeout,
+            session_prefix,
+        } => {
+            let token = token.clone().ok_or_else(|| {
+                ExecError::Fatal("executor.token is not set (the config was not validated)".into())
+            })?;
+            Arc::new(OpenclawExecutor::new(OpenclawSettings {
+                url: url.clone(),
+                token,
+                agent: agent.clone(),
+                request_timeout: *request_timeout,
+                ready_timeout: *ready_timeout,
+                session_prefix: session_prefix.clone(),
+            })?)
+        }
+    })
 }
 
 /// Sleeps unless cancelled first.

@@ -6,6 +6,7 @@ mod failures;
 mod health;
 mod input;
 mod metrics;
+mod openclaw;
 mod pipeline;
 mod policy;
 mod routing;

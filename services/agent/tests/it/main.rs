@@ -1,0 +1,3 @@
+//! Integration tests of the agent crate (one binary, one module per concern).
+
+mod openclaw;
