@@ -822,14 +822,10 @@ impl Runner {
 /// Counts an attempt's outcome and, for a task that ended with it, the time
 /// from submission to the end.
 fn observe_end(agent: &str, outcome: Outcome, finished: Option<&TaskSpec>) {
-    let outcome_name = match serde_json::to_value(outcome) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => "unknown".to_string(),
-    };
     metrics::counter!(
         crate::metrics::ATTEMPTS,
         "agent" => agent.to_string(),
-        "outcome" => outcome_name
+        "outcome" => outcome.as_str()
     )
     .increment(1);
     if let Some(spec) = finished {
