@@ -55,7 +55,7 @@ use crate::vitals::{RunningTask, Vitals};
 
 /// How long a task this agent passes over stays unavailable before any
 /// agent (another one, ideally) may take it.
-const AVOID_DELAY: Duration = Duration::from_millis(200);
+pub(crate) const AVOID_DELAY: Duration = Duration::from_millis(200);
 /// How long an executor told to stop (cancel or abort) may take to return
 /// before its attempt is dropped (which kills a `command` process).
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -73,6 +73,11 @@ pub struct Runner {
     pub(crate) avoid_for: Duration,
     /// Tasks this agent is leaving to others, since when.
     pub(crate) avoiding: Mutex<HashMap<String, Instant>>,
+    /// How long this agent stops asking a queue after leaving one of its
+    /// tasks to others (see [`Runner::holding_off`]).
+    pub(crate) hold_off: Duration,
+    /// Queues this agent is not asking, until when.
+    pub(crate) held: Mutex<HashMap<String, Instant>>,
     /// The running attempts' cancellation tokens.
     pub(crate) cancels: Arc<Cancels>,
 }
@@ -179,6 +184,10 @@ impl Runner {
                 return self.cancel_unstarted(msg, &spec, current).await;
             }
             if self.leave_to_others(&spec, &current.record) {
+                self.held
+                    .lock()
+                    .expect("held lock")
+                    .insert(msg.subject.to_string(), Instant::now() + self.hold_off);
                 let _ = msg.ack_with(AckKind::Nak(Some(AVOID_DELAY))).await;
                 return Ok(());
             }
@@ -792,6 +801,22 @@ impl Runner {
         }
         let left = spec.prefer_region_until? - timefmt::now();
         (left > time::Duration::ZERO).then(|| Duration::try_from(left).unwrap_or(Duration::ZERO))
+    }
+
+    /// Whether this agent should not ask `queue` for work now: it has just
+    /// left one of the queue's tasks to other agents. The task comes back
+    /// after [`AVOID_DELAY`]; an agent that asked again on its usual rhythm
+    /// would often be first in line for it (its polls keep the same phase
+    /// as its nak), so it stays away for `hold_off`, a little longer, and the
+    /// others, polling meanwhile, get the task.
+    pub(crate) fn holding_off(&self, queue: &str) -> bool {
+        let mut held = self.held.lock().expect("held lock");
+        if held.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        held.retain(|_, until| *until > now);
+        held.contains_key(queue)
     }
 
     /// Whether this agent should pass over a task that last failed here,
