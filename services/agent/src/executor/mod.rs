@@ -20,10 +20,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub use command::CommandExecutor;
-pub use openclaw::{OpenclawExecutor, OpenclawSettings};
+pub use openclaw::{GatewaySettings, OpenclawExecutor, OpenclawSettings};
 pub use sim::SimExecutor;
 
-use crate::config::ExecutorConfig;
+use crate::config::{ExecutorConfig, Secret};
 
 /// Context of one attempt.
 #[derive(Debug, Clone)]
@@ -135,18 +135,54 @@ pub fn build(config: &ExecutorConfig, agent_id: &str) -> Result<Arc<dyn Executor
             request_timeout,
             ready_timeout,
             session_prefix,
+            supervise,
         } => {
-            let token = token.clone().ok_or_else(|| {
-                ExecError::Fatal("executor.token is not set (the config was not validated)".into())
-            })?;
-            Arc::new(OpenclawExecutor::new(OpenclawSettings {
-                url: url.clone(),
-                token,
+            let not_validated = |key: &str| {
+                ExecError::Fatal(format!("{key} is not set (the config was not validated)"))
+            };
+            let ready_timeout =
+                ready_timeout.ok_or_else(|| not_validated("executor.ready_timeout"))?;
+            let mut settings = OpenclawSettings {
+                url: url.clone().unwrap_or_default(),
+                token: Secret::new(""),
                 agent: agent.clone(),
                 request_timeout: *request_timeout,
-                ready_timeout: *ready_timeout,
+                ready_timeout,
                 session_prefix: session_prefix.clone(),
-            })?)
+            };
+            match supervise {
+                None => {
+                    settings.token = token
+                        .clone()
+                        .ok_or_else(|| not_validated("executor.token"))?;
+                    Arc::new(OpenclawExecutor::new(settings)?)
+                }
+                Some(sup) => {
+                    let gateway = GatewaySettings {
+                        agent_id: agent_id.to_string(),
+                        command: sup.command.clone(),
+                        node: sup.node.clone(),
+                        state_dir: sup
+                            .state_dir
+                            .clone()
+                            .ok_or_else(|| not_validated("executor.supervise.state_dir"))?,
+                        port: sup.port,
+                        providers: sup
+                            .providers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.0.clone()))
+                            .collect(),
+                        model: sup
+                            .model
+                            .clone()
+                            .ok_or_else(|| not_validated("executor.supervise.model"))?,
+                        config: sup.config.0.clone(),
+                        log_level: sup.log_level.clone(),
+                        stop_timeout: sup.stop_timeout,
+                    };
+                    Arc::new(OpenclawExecutor::supervised(settings, gateway, sup.warmup)?)
+                }
+            }
         }
     })
 }

@@ -19,12 +19,13 @@ async fn fleet_with_openclaw_agent(gw: &FakeGateway) -> Fleet {
     let mut fleet = Fleet::new().await;
     let mut config = agent_config(fleet.server.url(), "oc1", &["openclaw"]);
     config.executor = ExecutorConfig::Openclaw {
-        url: gw.url(),
+        url: Some(gw.url()),
         token: Some(Secret::new(TOKEN)),
         agent: "main".into(),
         request_timeout: Duration::from_secs(10),
-        ready_timeout: Duration::from_secs(5),
+        ready_timeout: Some(Duration::from_secs(5)),
         session_prefix: "fleet".into(),
+        supervise: None,
     };
     fleet.agent_with(config).await;
     fleet

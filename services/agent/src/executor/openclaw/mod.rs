@@ -1,5 +1,18 @@
 //! The OpenClaw executor: each task is one turn of an OpenClaw agent, run by
-//! a gateway this agent attaches to by URL.
+//! a gateway that this agent either attaches to by URL (attach mode) or
+//! starts and supervises itself (supervise mode, see [`gateway`]).
+//!
+//! # Supervise mode
+//!
+//! `start` launches the gateway (config in its state directory, a free
+//! loopback port, a generated token), waits up to `ready_timeout` for
+//! `/readyz`, checks the token on `/v1/models` and sends one short warm-up
+//! turn, since a gateway's first turn is 10–20 s slower than the others.
+//! Only then does the agent take work. The health probe reports `down` as
+//! soon as the process has exited (or `/readyz` stops answering), and the
+//! agent's supervisor then calls `restart`, which stops what is left of the
+//! process and starts a new one the same way. `stop`, at the end of a drain,
+//! sends SIGTERM and SIGKILL after `stop_timeout`.
 //!
 //! # Protocol
 //!
@@ -59,6 +72,13 @@ use serde_json::{json, Value};
 use super::{Attempt, ExecError, Executor, Health, Output, Usage};
 use crate::config::{is_openclaw_agent_id, Secret};
 
+pub mod gateway;
+
+pub use gateway::{Gateway, GatewayError, GatewaySettings};
+
+/// The message of the warm-up turn sent after a supervised gateway starts.
+const WARMUP_MESSAGE: &str = "Reply with the single word: ready";
+
 /// The header that selects the gateway-side conversation.
 pub const SESSION_HEADER: &str = "x-openclaw-session-key";
 /// How long a health probe may take; `/readyz` answers in milliseconds.
@@ -73,7 +93,8 @@ const MAX_SESSION: usize = 128;
 /// Settings of an [`OpenclawExecutor`] (see `ExecutorConfig::Openclaw`).
 #[derive(Debug, Clone)]
 pub struct OpenclawSettings {
-    /// Gateway base URL, without a trailing slash.
+    /// Gateway base URL, without a trailing slash (attach mode; a supervised
+    /// gateway's URL is set at every start).
     pub url: String,
     /// Bearer token.
     pub token: Secret,
@@ -88,10 +109,20 @@ pub struct OpenclawSettings {
 }
 
 /// Runs tasks as turns on an OpenClaw gateway.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct OpenclawExecutor {
     settings: OpenclawSettings,
+    /// The gateway's base URL: `settings.url`, or the supervised gateway's.
+    url: std::sync::RwLock<String>,
     client: reqwest::Client,
+    supervised: Option<Supervised>,
+}
+
+/// Supervise mode's part of the executor.
+#[derive(Debug)]
+struct Supervised {
+    gateway: Gateway,
+    warmup: bool,
 }
 
 /// The task payload this executor accepts.
@@ -168,7 +199,96 @@ impl OpenclawExecutor {
         let client = builder
             .build()
             .map_err(|e| ExecError::Fatal(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { settings, client })
+        Ok(Self {
+            url: std::sync::RwLock::new(settings.url.clone()),
+            settings,
+            client,
+            supervised: None,
+        })
+    }
+
+    /// An executor that runs its own gateway (supervise mode). The token
+    /// is generated here; `settings.url` and `settings.token` are ignored.
+    pub fn supervised(
+        mut settings: OpenclawSettings,
+        gateway: GatewaySettings,
+        warmup: bool,
+    ) -> Result<Self, ExecError> {
+        let token = gateway::generate_token();
+        settings.token = token.clone();
+        // Loopback, so no proxy from the environment applies.
+        settings.url = "http://127.0.0.1:0".to_string();
+        let mut executor = Self::new(settings)?;
+        executor.supervised = Some(Supervised {
+            gateway: Gateway::new(gateway, token),
+            warmup,
+        });
+        Ok(executor)
+    }
+
+    /// The supervised gateway, in supervise mode.
+    pub fn gateway(&self) -> Option<&Gateway> {
+        self.supervised.as_ref().map(|s| &s.gateway)
+    }
+
+    /// The gateway's base URL.
+    pub fn url(&self) -> String {
+        self.url.read().expect("url lock").clone()
+    }
+
+    /// Supervise mode's start: launch, wait for `/readyz`, check the token,
+    /// warm up. A gateway that exits or is not ready in time is an error.
+    async fn launch(&self, sup: &Supervised) -> Result<(), ExecError> {
+        let port = sup.gateway.launch().await.map_err(fatal)?;
+        *self.url.write().expect("url lock") = format!("http://127.0.0.1:{port}");
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.settings.ready_timeout;
+        loop {
+            if let Some(status) = sup.gateway.exit_status().await {
+                return Err(fatal(GatewayError::Exited {
+                    status: status.to_string(),
+                    tail: sup.gateway.tail(),
+                }));
+            }
+            if self.readiness().await == Health::Ready {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let tail = sup.gateway.tail();
+                sup.gateway.stop().await;
+                return Err(fatal(GatewayError::NotReady {
+                    timeout: humantime::format_duration(self.settings.ready_timeout).to_string(),
+                    tail,
+                }));
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+        tracing::info!(port, after = %humantime::format_duration(round_ms(started.elapsed())), "the OpenClaw gateway is ready");
+        self.check_access().await?;
+        if sup.warmup {
+            self.warm_up().await;
+        }
+        Ok(())
+    }
+
+    /// One short turn, so that the first task does not wait for the
+    /// gateway's slow first turn. A failure is only logged: the gateway is
+    /// up, and the tasks' own attempts report what is wrong with the model.
+    async fn warm_up(&self) {
+        let started = tokio::time::Instant::now();
+        let body = json!({
+            "model": format!("openclaw/{}", self.settings.agent),
+            "messages": [{"role": "user", "content": WARMUP_MESSAGE}],
+        });
+        let key = format!("{}:warmup", self.settings.session_prefix);
+        match self.turn(body, &key, &self.settings.agent).await {
+            Ok(_) => {
+                tracing::info!(after = %humantime::format_duration(round_ms(started.elapsed())), "the OpenClaw gateway is warmed up")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the OpenClaw gateway's warm-up turn failed; taking work anyway")
+            }
+        }
     }
 
     /// The session key for a task: see the module docs.
@@ -224,7 +344,7 @@ impl OpenclawExecutor {
         let timeout = self.settings.request_timeout;
         let send = self
             .client
-            .post(format!("{}/v1/chat/completions", self.settings.url))
+            .post(format!("{}/v1/chat/completions", self.url()))
             .header(AUTHORIZATION, self.bearer()?)
             .header(CONTENT_TYPE, "application/json")
             .header(SESSION_HEADER, key)
@@ -244,7 +364,7 @@ impl OpenclawExecutor {
                     humantime::format_duration(timeout)
                 )))
             }
-            Ok(Err(e)) => return Err(transport_error(&self.settings.url, &e)),
+            Ok(Err(e)) => return Err(transport_error(&self.url(), &e)),
             Ok(Ok(r)) => r,
         };
         if !status.is_success() {
@@ -297,7 +417,7 @@ impl OpenclawExecutor {
     async fn readiness(&self) -> Health {
         let probe = self
             .client
-            .get(format!("{}/readyz", self.settings.url))
+            .get(format!("{}/readyz", self.url()))
             .timeout(PROBE_TIMEOUT)
             .send()
             .await;
@@ -314,7 +434,7 @@ impl OpenclawExecutor {
     async fn check_access(&self) -> Result<(), ExecError> {
         let response = self
             .client
-            .get(format!("{}/v1/models", self.settings.url))
+            .get(format!("{}/v1/models", self.url()))
             .header(AUTHORIZATION, self.bearer()?)
             .timeout(PROBE_TIMEOUT)
             .send()
@@ -323,13 +443,13 @@ impl OpenclawExecutor {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) if matches!(r.status().as_u16(), 401 | 403) => Err(ExecError::Fatal(format!(
                 "the OpenClaw gateway at {} refused the token ({}): check executor.token or {}",
-                self.settings.url,
+                self.url(),
                 r.status(),
                 crate::config::OPENCLAW_TOKEN_ENV
             ))),
             Ok(r) if r.status() == StatusCode::NOT_FOUND => Err(ExecError::Fatal(format!(
                 "the OpenClaw gateway at {} does not serve /v1 (404): enable gateway.http.endpoints.chatCompletions in its config",
-                self.settings.url
+                self.url()
             ))),
             // Anything else (unreachable, busy) is for the health checks to track.
             Ok(r) => {
@@ -362,18 +482,32 @@ impl Executor for OpenclawExecutor {
     }
 
     /// `/readyz`: 2xx is ready, 503 is not ready (starting), anything else
-    /// or no answer within 5 s is down.
+    /// or no answer within 5 s is down. In supervise mode, a gateway process
+    /// that has exited is down at once, and one being started or stopped is
+    /// not ready.
     async fn health(&self) -> Health {
+        if let Some(sup) = &self.supervised {
+            match sup.gateway.state() {
+                gateway::ProcessState::Gone => return Health::Down,
+                gateway::ProcessState::Busy => return Health::NotReady,
+                gateway::ProcessState::Running => {}
+            }
+        }
         self.readiness().await
     }
 
-    /// Waits up to `ready_timeout` for `/readyz`, then checks the token.
-    ///
-    /// A gateway that is still not ready does not stop the agent: the
-    /// gateway is someone else's to start (attach mode), and the supervisor
+    /// Attach mode: waits up to `ready_timeout` for `/readyz`, then checks
+    /// the token. A gateway that is still not ready does not stop the
+    /// agent: the gateway is someone else's to start, and the supervisor
     /// keeps an unready executor out of work until it is ready. A gateway
     /// that refuses the token does stop it, since no task could ever run.
+    ///
+    /// Supervise mode: starts the gateway (see the module docs); a gateway
+    /// that cannot start stops the agent with the gateway's last output.
     async fn start(&self) -> Result<(), ExecError> {
+        if let Some(sup) = &self.supervised {
+            return self.launch(sup).await;
+        }
         let deadline = tokio::time::Instant::now() + self.settings.ready_timeout;
         let mut health = self.readiness().await;
         while health != Health::Ready && tokio::time::Instant::now() < deadline {
@@ -383,10 +517,34 @@ impl Executor for OpenclawExecutor {
         if health == Health::Ready {
             self.check_access().await
         } else {
-            tracing::warn!(url = %self.settings.url, health = health.as_str(), "the OpenClaw gateway is not ready; starting anyway");
+            tracing::warn!(url = %self.url(), health = health.as_str(), "the OpenClaw gateway is not ready; starting anyway");
             Ok(())
         }
     }
+
+    /// Supervise mode: stops the gateway (whatever is left of it) and starts
+    /// a new one. Attach mode: nothing to do; the gateway is someone else's.
+    async fn restart(&self) -> Result<(), ExecError> {
+        match &self.supervised {
+            Some(sup) => self.launch(sup).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Supervise mode: stops the gateway.
+    async fn stop(&self) {
+        if let Some(sup) = &self.supervised {
+            sup.gateway.stop().await;
+        }
+    }
+}
+
+fn fatal(e: GatewayError) -> ExecError {
+    ExecError::Fatal(e.to_string())
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
 }
 
 /// Maps a failure to reach the gateway or read its answer.
