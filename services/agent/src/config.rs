@@ -204,7 +204,9 @@ pub struct Supervise {
     /// Send one short turn after every start, before the agent takes work:
     /// a gateway's first turn takes 10–20 s longer than later ones.
     pub warmup: bool,
-    /// How long a stopping gateway may take after SIGTERM before it is killed.
+    /// How long a stopping gateway may take after SIGTERM before it is
+    /// killed. A gateway first finishes the turns it runs, including any it
+    /// resumed after a crash.
     #[serde(with = "humantime_serde")]
     pub stop_timeout: Duration,
 }
@@ -221,7 +223,7 @@ impl Default for Supervise {
             config: Passthrough::default(),
             log_level: "warn".to_string(),
             warmup: true,
-            stop_timeout: Duration::from_secs(10),
+            stop_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! here mocks NATS.
 
 pub mod client;
+pub mod fake_llm;
 pub mod openclaw;
+pub mod openclaw_tools;
 mod process;
 mod server;
 mod services;
@@ -13,7 +15,7 @@ mod services;
 use std::future::Future;
 use std::time::Duration;
 
-pub use process::{workspace_binary, AgentProcess};
+pub use process::{workspace_binary, AgentProcess, ProcessOptions};
 pub use server::{nats_server_binary, NatsServer};
 pub use services::{
     agent_config, dispatcher_config, monitor_config, start_agent, start_dispatcher,

@@ -36,10 +36,13 @@ pub struct SeenRequest {
     pub model: Option<String>,
     /// The `messages` field.
     pub messages: Value,
+    /// The bearer token it came with.
+    pub token: Option<String>,
 }
 
 struct Shared {
-    token: String,
+    /// `None`: any token is accepted.
+    token: Option<String>,
     agents: Vec<String>,
     ready: AtomicBool,
     seen: Mutex<Vec<SeenRequest>>,
@@ -56,8 +59,18 @@ pub struct FakeGateway {
 impl FakeGateway {
     /// Starts a ready gateway accepting `token`, with the agents `main` and `ops`.
     pub async fn start(token: &str) -> Self {
+        Self::start_with(Some(token.to_string())).await
+    }
+
+    /// Starts a ready gateway that accepts any bearer token (for an executor
+    /// that generates its own), with the agents `main` and `ops`.
+    pub async fn start_accepting_any_token() -> Self {
+        Self::start_with(None).await
+    }
+
+    async fn start_with(token: Option<String>) -> Self {
         let shared = Arc::new(Shared {
-            token: token.to_string(),
+            token,
             agents: vec!["main".into(), "ops".into()],
             ready: AtomicBool::new(true),
             seen: Mutex::new(Vec::new()),
@@ -126,12 +139,16 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
-fn authorized(s: &Shared, headers: &HeaderMap) -> bool {
+fn bearer(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == s.token)
+        .map(str::to_string)
+}
+
+fn authorized(s: &Shared, headers: &HeaderMap) -> bool {
+    bearer(headers).is_some_and(|t| s.token.as_ref().is_none_or(|want| *want == t))
 }
 
 fn error(status: u16, message: &str, kind: &str) -> Response {
@@ -198,6 +215,7 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
         session_key: session_key.clone(),
         model: model.clone(),
         messages: request["messages"].clone(),
+        token: bearer(&headers),
     });
     let agent = match model.as_deref() {
         None | Some("openclaw") => "main",
