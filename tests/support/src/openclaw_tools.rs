@@ -44,15 +44,18 @@ pub fn require() -> Option<OpenclawTools> {
         eprintln!("{SKIP_ENV}=1: skipping a test that runs a real OpenClaw gateway");
         return None;
     }
-    let tools = repo_root().join(".tools/bin");
+    let tools = repo_root().join(".tools");
     let pick = |env: &str, default: PathBuf| {
         std::env::var_os(env)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .unwrap_or(default)
     };
-    let command = pick(COMMAND_ENV, tools.join("openclaw"));
-    let node = pick(NODE_ENV, tools.join("openclaw-node"));
+    let command = pick(
+        COMMAND_ENV,
+        tools.join("openclaw/gateway/node_modules/openclaw/openclaw.mjs"),
+    );
+    let node = pick(NODE_ENV, tools.join("bin/openclaw-node"));
     for (what, path, env) in [
         ("the openclaw package", &command, COMMAND_ENV),
         ("Node.js 24", &node, NODE_ENV),
