@@ -63,6 +63,9 @@ pub enum AgentError {
     /// The executor could not start.
     #[error("while starting the executor: {0}")]
     Executor(#[from] executor::ExecError),
+    /// Shutdown was requested before the executor was up.
+    #[error("shutdown requested while starting the executor")]
+    Cancelled,
     /// The wake-up subscription failed.
     #[error("while subscribing: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
@@ -105,7 +108,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let topo = topology::open(&js, config.topology_wait).await?;
     join_profiles(&mut config, &topo.profiles).await?;
     let executor = executor::build(&config.executor, &config.agent_id)?;
-    executor.start().await?;
+    // Starting can take minutes (a supervised OpenClaw gateway): a shutdown
+    // meanwhile stops it, and so does a failed start.
+    let started = tokio::select! {
+        r = executor.start() => r.map_err(AgentError::Executor),
+        _ = shutdown.cancelled() => Err(AgentError::Cancelled),
+    };
+    if let Err(e) = started {
+        executor.stop().await;
+        return Err(e);
+    }
     let vitals = Arc::new(vitals::Vitals::default());
     if supervisor::probe(executor.as_ref(), &vitals).await != ExecutorHealth::Ready {
         tracing::warn!("the executor is not ready yet; the agent takes work once it is");

@@ -81,7 +81,13 @@ pub async fn executor(
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.cancelled() => return,
                 }
-                let outcome = executor.restart().await;
+                // A restart can take minutes (a supervised OpenClaw
+                // gateway); the agent's stop does not wait for it (its
+                // drain stops the executor afterwards).
+                let outcome = tokio::select! {
+                    r = executor.restart() => r,
+                    _ = stop.cancelled() => return,
+                };
                 let restarts = vitals.restarts.fetch_add(1, Ordering::Relaxed) + 1;
                 ::metrics::counter!(crate::metrics::EXECUTOR_RESTARTS, "agent" => agent_id.clone())
                     .increment(1);

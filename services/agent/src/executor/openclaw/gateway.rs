@@ -172,9 +172,12 @@ impl Gateway {
     /// process; returns its port. Readiness is the caller's to wait for.
     pub async fn launch(&self) -> Result<u16, GatewayError> {
         let mut current = self.process.lock().await;
-        if let Some(old) = current.take() {
+        // Kept in place until it is gone, so that a cancelled launch leaves
+        // it to the next stop.
+        if let Some(old) = current.as_mut() {
             self.terminate(old).await;
         }
+        *current = None;
         self.check_node().await?;
         let dir = &self.settings.state_dir;
         let state_err = |source| GatewayError::StateDir {
@@ -332,12 +335,13 @@ impl Gateway {
     /// Stops the gateway, if one runs: SIGTERM, then SIGKILL after `stop_timeout`.
     pub async fn stop(&self) {
         let mut current = self.process.lock().await;
-        if let Some(p) = current.take() {
+        if let Some(p) = current.as_mut() {
             self.terminate(p).await;
         }
+        *current = None;
     }
 
-    async fn terminate(&self, mut p: Process) {
+    async fn terminate(&self, p: &mut Process) {
         if p.exit.borrow().is_none() {
             tracing::info!(agent_id = %self.settings.agent_id, gateway_pid = p.pid.as_raw(), "stopping the OpenClaw gateway");
             let _ = signal::kill(p.pid, Signal::SIGTERM);
