@@ -253,7 +253,13 @@ impl Gateway {
                 OPENCLAW_INSTALL_HINT
             },
         })?;
-        let pid = Pid::from_raw(child.id().unwrap_or_default() as i32);
+        // No pid only once the child has been reaped, which nothing has done yet.
+        let Some(pid) = child.id().map(|id| Pid::from_raw(id as i32)) else {
+            return Err(GatewayError::Exited {
+                status: "at once".into(),
+                tail: String::new(),
+            });
+        };
         self.tail.lock().expect("tail lock").clear();
         if let Some(out) = child.stdout.take() {
             tokio::spawn(forward(
