@@ -657,7 +657,13 @@ fn validate_supervise(sup: &mut Supervise, agent_id: &str) -> Result<(), ConfigE
                 "must name a directory (or be unset)",
             ))
         }
-        Some(_) => {}
+        // The gateway runs in its state directory: relative paths would move.
+        Some(dir) => {
+            sup.state_dir =
+                Some(std::path::absolute(dir).map_err(|e| {
+                    ConfigError::invalid("executor.supervise.state_dir", e.to_string())
+                })?)
+        }
         None => {
             sup.state_dir = Some(
                 std::env::temp_dir()
@@ -759,11 +765,16 @@ pub(crate) fn find_program(program: &Path) -> Option<PathBuf> {
         return None;
     }
     if has_dir(program) {
-        return program.is_file().then(|| program.to_path_buf());
+        // Absolute: the gateway runs in another directory.
+        return program
+            .is_file()
+            .then(|| std::path::absolute(program).ok())
+            .flatten();
     }
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
+        .and_then(|p| std::path::absolute(p).ok())
 }
 
 /// An OpenClaw agent id as this executor accepts it (config or payload).
