@@ -50,6 +50,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// An API request could not be understood.
     InvalidRequest,
+    /// A log search's full-text query is not valid FTS5 syntax.
+    InvalidQuery,
     /// The requested task or entry does not exist.
     NotFound,
     /// The executor reported a failure (retryable).
@@ -91,6 +93,7 @@ impl ErrorCode {
             Self::InvalidLabels => "invalid_labels",
             Self::PayloadTooLarge => "payload_too_large",
             Self::InvalidRequest => "invalid_request",
+            Self::InvalidQuery => "invalid_query",
             Self::NotFound => "not_found",
             Self::ExecutorFailed => "executor_failed",
             Self::ExecutorRejected => "executor_rejected",
