@@ -29,6 +29,7 @@ use clawfleet_shared::{
     emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskResult, TaskSpec, TaskStatus,
 };
 use rand::Rng;
+use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::{self, ExecError, Executor};
@@ -67,8 +68,24 @@ impl Runner {
             Err(e) => return self.poison(msg, e.to_string()).await,
         };
         let delivery = msg.info().map(|i| i.delivered).unwrap_or(1);
-        let span = tracing::info_span!("task", task_id = %spec.id, tenant = %spec.tenant, agent_id = %self.agent_id, delivery);
-        if let Err(e) = self.attempt(&msg, spec, ack_wait, cancel).await {
+        // Every line logged while handling the task (the executor's output
+        // included) carries the task, its tenant and this agent.
+        let span = tracing::info_span!(
+            "task",
+            task_id = %spec.id,
+            tenant = %spec.tenant,
+            agent_id = %self.agent_id,
+            capability = tracing::field::Empty,
+            delivery
+        );
+        if !spec.requires.is_empty() {
+            span.record("capability", subjects::capkey(&spec.requires));
+        }
+        let attempt = self
+            .attempt(&msg, spec, ack_wait, cancel)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = attempt {
             // Leave the message to be redelivered; the record tells the next agent where things stand.
             tracing::warn!(parent: &span, error = %e, "could not complete the attempt's bookkeeping; the task will be redelivered");
             let _ = msg
@@ -151,6 +168,7 @@ impl Runner {
                 Err(e) => return Err(e),
             }
         };
+        tracing::debug!(attempt, "attempt started");
         let mut event = TaskEvent::new(TaskEventKind::Started, Some(spec.id.clone()), &spec.tenant);
         event.attempt = Some(attempt);
         event.agent = Some(self.agent_id.clone());
@@ -184,6 +202,7 @@ impl Runner {
                 })
                 .await?;
                 self.completed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(attempt, "attempt succeeded");
                 let mut event = TaskEvent::new(
                     TaskEventKind::Succeeded,
                     Some(spec.id.clone()),
@@ -233,7 +252,7 @@ impl Runner {
                     }
                     Ended::Ok(_) => unreachable!("handled above"),
                 };
-                tracing::info!(task_id = %spec.id, attempt, code = %error.code, "attempt failed: {}", error.message);
+                tracing::warn!(task_id = %spec.id, attempt, code = %error.code, "attempt failed: {}", error.message);
                 let retry = retryable && attempt < spec.max_attempts;
                 let v = records::update(&self.tasks, &spec.id, Some(started), |r| {
                     finish_attempt(r, attempt, ended_at, outcome, Some(error.clone()));

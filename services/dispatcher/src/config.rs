@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clawfleet_shared::agent::ProfileEntry;
 use clawfleet_shared::config::{is_token, string_list, ConfigError, DEFAULT_NATS_URL};
+use clawfleet_shared::logship::LogShipping;
 use clawfleet_shared::topology::Limits;
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +42,9 @@ pub struct Config {
     pub profiles: Vec<StaticProfile>,
     /// Stream and bucket limits.
     pub limits: Limits,
+    /// Which log lines are shipped to `clawfleet.logs.*`, and how many are
+    /// buffered while NATS is slow.
+    pub log_shipping: LogShipping,
 }
 
 /// A capability profile declared in config.
@@ -70,6 +74,7 @@ impl Default for Config {
             intake_concurrency: 256,
             profiles: Vec::new(),
             limits: Limits::default(),
+            log_shipping: LogShipping::default(),
         }
     }
 }
@@ -123,6 +128,7 @@ impl Config {
                 "must be at least 1s",
             ));
         }
+        self.log_shipping.validate()?;
         for p in &self.profiles {
             if let Some(bad) = p.capabilities.iter().find(|c| !is_token(c, MAX_NAME_LEN)) {
                 return Err(ConfigError::invalid(
