@@ -3,6 +3,7 @@
 
 mod failures;
 mod input;
+mod logs;
 mod pipeline;
 mod routing;
 
