@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::RequestErrorKind;
 use bytes::Bytes;
 use clawfleet_shared::api::ApiReply;
-use clawfleet_shared::{ErrorBody, ErrorCode};
+use clawfleet_shared::{subjects, ErrorBody, ErrorCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -68,6 +68,19 @@ impl Api {
         )
     }
 
+    /// The error for "nobody serves `subject` here": the log aggregator
+    /// serves the log API, the dispatchers everything else.
+    fn nobody_serves(&self, subject: &str) -> ErrorBody {
+        if subject == subjects::API_LOGS_SEARCH || subject == subjects::API_LOGS_STATS {
+            ErrorBody::new(
+                ErrorCode::Unavailable,
+                format!("no log aggregator is running at {}", self.url),
+            )
+        } else {
+            self.no_dispatcher()
+        }
+    }
+
     /// Sends a request; the outer error is a transport failure, the inner
     /// one the dispatcher's error reply.
     pub async fn call<T: DeserializeOwned>(
@@ -79,7 +92,7 @@ impl Api {
             match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(subject, body)).await {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
-                    return Err(self.no_dispatcher().into())
+                    return Err(self.nobody_serves(subject).into())
                 }
                 Ok(Err(e)) if e.kind() != RequestErrorKind::TimedOut => {
                     return Err(ErrorBody::new(

@@ -2,7 +2,7 @@
 //!
 //! It runs a whole local fleet (`up`), submits work (`submit`, `batch`) and
 //! reads the fleet's state (`task get`, `agents`, `queues`, `dlq list`,
-//! `watch`), all through the public `clawfleet.*` subjects defined in
+//! `watch`, `logs`), all through the public `clawfleet.*` subjects defined in
 //! `clawfleet-shared`. It never touches a stream or bucket a service owns
 //! except to read results and events, which are there for clients.
 //!

@@ -5,6 +5,7 @@ mod agents;
 mod batch;
 mod dispatcher;
 mod dlq;
+mod logs;
 mod queues;
 mod submit;
 mod task;
@@ -55,6 +56,8 @@ pub enum Command {
     Dlq(dlq::DlqCommand),
     /// Print task lifecycle events as they happen.
     Watch(watch::WatchArgs),
+    /// Search the fleet's logs, or follow them live.
+    Logs(logs::LogsArgs),
     /// Measure raw JetStream and clawfleet end to end (own server, dispatcher and agents) in one run.
     Bench(bench::BenchArgs),
     /// Run a dispatcher in this process (used by `up`).
@@ -77,6 +80,7 @@ impl Command {
             Command::Queues => queues::run(&global).await,
             Command::Dlq(cmd) => dlq::run(&global, cmd).await,
             Command::Watch(args) => watch::run(&global, args).await,
+            Command::Logs(args) => logs::run(&global, args).await,
             Command::Bench(args) => bench::run(global.nats_url, args)
                 .await
                 .map(|()| ExitCode::SUCCESS),

@@ -4,6 +4,7 @@
 
 mod batch;
 mod bench;
+mod logs;
 mod read;
 mod submit;
 
