@@ -311,12 +311,11 @@ impl Shipper {
     /// Adds a line to the buffer (what the layer does for each event).
     /// Never blocks on I/O.
     pub fn ship(&self, line: LogLine) {
-        let dropped = self
-            .inner
-            .buffer
-            .lock()
-            .expect("log buffer lock")
-            .push(line, self.inner.max_lines, self.inner.max_bytes);
+        let dropped = self.inner.buffer.lock().expect("log buffer lock").push(
+            line,
+            self.inner.max_lines,
+            self.inner.max_bytes,
+        );
         for level in dropped {
             self.inner.dropped[level.rank() as usize].fetch_add(1, Ordering::Relaxed);
         }
@@ -353,11 +352,7 @@ impl Shipper {
     }
 
     fn take(&self, n: usize) -> Vec<LogLine> {
-        self.inner
-            .buffer
-            .lock()
-            .expect("log buffer lock")
-            .take(n)
+        self.inner.buffer.lock().expect("log buffer lock").take(n)
     }
 }
 
@@ -809,7 +804,11 @@ mod tests {
             level: "info,=[".into(),
             ..Default::default()
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("log_shipping.level"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("log_shipping.level"));
         let small = LogShipping {
             buffer_lines: 1,
             ..Default::default()

@@ -29,8 +29,8 @@ pub fn init_with_shipping(service: &'static str, shipping: &LogShipping) {
 }
 
 fn install(service: &'static str, shipping: Option<&LogShipping>) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_STDERR_FILTER));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_STDERR_FILTER));
     let stderr: Box<dyn Layer<Registry> + Send + Sync> = if std::io::stderr().is_terminal() {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -42,9 +42,13 @@ fn install(service: &'static str, shipping: Option<&LogShipping>) {
             .with_writer(std::io::stderr)
             .boxed()
     };
-    let ship = shipping
-        .filter(|s| s.enabled())
-        .and_then(|s| Some(Shipper::new(service, s).layer().with_filter(s.filter().ok()?)));
+    let ship = shipping.filter(|s| s.enabled()).and_then(|s| {
+        Some(
+            Shipper::new(service, s)
+                .layer()
+                .with_filter(s.filter().ok()?),
+        )
+    });
     let result = tracing_subscriber::registry()
         .with(stderr.with_filter(filter))
         .with(ship)

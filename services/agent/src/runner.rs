@@ -29,8 +29,8 @@ use clawfleet_shared::{
     emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskResult, TaskSpec, TaskStatus,
 };
 use rand::Rng;
-use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::executor::{self, ExecError, Executor};
 use crate::records::{self, RecordError, Versioned};

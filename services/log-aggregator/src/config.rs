@@ -213,8 +213,7 @@ impl Config {
                 "must be between 1 and 100000",
             ));
         }
-        if self.batch_wait < Duration::from_millis(1) || self.batch_wait > Duration::from_secs(10)
-        {
+        if self.batch_wait < Duration::from_millis(1) || self.batch_wait > Duration::from_secs(10) {
             return Err(ConfigError::invalid(
                 "batch_wait",
                 "must be between 1ms and 10s",
@@ -268,17 +267,20 @@ mod tests {
             max_bytes = 10
             max_age = { info = "30days" }
         "#;
-        let config: Config = figment::Figment::from(figment::providers::Serialized::defaults(
-            Config::default(),
-        ))
-        .merge(<figment::providers::Toml as figment::providers::Format>::string(toml))
-        .extract()
-        .unwrap();
+        let config: Config =
+            figment::Figment::from(figment::providers::Serialized::defaults(Config::default()))
+                .merge(<figment::providers::Toml as figment::providers::Format>::string(toml))
+                .extract()
+                .unwrap();
         config.validate().unwrap();
         let r = &config.retention;
         assert_eq!(r.interval, Duration::from_secs(30));
         assert_eq!(r.max_age.debug, Duration::from_secs(7200));
-        assert_eq!(r.max_age.info, Duration::from_secs(14 * DAY), "default kept");
+        assert_eq!(
+            r.max_age.info,
+            Duration::from_secs(14 * DAY),
+            "default kept"
+        );
         assert_eq!(r.tenants["acme"].max_bytes, Some(10));
         assert_eq!(
             r.tenants["acme"].max_age.get(Level::Info),
@@ -290,7 +292,9 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let mut c = Config::default();
-        c.retention.tenants.insert("Not A Tenant".into(), Default::default());
+        c.retention
+            .tenants
+            .insert("Not A Tenant".into(), Default::default());
         assert!(c
             .validate()
             .unwrap_err()

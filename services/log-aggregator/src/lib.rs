@@ -115,7 +115,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Aggr
 }
 
 /// Starts an aggregator; returns once it serves the API and consumes lines.
-pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, AggregatorError> {
+pub async fn start(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<Running, AggregatorError> {
     config.validate()?;
     let path = config.db_path();
     let conn = {
@@ -162,11 +165,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .build()
         .map_err(|e| AggregatorError::Pool(e.to_string()))?;
 
-    let (writer, writer_thread) = Writer::spawn(
-        conn,
-        Policy::new(&config.retention),
-        shutdown.child_token(),
-    )?;
+    let (writer, writer_thread) =
+        Writer::spawn(conn, Policy::new(&config.retention), shutdown.child_token())?;
     let tracker = TaskTracker::new();
     let api = Arc::new(api::Api {
         client: client.clone(),

@@ -126,7 +126,9 @@ pub fn enforce(
         if left == 0 {
             break;
         }
-        let Some(cutoff) = now.checked_sub(time::Duration::try_from(rule.max_age).unwrap_or(time::Duration::MAX)) else {
+        let Some(cutoff) =
+            now.checked_sub(time::Duration::try_from(rule.max_age).unwrap_or(time::Duration::MAX))
+        else {
             continue;
         };
         let mut sql = String::from(
@@ -169,8 +171,16 @@ pub fn enforce(
     removed.more = left == 0;
     for level in Level::ALL {
         let i = level.rank() as usize;
-        add_counter(&tx, &counter::removed_by_age(level), removed.by_age[i] as i64)?;
-        add_counter(&tx, &counter::removed_by_size(level), removed.by_size[i] as i64)?;
+        add_counter(
+            &tx,
+            &counter::removed_by_age(level),
+            removed.by_age[i] as i64,
+        )?;
+        add_counter(
+            &tx,
+            &counter::removed_by_size(level),
+            removed.by_size[i] as i64,
+        )?;
     }
     if !removed.more {
         add_counter(&tx, counter::RETENTION_RUNS, 1)?;
@@ -182,7 +192,11 @@ pub fn enforce(
 
 /// Runs a `DELETE ... RETURNING tenant, level, bytes` and takes the removed
 /// lines off the usage table; returns (lines, bytes) removed.
-fn delete(tx: &Transaction<'_>, sql: &str, args: Vec<SqlValue>) -> Result<(u64, u64), rusqlite::Error> {
+fn delete(
+    tx: &Transaction<'_>,
+    sql: &str,
+    args: Vec<SqlValue>,
+) -> Result<(u64, u64), rusqlite::Error> {
     let mut usage = UsageDelta::default();
     let (mut lines, mut bytes) = (0u64, 0u64);
     {
@@ -217,10 +231,16 @@ fn shrink(
             [t],
             |r| r.get(0),
         )?,
-        None => tx.query_row("SELECT COALESCE(SUM(bytes), 0) FROM usage", [], |r| r.get(0))?,
+        None => tx.query_row("SELECT COALESCE(SUM(bytes), 0) FROM usage", [], |r| {
+            r.get(0)
+        })?,
     };
     let mut excess = total - max_bytes as i64;
-    let scope = if tenant.is_some() { " AND tenant = ?3" } else { "" };
+    let scope = if tenant.is_some() {
+        " AND tenant = ?3"
+    } else {
+        ""
+    };
     for level in Level::ALL {
         while excess > 0 && left > 0 {
             // The oldest lines of this level, just enough of them.
@@ -235,7 +255,9 @@ fn shrink(
                 let mut stmt = tx.prepare_cached(&format!(
                     "SELECT id, bytes FROM lines WHERE level = ?1{scope} ORDER BY id LIMIT ?2"
                 ))?;
-                let rows = stmt.query_map(params_from_iter(args.clone()), |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let rows = stmt.query_map(params_from_iter(args.clone()), |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
                 rows.collect::<Result<_, _>>()?
             };
             let Some(cut) = cut_point(&candidates, excess) else {
@@ -283,7 +305,9 @@ mod tests {
     const DAY: Duration = Duration::from_secs(24 * 3600);
 
     fn messages(conn: &Connection) -> Vec<String> {
-        let mut stmt = conn.prepare("SELECT message FROM lines ORDER BY id").unwrap();
+        let mut stmt = conn
+            .prepare("SELECT message FROM lines ORDER BY id")
+            .unwrap();
         let rows = stmt.query_map([], |r| r.get(0)).unwrap();
         rows.collect::<Result<_, _>>().unwrap()
     }

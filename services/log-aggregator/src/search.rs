@@ -69,16 +69,11 @@ impl Query {
         }
         let cursor = match req.cursor.as_deref() {
             None => None,
-            Some(c) => Some(
-                c.parse::<i64>()
-                    .ok()
-                    .filter(|c| *c > 0)
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "cursor {c:?} is not the next_cursor of a previous reply"
-                        ))
-                    })?,
-            ),
+            Some(c) => Some(c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(|| {
+                invalid(format!(
+                    "cursor {c:?} is not the next_cursor of a previous reply"
+                ))
+            })?),
         };
         let until = req.until.map(id_floor);
         let before_id = match (until, cursor) {
@@ -140,7 +135,9 @@ pub fn run(conn: &Connection, q: &Query, timeout: Duration) -> Result<LogSearchR
         }
         // Everything but the text is fixed SQL with bound values, so a
         // generic SQL error here can only be the FTS5 query's.
-        rusqlite::Error::SqliteFailure(f, msg) if f.code == SqliteCode::Unknown && q.text.is_some() => {
+        rusqlite::Error::SqliteFailure(f, msg)
+            if f.code == SqliteCode::Unknown && q.text.is_some() =>
+        {
             SearchError::InvalidQuery(msg.unwrap_or_else(|| f.to_string()))
         }
         other => SearchError::Sqlite(other),
@@ -372,7 +369,10 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(matches!(err, SearchError::InvalidQuery(ref m) if m.contains("unterminated")), "{err}");
+        assert!(
+            matches!(err, SearchError::InvalidQuery(ref m) if m.contains("unterminated")),
+            "{err}"
+        );
         assert_eq!(ErrorBody::from(err).code, ErrorCode::InvalidQuery);
     }
 }

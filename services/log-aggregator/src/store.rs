@@ -207,11 +207,9 @@ pub mod counter {
 /// Reads a counter (0 when never set).
 pub fn get_counter(conn: &Connection, name: &str) -> Result<i64, rusqlite::Error> {
     Ok(conn
-        .query_row(
-            "SELECT value FROM counters WHERE name = ?1",
-            [name],
-            |r| r.get(0),
-        )
+        .query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
         .optional()?
         .unwrap_or(0))
 }

@@ -183,7 +183,10 @@ pub async fn wait_logs(
                 .iter()
                 .map(|l| serde_json::to_string(&l.line).unwrap())
                 .collect();
-            panic!("timed out after {timeout:?} waiting for {what}; last search found:\n{}", lines.join("\n"));
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; last search found:\n{}",
+                lines.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use clawfleet_shared::logship::{LogShipping, Shipper};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use tracing::dispatcher::DefaultGuard;
 use tracing::Dispatch;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer;
-use tokio_util::sync::CancellationToken;
 
 /// A service running on its own single-worker runtime in its own thread.
 pub struct Service {
@@ -64,9 +64,11 @@ thread_local! {
 /// side, never ship through each other's connection.
 fn service_logging() -> Dispatch {
     let shipping = LogShipping::default();
-    let ship = Shipper::new("", &shipping)
-        .layer()
-        .with_filter(shipping.filter().expect("the default shipping filter parses"));
+    let ship = Shipper::new("", &shipping).layer().with_filter(
+        shipping
+            .filter()
+            .expect("the default shipping filter parses"),
+    );
     let print = crate::test_log_enabled().then(|| {
         tracing_subscriber::fmt::layer()
             .with_test_writer()

@@ -269,9 +269,8 @@ mod tests {
     async fn each_stderr_line_is_logged_and_the_error_still_quotes_the_end() {
         use tracing_subscriber::layer::SubscriberExt;
         let captured = Captured::default();
-        let _guard = tracing::subscriber::set_default(
-            tracing_subscriber::registry().with(captured.clone()),
-        );
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
         let err = sh("printf 'first line\\nsecond line\\n' >&2; printf 'no newline' >&2; exit 3")
             .run(&task(json!(1)), &attempt())
             .await

@@ -149,8 +149,9 @@ async fn logs_from_three_agents_are_searchable_by_text_and_by_each_filter() {
         ..req()
     };
     let gamma = wait_logs(&fleet.client, &by_task, "t-gamma's story", INDEXED, |r| {
-        has(r, |l| l.line.service == "dispatcher" && says(l, None, "task queued"))
-            && has(r, |l| says(l, Some("a3"), "attempt succeeded"))
+        has(r, |l| {
+            l.line.service == "dispatcher" && says(l, None, "task queued")
+        }) && has(r, |l| says(l, Some("a3"), "attempt succeeded"))
     })
     .await;
     assert!(gamma
@@ -178,11 +179,17 @@ async fn logs_from_three_agents_are_searchable_by_text_and_by_each_filter() {
         level: Some(Level::Warn),
         ..req()
     };
-    let warnings = wait_logs(&fleet.client, &by_level, "the failed attempt", INDEXED, |r| {
-        has(r, |l| {
-            l.line.task_id.as_deref() == Some("t-fail") && says(l, Some("a1"), "attempt failed")
-        })
-    })
+    let warnings = wait_logs(
+        &fleet.client,
+        &by_level,
+        "the failed attempt",
+        INDEXED,
+        |r| {
+            has(r, |l| {
+                l.line.task_id.as_deref() == Some("t-fail") && says(l, Some("a1"), "attempt failed")
+            })
+        },
+    )
     .await;
     assert!(warnings.lines.iter().all(|l| l.line.level >= Level::Warn));
 
@@ -192,11 +199,18 @@ async fn logs_from_three_agents_are_searchable_by_text_and_by_each_filter() {
         text: Some("queued".into()),
         ..req()
     };
-    let dispatcher = wait_logs(&fleet.client, &by_service, "four queued lines", INDEXED, |r| {
-        r.lines.len() == 4
-    })
+    let dispatcher = wait_logs(
+        &fleet.client,
+        &by_service,
+        "four queued lines",
+        INDEXED,
+        |r| r.lines.len() == 4,
+    )
     .await;
-    assert!(dispatcher.lines.iter().all(|l| l.line.service == "dispatcher"));
+    assert!(dispatcher
+        .lines
+        .iter()
+        .all(|l| l.line.service == "dispatcher"));
 
     // By time: `since` and `until` split the stderr lines at the moment
     // between the first three tasks and the failing one.
@@ -236,7 +250,12 @@ async fn logs_from_three_agents_are_searchable_by_text_and_by_each_filter() {
     .await
     .unwrap();
     assert_eq!(page2.next_cursor, None);
-    let ids: Vec<u64> = page1.lines.iter().chain(&page2.lines).map(|l| l.id).collect();
+    let ids: Vec<u64> = page1
+        .lines
+        .iter()
+        .chain(&page2.lines)
+        .map(|l| l.id)
+        .collect();
     let all: Vec<u64> = found.lines.iter().map(|l| l.id).collect();
     assert_eq!(ids, all, "the pages are the whole result, in order");
 }
@@ -300,7 +319,8 @@ async fn a_tasks_whole_story_across_agents_is_found_by_its_id() {
     assert!(found
         .lines
         .iter()
-        .all(|l| l.line.task_id.as_deref() == Some("story-1") && l.line.tenant.as_deref() == Some("acme")));
+        .all(|l| l.line.task_id.as_deref() == Some("story-1")
+            && l.line.tenant.as_deref() == Some("acme")));
     assert!(has(&found, |l| l.line.service == "dispatcher"));
     // Everything a1 said about the task came before anything a2 said.
     let last_a1 = found
@@ -359,11 +379,28 @@ async fn retention_by_age_removes_exactly_the_lines_past_their_limit() {
     let lines = [
         (aged(Level::Debug, None, "marker old debug", 2 * DAY), false),
         (aged(Level::Debug, None, "marker fresh debug", HOUR), true),
-        (aged(Level::Info, Some("acme"), "marker old info acme", 20 * DAY), false),
-        (aged(Level::Info, Some("vip"), "marker old info vip", 20 * DAY), true),
-        (aged(Level::Info, Some("vip"), "marker ancient info vip", 70 * DAY), false),
+        (
+            aged(Level::Info, Some("acme"), "marker old info acme", 20 * DAY),
+            false,
+        ),
+        (
+            aged(Level::Info, Some("vip"), "marker old info vip", 20 * DAY),
+            true,
+        ),
+        (
+            aged(
+                Level::Info,
+                Some("vip"),
+                "marker ancient info vip",
+                70 * DAY,
+            ),
+            false,
+        ),
         (aged(Level::Error, None, "marker old error", 20 * DAY), true),
-        (aged(Level::Error, None, "marker ancient error", 100 * DAY), false),
+        (
+            aged(Level::Error, None, "marker ancient error", 100 * DAY),
+            false,
+        ),
     ];
     for (line, _) in &lines {
         publish_line(&fleet, line).await;
@@ -437,7 +474,12 @@ async fn retention_by_size_removes_a_tenants_least_severe_oldest_lines_just_enou
         );
     })
     .await;
-    let other = aged(Level::Debug, Some("small"), "sized line of another tenant", HOUR);
+    let other = aged(
+        Level::Debug,
+        Some("small"),
+        "sized line of another tenant",
+        HOUR,
+    );
     publish_line(&fleet, &other).await;
     for line in &lines {
         publish_line(&fleet, line).await;
@@ -506,7 +548,11 @@ async fn a_bad_search_gets_a_clear_error() {
     assert_eq!(e.code, ErrorCode::InvalidRequest);
     assert!(e.message.contains("since"), "{e}");
 
-    for body in [&br#"{"level": "loud"}"#[..], br#"{"txt": "typo"}"#, b"not json"] {
+    for body in [
+        &br#"{"level": "loud"}"#[..],
+        br#"{"txt": "typo"}"#,
+        b"not json",
+    ] {
         let e = clawfleet_testkit::client::request::<LogSearchReply>(
             &fleet.client,
             clawfleet_shared::subjects::API_LOGS_SEARCH,
