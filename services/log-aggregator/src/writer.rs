@@ -6,6 +6,10 @@
 //! read from the stream (which the ingest loop's cumulative acks rely on),
 //! and retention passes slot in between batches.
 //!
+//! Between commands, when there is nothing else to do, it merges the
+//! full-text index's segments a little at a time, so searches stay fast
+//! without making ingestion pay for the merging.
+//!
 //! A batch that fails to commit (disk full, say) is retried with back-off
 //! until it succeeds or the service stops: its messages are not acked
 //! meanwhile, and nothing behind it is committed out of order.
@@ -15,6 +19,7 @@ use std::time::Duration;
 
 use clawfleet_shared::timefmt::Timestamp;
 use rusqlite::Connection;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -95,7 +100,24 @@ fn write_loop(
     stop: CancellationToken,
 ) {
     let mut state = WriterState::default();
-    while let Some(command) = rx.blocking_recv() {
+    let mut merge_pending = false;
+    loop {
+        let command = match rx.try_recv() {
+            Ok(command) => command,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) if merge_pending => {
+                // Idle: merge some of the text index, then look for work again.
+                merge_pending = store::merge_some(&conn).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "could not merge the text index");
+                    false
+                });
+                continue;
+            }
+            Err(TryRecvError::Empty) => match rx.blocking_recv() {
+                Some(command) => command,
+                None => break,
+            },
+        };
         match command {
             Command::Insert { batch, done } => {
                 let mut delay = Duration::from_millis(100);
@@ -110,6 +132,7 @@ fn write_loop(
                         Err(e) => break Err(StoreError::from(e)),
                     }
                 };
+                merge_pending = true;
                 let _ = done.send(result);
             }
             Command::Retain { now, done } => {
