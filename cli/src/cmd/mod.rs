@@ -5,6 +5,7 @@ mod agents;
 mod batch;
 mod dispatcher;
 mod dlq;
+mod log_aggregator;
 mod logs;
 mod queues;
 mod submit;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Run an agent in this process (used by `up`).
     #[command(hide = true)]
     Agent(agent::AgentArgs),
+    /// Run a log aggregator in this process (used by `up`).
+    #[command(hide = true)]
+    LogAggregator(log_aggregator::LogAggregatorArgs),
 }
 
 impl Command {
@@ -86,6 +90,7 @@ impl Command {
                 .map(|()| ExitCode::SUCCESS),
             Command::Dispatcher(args) => dispatcher::run(&global, args).await,
             Command::Agent(args) => agent::run(&global, args).await,
+            Command::LogAggregator(args) => log_aggregator::run(&global, args).await,
         }
     }
 }

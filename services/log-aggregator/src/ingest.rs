@@ -130,21 +130,19 @@ fn decode(msg: &Message) -> Incoming {
 /// Acks each batch's last message once the batch is committed, in order.
 async fn ack_in_order(mut pending: mpsc::Receiver<(Commit, Message)>) {
     while let Some((commit, last)) = pending.recv().await {
-        match commit.await {
-            Ok(Ok(inserted)) => {
-                if inserted.unreadable > 0 {
-                    tracing::debug!(
-                        count = inserted.unreadable,
-                        "skipped messages that are not log lines"
-                    );
-                }
-                if let Err(e) = last.ack().await {
-                    // The next batch's ack covers this one too.
-                    tracing::debug!(error = %e, "could not ack indexed log lines");
-                }
+        // A batch not committed (the service is stopping) is left unacked,
+        // so it is redelivered later.
+        if let Ok(Ok(inserted)) = commit.await {
+            if inserted.unreadable > 0 {
+                tracing::debug!(
+                    count = inserted.unreadable,
+                    "skipped messages that are not log lines"
+                );
             }
-            // Not committed (the service is stopping): left unacked, so redelivered later.
-            Ok(Err(_)) | Err(_) => {}
+            if let Err(e) = last.ack().await {
+                // The next batch's ack covers this one too.
+                tracing::debug!(error = %e, "could not ack indexed log lines");
+            }
         }
     }
 }

@@ -1,13 +1,15 @@
 //! `clawfleet up`: a whole fleet on this machine, in one process tree.
 //!
 //! `up` starts a `nats-server` (unless `NATS_URL` or `--nats-url` names one),
-//! then a dispatcher and the agents as child processes of this same
-//! executable (the hidden `dispatcher` and `agent` subcommands). Each agent is
+//! then a dispatcher, a log aggregator and the agents as child processes of
+//! this same executable (the hidden `dispatcher`, `log-aggregator` and
+//! `agent` subcommands). Each agent is
 //! its own process so an operator can `kill -9` one and watch its task be
 //! retried; the supervisor brings it back a second later.
 //!
 //! Ctrl-C stops the fleet in dependency order: agents first (they drain and
-//! hand back what they hold), then the dispatcher, then the server. A second
+//! hand back what they hold), then the dispatcher, then the log aggregator
+//! (so it indexes their last lines), then the server. A second
 //! Ctrl-C kills everything at once.
 
 mod child;
@@ -38,6 +40,8 @@ use crate::client::Api;
 const AGENT_GRACE: Duration = Duration::from_secs(35);
 /// How long the dispatcher may take to finish what it holds.
 const DISPATCHER_GRACE: Duration = Duration::from_secs(15);
+/// How long the log aggregator may take to commit what it holds.
+const LOG_AGGREGATOR_GRACE: Duration = Duration::from_secs(15);
 /// How long nats-server may take to flush its store.
 const SERVER_GRACE: Duration = Duration::from_secs(10);
 /// How long to wait for every agent to register before printing the banner.
@@ -58,7 +62,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 4, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_concurrency: u32,
-    /// Where the fleet keeps its state (the nats-server store and log).
+    /// Where the fleet keeps its state (the nats-server store and log, the log index).
     #[arg(long, default_value = ".clawfleet", value_name = "DIR")]
     data_dir: PathBuf,
     /// Port of the fleet's own nats-server.
@@ -106,6 +110,15 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         DISPATCHER_GRACE,
         kill.clone(),
     );
+    let logs_dir = args.data_dir.join("logs");
+    let logs_dir_arg = logs_dir.to_string_lossy().into_owned();
+    let log_aggregator = Supervised::start(
+        "log-aggregator".into(),
+        exe.clone(),
+        service_args(&["log-aggregator", "--data-dir", &logs_dir_arg]),
+        LOG_AGGREGATOR_GRACE,
+        kill.clone(),
+    );
     let max_concurrency = args.max_concurrency.to_string();
     let fleet: Vec<Supervised> = agents
         .iter()
@@ -140,7 +153,14 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         _ = stop.cancelled() => None,
     };
     if !stop.is_cancelled() {
-        banner(global, &url, server.as_ref(), &dispatcher, &agents, &fleet);
+        banner(
+            global,
+            &url,
+            server.as_ref(),
+            (&dispatcher, &log_aggregator, &logs_dir),
+            &agents,
+            &fleet,
+        );
     }
 
     let outcome = tokio::select! {
@@ -163,6 +183,8 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
     futures::future::join_all(fleet.into_iter().map(Supervised::stop)).await;
     tracing::info!("stopping the dispatcher");
     dispatcher.stop().await;
+    tracing::info!("stopping the log aggregator");
+    log_aggregator.stop().await;
     drop(api);
     if let Some(server) = server {
         tracing::info!("stopping nats-server");
@@ -186,7 +208,7 @@ fn on_signals() -> anyhow::Result<(CancellationToken, CancellationToken)> {
     let (s, k) = (stop.clone(), kill.clone());
     tokio::spawn(async move {
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        tracing::info!("stopping the fleet: agents, then the dispatcher, then nats-server (again to kill at once)");
+        tracing::info!("stopping the fleet: agents, then the dispatcher and the log aggregator, then nats-server (again to kill at once)");
         s.cancel();
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         tracing::warn!("killing every fleet process");
@@ -231,7 +253,7 @@ fn banner(
     global: &Global,
     url: &str,
     server: Option<&NatsServer>,
-    dispatcher: &Supervised,
+    (dispatcher, log_aggregator, logs_dir): (&Supervised, &Supervised, &std::path::Path),
     agents: &[AgentSpec],
     fleet: &[Supervised],
 ) {
@@ -245,6 +267,7 @@ fn banner(
             "nats_url": url,
             "nats_server_pid": server.map(|s| s.pid),
             "dispatcher_pid": dispatcher.pid(),
+            "log_aggregator_pid": log_aggregator.pid(),
             "agents": agents,
         });
         println!("{banner}");
@@ -261,6 +284,11 @@ fn banner(
         None => out.push_str(&format!("  NATS        {url}\n")),
     }
     out.push_str(&format!("  dispatcher  pid {}\n", dispatcher.pid()));
+    out.push_str(&format!(
+        "  logs        pid {}  (log aggregator, index {})\n",
+        log_aggregator.pid(),
+        logs_dir.display()
+    ));
     let width = agents.iter().map(|a| a.id.len()).max().unwrap_or(0);
     for (a, s) in agents.iter().zip(fleet) {
         let pid = if s.is_finished() {
@@ -285,6 +313,7 @@ fn banner(
          \x20 clawfleet submit --tenant demo --payload '{{\"op\":\"echo\",\"data\":\"hi\"}}' --wait\n\
          \x20 clawfleet submit --tenant demo --requires code --payload '{{\"op\":\"sleep\",\"ms\":20000}}'\n\
          \x20 clawfleet agents; clawfleet queues; clawfleet watch\n\
+         \x20 clawfleet logs --level debug; clawfleet logs --follow\n\
          \x20 kill -9 <an agent's pid>   (its task is retried; the agent restarts)\n\
          \nCtrl-C stops the fleet (twice: at once).\n"
     ));
