@@ -46,6 +46,7 @@ use clawfleet_shared::{
 };
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::cancels::Cancels;
 use crate::executor::{self, ExecError, Executor};
@@ -114,17 +115,32 @@ impl Runner {
             return;
         }
         let delivery = msg.info().map(|i| i.delivered).unwrap_or(1);
-        let span = tracing::info_span!("task", task_id = %spec.id, tenant = %spec.tenant, agent_id = %self.agent_id, delivery);
         if let Some(wait) = self.not_yet(&msg, &spec) {
             // Not this agent's turn yet: back to the queue, unseen by anyone
             // until then, with no attempt recorded.
             let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
             return;
         }
+        // Every line logged while handling the task (the executor's output
+        // included) carries the task, its tenant and this agent.
+        let span = tracing::info_span!(
+            "task",
+            task_id = %spec.id,
+            tenant = %spec.tenant,
+            agent_id = %self.agent_id,
+            capability = tracing::field::Empty,
+            delivery
+        );
+        if !spec.requires.is_empty() {
+            span.record("capability", subjects::capkey(&spec.requires));
+        }
         let id = spec.id.clone();
-        let outcome = self.attempt(&msg, spec, ack_wait, cancel).await;
+        let attempt = self
+            .attempt(&msg, spec, ack_wait, cancel)
+            .instrument(span.clone())
+            .await;
         self.vitals.release(&id);
-        if let Err(e) = outcome {
+        if let Err(e) = attempt {
             // Leave the message to be redelivered; the record tells the next agent where things stand.
             tracing::warn!(parent: &span, error = %e, "could not complete the attempt's bookkeeping; the task will be redelivered");
             let _ = msg
@@ -253,6 +269,7 @@ impl Runner {
             preempted: AtomicBool::new(false),
         });
         self.vitals.track(&spec.id, running.clone());
+        tracing::debug!(attempt, "attempt started");
         let mut event = TaskEvent::new(TaskEventKind::Started, Some(spec.id.clone()), &spec.tenant);
         event.attempt = Some(attempt);
         event.agent = Some(self.agent_id.clone());
@@ -300,6 +317,7 @@ impl Runner {
                 self.publish_result(&result).await?;
                 self.vitals.completed.fetch_add(1, Ordering::Relaxed);
                 observe_end(&self.agent_id, Outcome::Succeeded, Some(&spec));
+                tracing::debug!(attempt, "attempt succeeded");
                 let mut event = TaskEvent::new(
                     TaskEventKind::Succeeded,
                     Some(spec.id.clone()),
@@ -383,7 +401,7 @@ impl Runner {
                     }
                     Ended::Ok(_) => unreachable!("handled above"),
                 };
-                tracing::info!(task_id = %spec.id, attempt, code = %error.code, "attempt failed: {}", error.message);
+                tracing::warn!(task_id = %spec.id, attempt, code = %error.code, "attempt failed: {}", error.message);
                 let retry = retryable && attempt < spec.max_attempts;
                 let settled = self
                     .settle(&spec.id, started, attempt, ended_at, |r| {

@@ -5,6 +5,7 @@ mod control;
 mod failures;
 mod health;
 mod input;
+mod logs;
 mod metrics;
 mod openclaw;
 mod pipeline;
