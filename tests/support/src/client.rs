@@ -33,7 +33,7 @@ pub async fn request<T: serde::de::DeserializeOwned>(
     body: Vec<u8>,
 ) -> Result<T, ErrorBody> {
     let reply = tokio::time::timeout(
-        Duration::from_secs(35),
+        Duration::from_secs(10),
         client.request(subject.to_string(), body.into()),
     )
     .await

@@ -52,11 +52,7 @@ impl NatsServer {
 
     /// Connects a plain client.
     pub async fn client(&self) -> async_nats::Client {
-        // Many tests share two cores: allow a slow answer before calling a
-        // request lost (the default is 10 s).
-        async_nats::ConnectOptions::new()
-            .request_timeout(Some(std::time::Duration::from_secs(30)))
-            .connect(&self.url)
+        async_nats::connect(&self.url)
             .await
             .expect("connect to test nats-server")
     }
