@@ -34,6 +34,8 @@
 //! producer never waits for a result before sending more, only for publish
 //! acks, at most [`load::ACK_WINDOW`] behind.
 //!
+//! `clawfleet bench logs` measures the log pipeline instead: see [`logs`].
+//!
 //! The in-process dispatcher creates or updates the clawfleet streams with
 //! its default limits, and the tasks, records, results and events of the
 //! run stay in them: against a shared server, prefer a dedicated one.

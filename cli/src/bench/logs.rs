@@ -262,8 +262,9 @@ async fn measure(url: &str, args: &LogsBenchArgs) -> anyhow::Result<LogsReport> 
     let api = Api::connect(url).await?;
     let js = api.jetstream();
     let limits = Limits {
-        // Room for every line, twice over, however large the run.
-        logs_max_bytes: (args.lines as i64 * 1024).max(Limits::default().logs_max_bytes),
+        // Room for every line (about 230 bytes, plus what the server
+        // stores with each), however large the run.
+        logs_max_bytes: (args.lines as i64 * 400).max(Limits::default().logs_max_bytes),
         ..Limits::default()
     };
     topology::ensure(&js, &limits)

@@ -28,6 +28,8 @@ use crate::store::{self, Incoming, Inserted, StoreError, WriterState};
 
 /// Lines one retention pass removes at most, so batches can go in between.
 pub const RETENTION_BUDGET: usize = 20_000;
+/// Batches between two checkpoints that empty the write-ahead log.
+const CHECKPOINT_EVERY: u32 = 32;
 /// Commands queued for the writer at most; the ingest loop waits beyond.
 const QUEUE: usize = 4;
 
@@ -93,6 +95,18 @@ impl Writer {
     }
 }
 
+/// Copies the write-ahead log into the database and empties it. SQLite's
+/// own checkpoints never wait for readers, and with searches arriving all
+/// the time while lines pour in they seldom find a moment without one: the
+/// log then grows by hundreds of megabytes and every read gets slower. This
+/// one waits (up to the busy timeout) for the readers of the moment to
+/// finish, which takes milliseconds.
+fn checkpoint(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::debug!(error = %e, "could not checkpoint the log index");
+    }
+}
+
 fn write_loop(
     mut conn: Connection,
     policy: Policy,
@@ -101,6 +115,7 @@ fn write_loop(
 ) {
     let mut state = WriterState::default();
     let mut merge_pending = false;
+    let mut since_checkpoint = 0;
     loop {
         let command = match rx.try_recv() {
             Ok(command) => command,
@@ -133,6 +148,11 @@ fn write_loop(
                     }
                 };
                 merge_pending = true;
+                since_checkpoint += 1;
+                if since_checkpoint >= CHECKPOINT_EVERY {
+                    since_checkpoint = 0;
+                    checkpoint(&conn);
+                }
                 let _ = done.send(result);
             }
             Command::Retain { now, done } => {
