@@ -302,6 +302,19 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Timeout => "timeout",
+            Outcome::Lost => "lost",
+            Outcome::Returned => "returned",
+            Outcome::Preempted => "preempted",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+
     /// Whether an attempt that ended this way uses up one of `max_attempts`.
     pub fn is_charged(self) -> bool {
         !matches!(

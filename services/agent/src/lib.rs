@@ -124,6 +124,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         peers: peers.clone(),
         avoid_for: config.avoid_for,
         avoiding: Mutex::new(HashMap::new()),
+        hold_off: runner::AVOID_DELAY + config.idle_poll_interval.saturating_mul(2),
+        held: Mutex::new(HashMap::new()),
         cancels: cancels.clone(),
     });
     let slots = Arc::new(Semaphore::new(config.max_concurrency as usize));

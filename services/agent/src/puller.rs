@@ -213,7 +213,7 @@ impl Shared {
             }
             let active: Vec<&Arc<Served>> = (0..n)
                 .map(|i| &queues[(i + rotation) % n])
-                .filter(|q| !q.maybe_empty())
+                .filter(|q| !q.maybe_empty() && !self.runner.holding_off(&q.subject))
                 .collect();
             if active.is_empty() {
                 continue;

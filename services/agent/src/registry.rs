@@ -161,8 +161,6 @@ impl Heartbeat {
         let labels = [("agent", info.agent_id.clone())];
         ::metrics::gauge!(crate::metrics::SLOTS_BUSY, &labels).set(f64::from(info.in_flight));
         ::metrics::gauge!(crate::metrics::SLOTS, &labels).set(f64::from(info.max_concurrency));
-        let bytes = serde_json::to_vec(&*info).expect("agent info encodes");
-        agents.put(&info.agent_id, bytes.into()).await?;
         let profile = ProfileEntry {
             name: None,
             capabilities: info.capabilities.clone(),
@@ -176,6 +174,10 @@ impl Heartbeat {
         );
         let bytes = serde_json::to_vec(&profile).expect("profile encodes");
         profiles.put(key, bytes.into()).await?;
+        // The registration goes second: whoever sees an agent registered
+        // (a script waiting for it, then submitting) finds its profile too.
+        let bytes = serde_json::to_vec(&*info).expect("agent info encodes");
+        agents.put(&info.agent_id, bytes.into()).await?;
         Ok(())
     }
 }

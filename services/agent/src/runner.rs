@@ -56,7 +56,7 @@ use crate::vitals::{RunningTask, Vitals};
 
 /// How long a task this agent passes over stays unavailable before any
 /// agent (another one, ideally) may take it.
-const AVOID_DELAY: Duration = Duration::from_millis(200);
+pub(crate) const AVOID_DELAY: Duration = Duration::from_millis(200);
 /// How long an executor told to stop (cancel or abort) may take to return
 /// before its attempt is dropped (which kills a `command` process).
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -74,6 +74,11 @@ pub struct Runner {
     pub(crate) avoid_for: Duration,
     /// Tasks this agent is leaving to others, since when.
     pub(crate) avoiding: Mutex<HashMap<String, Instant>>,
+    /// How long this agent stops asking a queue after leaving one of its
+    /// tasks to others (see [`Runner::holding_off`]).
+    pub(crate) hold_off: Duration,
+    /// Queues this agent is not asking, until when.
+    pub(crate) held: Mutex<HashMap<String, Instant>>,
     /// The running attempts' cancellation tokens.
     pub(crate) cancels: Arc<Cancels>,
 }
@@ -195,6 +200,10 @@ impl Runner {
                 return self.cancel_unstarted(msg, &spec, current).await;
             }
             if self.leave_to_others(&spec, &current.record) {
+                self.held
+                    .lock()
+                    .expect("held lock")
+                    .insert(msg.subject.to_string(), Instant::now() + self.hold_off);
                 let _ = msg.ack_with(AckKind::Nak(Some(AVOID_DELAY))).await;
                 return Ok(());
             }
@@ -812,6 +821,22 @@ impl Runner {
         (left > time::Duration::ZERO).then(|| Duration::try_from(left).unwrap_or(Duration::ZERO))
     }
 
+    /// Whether this agent should not ask `queue` for work now: it has just
+    /// left one of the queue's tasks to other agents. The task comes back
+    /// after [`AVOID_DELAY`]; an agent that asked again on its usual rhythm
+    /// would often be first in line for it (its polls keep the same phase
+    /// as its nak), so it stays away for `hold_off`, a little longer, and the
+    /// others, polling meanwhile, get the task.
+    pub(crate) fn holding_off(&self, queue: &str) -> bool {
+        let mut held = self.held.lock().expect("held lock");
+        if held.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        held.retain(|_, until| *until > now);
+        held.contains_key(queue)
+    }
+
     /// Whether this agent should pass over a task that last failed here,
     /// leaving it to another compatible agent (the task's `different_agent`
     /// policy). It does so for at most `avoid_for`, then runs it itself.
@@ -840,14 +865,10 @@ impl Runner {
 /// Counts an attempt's outcome and, for a task that ended with it, the time
 /// from submission to the end.
 fn observe_end(agent: &str, outcome: Outcome, finished: Option<&TaskSpec>) {
-    let outcome_name = match serde_json::to_value(outcome) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => "unknown".to_string(),
-    };
     metrics::counter!(
         crate::metrics::ATTEMPTS,
         "agent" => agent.to_string(),
-        "outcome" => outcome_name
+        "outcome" => outcome.as_str()
     )
     .increment(1);
     if let Some(spec) = finished {

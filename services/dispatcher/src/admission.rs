@@ -157,18 +157,50 @@ impl Admission {
     }
 
     async fn read_depths(&self) -> Result<HashMap<String, u64>, String> {
-        let stream = self
-            .js
-            .get_stream_no_info(subjects::STREAM_QUEUE)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut infos = stream.consumers();
         let mut depths = HashMap::new();
-        while let Some(info) = infos.try_next().await.map_err(|e| e.to_string())? {
-            if let Some(tenant) = subjects::tenant_of_queue(&info.config.filter_subject) {
-                *depths.entry(tenant.to_string()).or_insert(0) += info.num_pending;
-            }
+        for q in queue_consumers(&self.js).await? {
+            *depths.entry(q.tenant).or_insert(0) += q.waiting;
         }
         Ok(depths)
     }
+}
+
+/// One queue consumer's state, as the queue stream reports it.
+pub(crate) struct QueueState {
+    /// Its tenant.
+    pub tenant: String,
+    /// Its priority's wire name.
+    pub priority: String,
+    /// Tasks waiting.
+    pub waiting: u64,
+    /// Tasks delivered and not yet acknowledged.
+    pub running: u64,
+}
+
+/// Every queue's state, in one paged read of the queue stream's consumers.
+pub(crate) async fn queue_consumers(js: &jetstream::Context) -> Result<Vec<QueueState>, String> {
+    let stream = js
+        .get_stream_no_info(subjects::STREAM_QUEUE)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut infos = stream.consumers();
+    let mut out = Vec::new();
+    while let Some(info) = infos.try_next().await.map_err(|e| e.to_string())? {
+        let subject = &info.config.filter_subject;
+        let (Some(tenant), Some(priority)) = (
+            subjects::tenant_of_queue(subject),
+            subject
+                .strip_prefix("clawfleet.queue.")
+                .and_then(|r| r.split('.').next()),
+        ) else {
+            continue;
+        };
+        out.push(QueueState {
+            tenant: tenant.to_string(),
+            priority: priority.to_string(),
+            waiting: info.num_pending,
+            running: info.num_ack_pending as u64,
+        });
+    }
+    Ok(out)
 }

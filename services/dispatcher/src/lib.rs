@@ -209,27 +209,11 @@ const QUEUE_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 /// Keeps the queue-depth gauges current (one read of the queue stream's
 /// consumers per interval).
 async fn report_queues(js: async_nats::jetstream::Context, cancel: CancellationToken) {
-    use futures::TryStreamExt;
     loop {
-        if let Ok(stream) = js.get_stream_no_info(subjects::STREAM_QUEUE).await {
-            let mut infos = stream.consumers();
-            while let Ok(Some(info)) = infos.try_next().await {
-                let subject = &info.config.filter_subject;
-                let (Some(tenant), Some(priority)) = (
-                    subjects::tenant_of_queue(subject),
-                    subject
-                        .strip_prefix("clawfleet.queue.")
-                        .and_then(|r| r.split('.').next()),
-                ) else {
-                    continue;
-                };
-                let labels = [
-                    ("tenant", tenant.to_string()),
-                    ("priority", priority.to_string()),
-                ];
-                ::metrics::gauge!(metrics::QUEUE_WAITING, &labels).set(info.num_pending as f64);
-                ::metrics::gauge!(metrics::QUEUE_RUNNING, &labels).set(info.num_ack_pending as f64);
-            }
+        for q in admission::queue_consumers(&js).await.unwrap_or_default() {
+            let labels = [("tenant", q.tenant), ("priority", q.priority)];
+            ::metrics::gauge!(metrics::QUEUE_WAITING, &labels).set(q.waiting as f64);
+            ::metrics::gauge!(metrics::QUEUE_RUNNING, &labels).set(q.running as f64);
         }
         if let Ok(intake) = js.get_stream_no_info(subjects::STREAM_INTAKE).await {
             if let Ok(info) = intake.consumer_info(subjects::CONSUMER_DISPATCHER).await {

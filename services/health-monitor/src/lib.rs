@@ -305,29 +305,22 @@ impl Monitor {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            let (actions, state) = {
+            let (actions, counts, quarantined) = {
                 let mut fleet = self.fleet();
-                (fleet.check(Instant::now()), fleet.state())
+                let actions = fleet.check(Instant::now());
+                let counts = [
+                    HealthState::Healthy,
+                    HealthState::Suspect,
+                    HealthState::Down,
+                    HealthState::Recovering,
+                ]
+                .map(|s| (s, fleet.count(s)));
+                (actions, counts, fleet.quarantined())
             };
             self.perform(actions).await;
-            for health in [
-                HealthState::Healthy,
-                HealthState::Suspect,
-                HealthState::Down,
-                HealthState::Recovering,
-            ] {
-                let n = state
-                    .agents
-                    .iter()
-                    .filter(|a| a.health.state == health)
-                    .count();
-                ::metrics::gauge!(metrics::AGENTS, "state" => health.as_str()).set(n as f64);
+            for (state, n) in counts {
+                ::metrics::gauge!(metrics::AGENTS, "state" => state.as_str()).set(n as f64);
             }
-            let quarantined = state
-                .agents
-                .iter()
-                .filter(|a| a.health.quarantine.is_some())
-                .count();
             ::metrics::gauge!(metrics::QUARANTINED).set(quarantined as f64);
         }
     }

@@ -513,6 +513,22 @@ impl Fleet {
             .collect()
     }
 
+    /// How many agents are in `state` (for the gauges).
+    pub fn count(&self, state: HealthState) -> usize {
+        self.agents
+            .values()
+            .filter(|t| t.entry.state == state)
+            .count()
+    }
+
+    /// How many agents are quarantined.
+    pub fn quarantined(&self) -> usize {
+        self.agents
+            .values()
+            .filter(|t| t.entry.quarantine.is_some())
+            .count()
+    }
+
     /// The fleet state API's answer.
     pub fn state(&self) -> FleetState {
         let (attempts, failures) = self.totals();

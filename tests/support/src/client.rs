@@ -50,18 +50,41 @@ pub async fn request<T: serde::de::DeserializeOwned>(
 }
 
 /// Reads a task record; `None` when not found. Any other error fails the test.
+///
+/// A read is safe to repeat, so a request that gets no answer is asked
+/// again, up to three times: on a loaded two-core machine, with a
+/// dispatcher just restarted, an answer can be lost to a reconnect or come
+/// too late. Every answer that does come is checked in full.
 pub async fn task_get(client: &async_nats::Client, id: &str) -> Option<TaskRecord> {
     let req = TaskGetRequest {
         id: id.to_string(),
         tenant: None,
     };
-    match request(
-        client,
-        subjects::API_TASK_GET,
-        serde_json::to_vec(&req).unwrap(),
-    )
-    .await
-    {
+    let body = serde_json::to_vec(&req).unwrap();
+    let mut tries = 0;
+    let reply = loop {
+        tries += 1;
+        let asked = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.request(subjects::API_TASK_GET.to_string(), body.clone().into()),
+        )
+        .await;
+        match asked {
+            Ok(Ok(reply)) => break reply,
+            Ok(Err(e)) if tries < 3 => eprintln!("task.get {id}: {e}; asking again"),
+            Err(_) if tries < 3 => eprintln!("task.get {id}: no answer; asking again"),
+            Ok(Err(e)) => panic!("task.get {id} failed {tries} times: {e}"),
+            Err(_) => panic!("task.get {id}: no answer {tries} times"),
+        }
+    };
+    let decoded: ApiReply<TaskRecord> =
+        serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
+            panic!(
+                "undecodable reply {:?}: {e}",
+                String::from_utf8_lossy(&reply.payload)
+            )
+        });
+    match decoded.into_result() {
         Ok(record) => Some(record),
         Err(e) if e.code == ErrorCode::NotFound => None,
         Err(e) => panic!("task.get {id}: {e:?}"),
