@@ -13,6 +13,7 @@
 //! JetStream topology ([`topology`]).
 
 pub mod agent;
+pub mod analytics;
 pub mod api;
 pub mod config;
 pub mod emit;

@@ -17,6 +17,7 @@
 //! | `clawfleet.results.<tenant>.<id>` | stream `CLAWFLEET_RESULTS` | agents | clients |
 //! | `clawfleet.events.task.<kind>.<tenant>` | stream `CLAWFLEET_EVENTS` | dispatcher, agents | integrations |
 //! | `clawfleet.events.agent.<kind>.<agent_id>` | stream `CLAWFLEET_EVENTS` | agents | integrations |
+//! | `clawfleet.events.attempt.<tenant>.<agent_id>` | stream `CLAWFLEET_EVENTS` | agents | log aggregator (analytics, cost) |
 //! | `clawfleet.dlq.<reason>.<tenant>` | stream `CLAWFLEET_DLQ` | dispatcher, agents | operators |
 //! | `clawfleet.signal.work` | core NATS, not stored | dispatcher, health monitor | agents |
 //! | `clawfleet.api.fleet.state` | request/reply | clients | health monitor |
@@ -28,6 +29,7 @@
 //! | `clawfleet.logs.<service>.<level>.<agent_id>` | stream `CLAWFLEET_LOGS` | every service | log aggregator, `clawfleet logs --follow` |
 //! | `clawfleet.api.logs.search` | request/reply | clients | log aggregator |
 //! | `clawfleet.api.logs.stats` | request/reply | clients | log aggregator |
+//! | `clawfleet.api.analytics.{summary,cost,below_average,baselines,correlations}` | request/reply | clients | log aggregator |
 //!
 //! The tenant is always a single subject token so that a later security layer
 //! can grant a tenant's credentials its own subjects and nothing else.
@@ -83,6 +85,18 @@ pub const LEASES_ALL: &str = "clawfleet.agent.lease.*";
 pub const API_LOGS_SEARCH: &str = "clawfleet.api.logs.search";
 /// Request/reply: what the log index holds and what retention removed.
 pub const API_LOGS_STATS: &str = "clawfleet.api.logs.stats";
+/// Fleet analytics: performance per group (log aggregator).
+pub const API_ANALYTICS_SUMMARY: &str = "clawfleet.api.analytics.summary";
+/// Fleet analytics: cost per group (log aggregator).
+pub const API_ANALYTICS_COST: &str = "clawfleet.api.analytics.cost";
+/// Fleet analytics: agents below the fleet average (log aggregator).
+pub const API_ANALYTICS_BELOW_AVERAGE: &str = "clawfleet.api.analytics.below_average";
+/// Fleet analytics: per-capability baselines and deviations (log aggregator).
+pub const API_ANALYTICS_BASELINES: &str = "clawfleet.api.analytics.baselines";
+/// Fleet analytics: failure rate by task characteristic (log aggregator).
+pub const API_ANALYTICS_CORRELATIONS: &str = "clawfleet.api.analytics.correlations";
+/// Durable consumer of attempt reports on `CLAWFLEET_EVENTS` (log aggregator).
+pub const ATTEMPTS_CONSUMER: &str = "log-aggregator-attempts";
 /// Queue group the log aggregators share for their request/reply API.
 pub const LOG_AGGREGATOR_QUEUE_GROUP: &str = "clawfleet-log-aggregator";
 
@@ -180,6 +194,14 @@ pub fn results_of_tenant(tenant: &str) -> String {
 pub fn task_event(kind: &str, tenant: &str) -> String {
     format!("clawfleet.events.task.{kind}.{tenant}")
 }
+
+/// `clawfleet.events.attempt.<tenant>.<agent_id>`: one report per attempt run.
+pub fn attempt_event(tenant: &str, agent_id: &str) -> String {
+    format!("clawfleet.events.attempt.{tenant}.{agent_id}")
+}
+
+/// Wildcard for attempt reports only.
+pub const ATTEMPT_EVENTS_ALL: &str = "clawfleet.events.attempt.>";
 
 /// `clawfleet.events.agent.<kind>.<agent_id>`
 pub fn agent_event(kind: &str, agent_id: &str) -> String {

@@ -316,6 +316,7 @@ async fn measure(url: &str, args: &LogsBenchArgs) -> anyhow::Result<LogsReport> 
         nats_url: url.to_string(),
         data_dir: dir.path().to_path_buf(),
         consumer: format!("bench-{}", std::process::id()),
+        metrics_addr: None,
         ..Default::default()
     };
     eprintln!("indexing them");

@@ -94,7 +94,7 @@ impl From<LevelArg> for Level {
 }
 
 /// `15m` (that long ago) or an RFC 3339 time.
-fn parse_when(s: &str) -> Result<Timestamp, String> {
+pub(crate) fn parse_when(s: &str) -> Result<Timestamp, String> {
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(timefmt::now() - d);
     }

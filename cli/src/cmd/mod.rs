@@ -9,6 +9,7 @@ mod health_monitor;
 mod log_aggregator;
 mod logs;
 mod queues;
+mod report;
 mod submit;
 mod task;
 pub(crate) mod up;
@@ -60,6 +61,11 @@ pub enum Command {
     Watch(watch::WatchArgs),
     /// Search the fleet's logs, or follow them live.
     Logs(logs::LogsArgs),
+    /// Fleet analytics: success, latency and attempts per group, agents below
+    /// the fleet average, baselines, and what fails most (needs a log aggregator).
+    Report(report::ReportArgs),
+    /// What the fleet's attempts cost, per agent, tenant, capability, model or time.
+    Cost(report::CostArgs),
     /// Measure raw JetStream and clawfleet end to end (own server, dispatcher and agents) in one run.
     Bench(bench::BenchArgs),
     /// Run a dispatcher in this process (used by `up`).
@@ -89,6 +95,8 @@ impl Command {
             Command::Dlq(cmd) => dlq::run(&global, cmd).await,
             Command::Watch(args) => watch::run(&global, args).await,
             Command::Logs(args) => logs::run(&global, args).await,
+            Command::Report(args) => report::report(&global, args).await,
+            Command::Cost(args) => report::cost(&global, args).await,
             Command::Bench(args) => bench::run(global.nats_url, args)
                 .await
                 .map(|()| ExitCode::SUCCESS),

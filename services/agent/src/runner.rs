@@ -39,7 +39,7 @@ use async_nats::jetstream::{self, kv, AckKind};
 use async_nats::HeaderMap;
 use clawfleet_shared::agent::Lease;
 use clawfleet_shared::api::{self, DlqEntry, DlqReason};
-use clawfleet_shared::events::{TaskEvent, TaskEventKind};
+use clawfleet_shared::events::{AttemptReport, TaskEvent, TaskEventKind};
 use clawfleet_shared::task::{Attempt as AttemptRecord, Outcome, RetryOn};
 use clawfleet_shared::{
     emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskResult, TaskSpec, TaskStatus,
@@ -169,7 +169,7 @@ impl Runner {
         // meanwhile, the write below fails and we start over from a read.
         let mut as_created = self.as_created(msg, &spec);
         let mut conflicts = 0;
-        let (started, attempt) = loop {
+        let (started, attempt, started_at) = loop {
             let current = match as_created.take() {
                 Some(v) => v,
                 None => match records::read(&self.tasks, &spec.id).await {
@@ -259,7 +259,7 @@ impl Runner {
                 via: Some(msg.subject.to_string()),
             });
             match records::write_at(&self.tasks, &spec.id, record, current.revision).await {
-                Ok(v) => break (v, attempt),
+                Ok(v) => break (v, attempt, now),
                 // Someone else wrote it since the revision we had: read again.
                 Err(RecordError::Conflict(id)) if conflicts < records::MAX_CONFLICTS => {
                     conflicts += 1;
@@ -293,6 +293,16 @@ impl Runner {
         let labels = [("agent", self.agent_id.clone())];
         metrics::histogram!(crate::metrics::ATTEMPT_SECONDS, &labels)
             .record(began.elapsed().as_secs_f64());
+        self.report_attempt(
+            msg,
+            &spec,
+            attempt,
+            (started_at, ended_at),
+            &ended,
+            running.preempted.load(Ordering::Relaxed),
+            cancel.is_cancelled(),
+        )
+        .await;
         match ended {
             Ended::Ok(output) => {
                 let result = TaskResult {
@@ -819,6 +829,52 @@ impl Runner {
         }
         let left = spec.prefer_region_until? - timefmt::now();
         (left > time::Duration::ZERO).then(|| Duration::try_from(left).unwrap_or(Duration::ZERO))
+    }
+
+    /// Reports an attempt the executor ran, whatever the record makes of
+    /// it: the time and tokens were spent either way.
+    #[allow(clippy::too_many_arguments)]
+    async fn report_attempt(
+        &self,
+        msg: &jetstream::Message,
+        spec: &TaskSpec,
+        attempt: u32,
+        (started_at, ended_at): (timefmt::Timestamp, timefmt::Timestamp),
+        ended: &Ended,
+        preempted: bool,
+        aborted: bool,
+    ) {
+        let (outcome, error, usage) = match ended {
+            Ended::Ok(output) => (Outcome::Succeeded, None, output.usage.clone()),
+            Ended::TimedOut => (Outcome::Timeout, Some(ErrorCode::Timeout), None),
+            Ended::Err(ExecError::Cancelled) if preempted => {
+                (Outcome::Preempted, Some(ErrorCode::Preempted), None)
+            }
+            Ended::Err(ExecError::Cancelled) if aborted => {
+                (Outcome::Returned, Some(ErrorCode::Unavailable), None)
+            }
+            Ended::Err(ExecError::Cancelled) => {
+                (Outcome::Cancelled, Some(ErrorCode::Cancelled), None)
+            }
+            Ended::Err(e) => (Outcome::Failed, Some(e.code()), None),
+        };
+        let report = AttemptReport {
+            task_id: spec.id.clone(),
+            tenant: spec.tenant.clone(),
+            agent: self.agent_id.clone(),
+            attempt,
+            priority: spec.priority,
+            requires: spec.requires.clone(),
+            region: spec.region.clone(),
+            labels: spec.labels.clone(),
+            size_bytes: msg.payload.len() as u64,
+            started_at,
+            ended_at,
+            outcome,
+            error,
+            usage,
+        };
+        emit::attempt_report(&self.client, &report).await;
     }
 
     /// Whether this agent should not ask `queue` for work now: it has just

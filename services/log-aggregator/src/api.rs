@@ -1,5 +1,5 @@
-//! The request/reply API: `clawfleet.api.logs.search` and
-//! `clawfleet.api.logs.stats`, served in the queue group
+//! The request/reply API: `clawfleet.api.logs.search`,
+//! `clawfleet.api.logs.stats` and `clawfleet.api.analytics.*`, served in the queue group
 //! `clawfleet-log-aggregator`. Each request runs on a read connection from
 //! the pool, off the async runtime.
 
@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use async_nats::Message;
 use bytes::Bytes;
+use clawfleet_shared::analytics::{
+    BaselinesRequest, BelowAverageRequest, CorrelationsRequest, SummaryRequest,
+};
 use clawfleet_shared::error::ErrorReply;
 use clawfleet_shared::logs::{Level, LevelUsage, LogSearchRequest, LogStatsReply};
 use clawfleet_shared::{subjects, ErrorBody, ErrorCode};
@@ -20,6 +23,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::analytics::reports::{self, ReportError};
 use crate::search::{self, Query};
 use crate::store::{self, counter, time_of};
 
@@ -32,6 +36,10 @@ pub struct Api {
     pub(crate) js: async_nats::jetstream::Context,
     pub(crate) readers: Pool,
     pub(crate) search_timeout: Duration,
+    /// Read connections to the attempts database.
+    pub(crate) analytics: Pool,
+    /// Currency of the price table.
+    pub(crate) currency: String,
 }
 
 type Reply = Result<Bytes, ErrorBody>;
@@ -56,7 +64,15 @@ impl Api {
     ) {
         let group = subjects::LOG_AGGREGATOR_QUEUE_GROUP.to_string();
         let mut subs = Vec::new();
-        for subject in [subjects::API_LOGS_SEARCH, subjects::API_LOGS_STATS] {
+        for subject in [
+            subjects::API_LOGS_SEARCH,
+            subjects::API_LOGS_STATS,
+            subjects::API_ANALYTICS_SUMMARY,
+            subjects::API_ANALYTICS_COST,
+            subjects::API_ANALYTICS_BELOW_AVERAGE,
+            subjects::API_ANALYTICS_BASELINES,
+            subjects::API_ANALYTICS_CORRELATIONS,
+        ] {
             match self.client.queue_subscribe(subject, group.clone()).await {
                 Ok(sub) => subs.push(sub),
                 Err(e) => {
@@ -101,6 +117,36 @@ impl Api {
         let reply = match msg.subject.as_str() {
             subjects::API_LOGS_SEARCH => self.search(&msg.payload).await,
             subjects::API_LOGS_STATS => self.stats().await,
+            subjects::API_ANALYTICS_SUMMARY => {
+                self.analytics_query(&msg.payload, |c, r: SummaryRequest, cur| {
+                    reports::summary(c, &r.window, &r.by, &cur, false)
+                })
+                .await
+            }
+            subjects::API_ANALYTICS_COST => {
+                self.analytics_query(&msg.payload, |c, r: SummaryRequest, cur| {
+                    reports::summary(c, &r.window, &r.by, &cur, true)
+                })
+                .await
+            }
+            subjects::API_ANALYTICS_BELOW_AVERAGE => {
+                self.analytics_query(&msg.payload, |c, r: BelowAverageRequest, _| {
+                    reports::below_average(c, &r)
+                })
+                .await
+            }
+            subjects::API_ANALYTICS_BASELINES => {
+                self.analytics_query(&msg.payload, |c, r: BaselinesRequest, _| {
+                    reports::baselines(c, &r)
+                })
+                .await
+            }
+            subjects::API_ANALYTICS_CORRELATIONS => {
+                self.analytics_query(&msg.payload, |c, r: CorrelationsRequest, _| {
+                    reports::correlations(c, &r)
+                })
+                .await
+            }
             other => Err(ErrorBody::new(
                 ErrorCode::InvalidRequest,
                 format!("unknown API subject {other}"),
@@ -141,6 +187,44 @@ impl Api {
         let reply = self
             .read(move |conn| search::run(conn, &query, timeout).map_err(ErrorBody::from))
             .await?;
+        ok(&reply)
+    }
+
+    /// Decodes an analytics request (an empty body takes every default)
+    /// and runs `f` on a read connection to the attempts database.
+    async fn analytics_query<R, T, F>(&self, payload: &[u8], f: F) -> Reply
+    where
+        R: serde::de::DeserializeOwned + Send + 'static,
+        T: Serialize + Send + 'static,
+        F: FnOnce(&Connection, R, String) -> Result<T, ReportError> + Send + 'static,
+    {
+        let body: &[u8] = if payload.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            payload
+        };
+        let req: R = serde_json::from_slice(body).map_err(|e| {
+            ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("bad analytics request: {e}"),
+            )
+        })?;
+        let currency = self.currency.clone();
+        let down = |e: &dyn std::fmt::Display| {
+            ErrorBody::new(ErrorCode::Unavailable, format!("attempts database: {e}"))
+        };
+        let conn = self.analytics.get().await.map_err(|e| down(&e))?;
+        let reply = conn
+            .interact(move |c| {
+                f(c, req, currency).map_err(|e| match e {
+                    ReportError::Invalid(m) => ErrorBody::new(ErrorCode::InvalidRequest, m),
+                    e @ ReportError::Sqlite(_) => {
+                        ErrorBody::new(ErrorCode::Unavailable, e.to_string())
+                    }
+                })
+            })
+            .await
+            .map_err(|e| down(&e))??;
         ok(&reply)
     }
 

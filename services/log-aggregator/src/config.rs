@@ -43,6 +43,114 @@ pub struct Config {
     pub retention: Retention,
     /// Shipping of the aggregator's own log lines.
     pub log_shipping: LogShipping,
+    /// Where to serve Prometheus `/metrics` and `/healthz` (none: not served).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Fleet analytics and cost tracking.
+    pub analytics: Analytics,
+}
+
+/// Fleet analytics and cost tracking, built from the agents' attempt reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Analytics {
+    /// Durable consumer of attempt reports on `CLAWFLEET_EVENTS`.
+    pub consumer: String,
+    /// How long attempts are kept (baselines look back 7 days).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// What usage costs.
+    pub prices: Prices,
+}
+
+impl Default for Analytics {
+    fn default() -> Self {
+        Analytics {
+            consumer: subjects::ATTEMPTS_CONSUMER.to_string(),
+            retention: Duration::from_secs(30 * DAY),
+            prices: Prices::default(),
+        }
+    }
+}
+
+/// The price table that turns an attempt's usage into cost. An attempt
+/// costs its wall time at `per_agent_hour`, plus its tokens at its model's
+/// prices (`default_model` for a model not listed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Prices {
+    /// Currency of every price (a label only).
+    pub currency: String,
+    /// Cost of one hour of an agent's attempt time (the machine, the
+    /// gateway's share...).
+    pub per_agent_hour: f64,
+    /// Per model: prices per million tokens.
+    pub models: BTreeMap<String, ModelPrice>,
+    /// For models not in `models`.
+    pub default_model: ModelPrice,
+}
+
+impl Default for Prices {
+    fn default() -> Self {
+        Prices {
+            currency: "USD".to_string(),
+            per_agent_hour: 0.0,
+            models: BTreeMap::new(),
+            default_model: ModelPrice::default(),
+        }
+    }
+}
+
+/// A model's token prices.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelPrice {
+    /// Per million input tokens.
+    pub input_per_million: f64,
+    /// Per million output tokens.
+    pub output_per_million: f64,
+}
+
+impl Prices {
+    /// Cost of an attempt in millionths of the currency unit (integers, so
+    /// that totals are exact sums of attempts).
+    pub fn cost_micros(
+        &self,
+        wall_ms: u64,
+        model: Option<&str>,
+        tokens_in: u64,
+        tokens_out: u64,
+    ) -> i64 {
+        let price = model
+            .and_then(|m| self.models.get(m))
+            .unwrap_or(&self.default_model);
+        // per million tokens, in millionths: tokens × price.
+        let tokens = tokens_in as f64 * price.input_per_million
+            + tokens_out as f64 * price.output_per_million;
+        // per hour, in millionths: ms × price × 1e6 / 3.6e6.
+        let time = wall_ms as f64 * self.per_agent_hour / 3.6;
+        (tokens + time).round() as i64
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        if !ok(self.per_agent_hour) {
+            return Err(ConfigError::invalid(
+                "analytics.prices.per_agent_hour",
+                "must be a number >= 0",
+            ));
+        }
+        for (name, p) in std::iter::once(("default_model", &self.default_model))
+            .chain(self.models.iter().map(|(k, v)| (k.as_str(), v)))
+        {
+            if !ok(p.input_per_million) || !ok(p.output_per_million) {
+                return Err(ConfigError::invalid(
+                    "analytics.prices.models",
+                    format!("{name}: prices must be numbers >= 0"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Retention policy: by age per level (with per-tenant overrides) and by size.
@@ -182,6 +290,8 @@ impl Default for Config {
                 level: "info,async_nats=warn".to_string(),
                 ..LogShipping::default()
             },
+            metrics_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9183))),
+            analytics: Analytics::default(),
         }
     }
 }
@@ -242,7 +352,32 @@ impl Config {
                 ));
             }
         }
+        let name_ok = !self.analytics.consumer.is_empty()
+            && self.analytics.consumer.len() <= 64
+            && self
+                .analytics
+                .consumer
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok || self.analytics.consumer == self.consumer {
+            return Err(ConfigError::invalid(
+                "analytics.consumer",
+                "must be 1-64 characters of [A-Za-z0-9_-], other than `consumer`",
+            ));
+        }
+        if self.analytics.retention < Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                "analytics.retention",
+                "must be at least 1m",
+            ));
+        }
+        self.analytics.prices.validate()?;
         self.log_shipping.validate()
+    }
+
+    /// Path of the attempts database.
+    pub fn analytics_db_path(&self) -> PathBuf {
+        self.data_dir.join("attempts.db")
     }
 
     /// Path of the index file.
@@ -287,6 +422,38 @@ mod tests {
             Some(Duration::from_secs(30 * DAY))
         );
         assert_eq!(r.tenants["acme"].max_age.get(Level::Debug), None);
+    }
+
+    #[test]
+    fn prices_turn_usage_into_exact_micro_units() {
+        let toml = r#"
+            [analytics.prices]
+            per_agent_hour = 3.6
+            [analytics.prices.models.big]
+            input_per_million = 3.0
+            output_per_million = 15.0
+            [analytics.prices.default_model]
+            input_per_million = 1.0
+        "#;
+        let config: Config =
+            figment::Figment::from(figment::providers::Serialized::defaults(Config::default()))
+                .merge(<figment::providers::Toml as figment::providers::Format>::string(toml))
+                .extract()
+                .unwrap();
+        config.validate().unwrap();
+        let p = &config.analytics.prices;
+        // 1000 in × 3 + 100 out × 15 = 4500 micro; 1 s at 3.6/h = 1000 micro.
+        assert_eq!(p.cost_micros(1000, Some("big"), 1000, 100), 5500);
+        // An unlisted model takes the default prices; no usage costs time only.
+        assert_eq!(p.cost_micros(0, Some("other"), 1000, 100), 1000);
+        assert_eq!(p.cost_micros(500, None, 0, 0), 500);
+        let mut bad = config.clone();
+        bad.analytics.prices.per_agent_hour = -1.0;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("per_agent_hour"));
     }
 
     #[test]

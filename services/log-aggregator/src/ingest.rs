@@ -133,6 +133,7 @@ async fn ack_in_order(mut pending: mpsc::Receiver<(Commit, Message)>) {
         // A batch not committed (the service is stopping) is left unacked,
         // so it is redelivered later.
         if let Ok(Ok(inserted)) = commit.await {
+            metrics::counter!(crate::metrics::LOG_LINES_INDEXED).increment(inserted.lines);
             if inserted.unreadable > 0 {
                 tracing::debug!(
                     count = inserted.unreadable,

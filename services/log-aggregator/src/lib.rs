@@ -8,6 +8,10 @@
 //! enforces the retention policy on an interval. It acks lines only once
 //! they are committed to the index.
 //!
+//! It also keeps the fleet's attempt history for analytics and cost: see
+//! [`analytics`]; `clawfleet.api.analytics.*` is served in the same queue
+//! group.
+//!
 //! It never writes to NATS beyond API replies and its own log lines, and it
 //! does not create the logs stream: the dispatcher owns the topology, and
 //! the aggregator waits for it.
@@ -31,9 +35,11 @@
 //! See [`store`] for the layout of the index, [`writer`] for the single
 //! writer, [`search`] for queries and [`retention`] for the policy.
 
+pub mod analytics;
 pub mod api;
 pub mod config;
 pub mod ingest;
+pub mod metrics;
 pub mod retention;
 pub mod search;
 pub mod store;
@@ -87,6 +93,9 @@ pub enum AggregatorError {
     /// The API subscriptions could not be made.
     #[error("while subscribing to the API: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
+    /// The metrics endpoint could not be started.
+    #[error(transparent)]
+    Metrics(#[from] clawfleet_shared::observe::ServeError),
 }
 
 /// A started aggregator.
@@ -94,9 +103,15 @@ pub struct Running {
     tracker: TaskTracker,
     client: async_nats::Client,
     writer: std::thread::JoinHandle<()>,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Running {
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
+    }
+
     /// Waits until the aggregator has stopped (after its shutdown token
     /// fires): the API has answered what it took, the last batches are
     /// committed and acked, and the index is closed.
@@ -165,6 +180,36 @@ pub async fn start(
         .build()
         .map_err(|e| AggregatorError::Pool(e.to_string()))?;
 
+    // Fleet analytics: attempt reports from the events stream into their own database.
+    let attempts_path = config.analytics_db_path();
+    let attempts_conn = tokio::task::spawn_blocking(move || analytics::store::open(&attempts_path))
+        .await
+        .map_err(|e| AggregatorError::Thread(std::io::Error::other(e)))??;
+    let attempts_conn = Arc::new(std::sync::Mutex::new(attempts_conn));
+    let events = js
+        .get_stream(subjects::STREAM_EVENTS)
+        .await
+        .map_err(|e| AggregatorError::Consumer(e.to_string()))?;
+    let attempts_consumer = events
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(config.analytics.consumer.clone()),
+            description: Some("clawfleet attempt reports for analytics and cost".to_string()),
+            filter_subject: subjects::ATTEMPT_EVENTS_ALL.to_string(),
+            ack_policy: consumer::AckPolicy::All,
+            ack_wait: Duration::from_secs(60),
+            max_deliver: -1,
+            max_ack_pending: 20_000,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| AggregatorError::Consumer(e.to_string()))?;
+    let analytics_readers = deadpool_sqlite::Config::new(config.analytics_db_path())
+        .builder(Runtime::Tokio1)
+        .map_err(|e| AggregatorError::Pool(e.to_string()))?
+        .max_size(config.readers.min(4))
+        .build()
+        .map_err(|e| AggregatorError::Pool(e.to_string()))?;
+
     let (writer, writer_thread) =
         Writer::spawn(conn, Policy::new(&config.retention), shutdown.child_token())?;
     let tracker = TaskTracker::new();
@@ -173,6 +218,8 @@ pub async fn start(
         js: js.clone(),
         readers,
         search_timeout: config.search_timeout,
+        analytics: analytics_readers,
+        currency: config.analytics.prices.currency.clone(),
     });
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     tracker.spawn(api.serve(shutdown.clone(), ready_tx));
@@ -187,12 +234,36 @@ pub async fn start(
         shutdown.clone(),
     ));
     tracker.spawn(retain(writer, config.retention.interval, shutdown.clone()));
+    tracker.spawn(analytics::ingest(
+        attempts_consumer,
+        attempts_conn.clone(),
+        config.analytics.prices.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(analytics::retain(
+        attempts_conn,
+        config.analytics.retention,
+        config.retention.interval,
+        shutdown.clone(),
+    ));
+    let metrics_addr = match config.metrics_addr {
+        Some(addr) => Some(
+            clawfleet_shared::observe::serve(
+                addr,
+                clawfleet_shared::observe::nats_connected(client.clone()),
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     tracker.close();
     tracing::info!(index = %path.display(), nats = %config.nats_url, "log aggregator ready");
     Ok(Running {
         tracker,
         client,
         writer: writer_thread,
+        metrics_addr,
     })
 }
 
@@ -251,6 +322,10 @@ async fn retain(writer: Writer, interval: Duration, cancel: CancellationToken) {
                 Err(_) => return,
             }
         }
+        ::metrics::counter!(crate::metrics::LOG_LINES_REMOVED, "reason" => "age")
+            .increment(round.by_age.iter().sum::<u64>());
+        ::metrics::counter!(crate::metrics::LOG_LINES_REMOVED, "reason" => "size")
+            .increment(round.by_size.iter().sum::<u64>());
         if round.total() > 0 {
             tracing::info!(
                 removed = round.total(),

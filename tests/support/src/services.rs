@@ -240,6 +240,7 @@ pub fn log_aggregator_config(nats_url: &str, data_dir: &Path) -> clawfleet_log_a
         topology_wait: Duration::from_secs(10),
         data_dir: data_dir.to_path_buf(),
         batch_wait: Duration::from_millis(5),
+        metrics_addr: None,
         ..Default::default()
     };
     config.retention.interval = Duration::from_millis(100);
