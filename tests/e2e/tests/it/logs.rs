@@ -563,3 +563,97 @@ async fn a_bad_search_gets_a_clear_error() {
         assert_eq!(e.code, ErrorCode::InvalidRequest, "{e}");
     }
 }
+
+/// Runs `n` quick tasks through the fleet; returns how long from the first
+/// submission to the last result.
+async fn timed_batch(fleet: &Fleet, tag: &str, n: usize) -> Duration {
+    let before = clawfleet_testkit::client::stream_messages(
+        &fleet.js,
+        clawfleet_shared::subjects::STREAM_RESULTS,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    clawfleet_testkit::client::publish_intake_many(
+        &fleet.js,
+        (0..n).map(|i| json!({"id": format!("{tag}-{i}"), "tenant": "acme", "payload": {"op": "echo", "data": i}})),
+    )
+    .await;
+    wait_for(
+        "every task of the batch to finish",
+        Duration::from_secs(120),
+        || async {
+            let now = clawfleet_testkit::client::stream_messages(
+                &fleet.js,
+                clawfleet_shared::subjects::STREAM_RESULTS,
+            )
+            .await;
+            (now >= before + n as u64).then_some(())
+        },
+    )
+    .await;
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_stalled_aggregator_does_not_slow_task_work() {
+    const N: usize = 2000;
+    let mut fleet = Fleet::new().await;
+    fleet.agent("a1", &[], None).await;
+    fleet.agent("a2", &[], None).await;
+    // Warm up, then the same work without any aggregator...
+    timed_batch(&fleet, "warm", 300).await;
+    let without = timed_batch(&fleet, "without", N).await;
+
+    // ...and with one that indexes nothing: the test holds its index's
+    // write lock, so every batch it tries to commit waits and fails.
+    let dir = tempfile::tempdir().unwrap();
+    let config = log_aggregator_config(fleet.server.url(), dir.path());
+    let db = config.db_path();
+    let _aggregator = start_log_aggregator(config).await;
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let with = timed_batch(&fleet, "stalled", N).await;
+
+    let rate = |d: Duration| N as f64 / d.as_secs_f64();
+    eprintln!(
+        "{N} tasks: {:.0} tasks/s without an aggregator, {:.0} tasks/s with a stalled one (ratio {:.2})",
+        rate(without),
+        rate(with),
+        rate(with) / rate(without)
+    );
+    // The aggregator really was behind: lines wait for it in the stream.
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = fleet
+        .js
+        .get_consumer_from_stream(
+            clawfleet_shared::subjects::CONSUMER_LOG_AGGREGATOR,
+            clawfleet_shared::subjects::STREAM_LOGS,
+        )
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert!(
+        info.num_pending + info.num_ack_pending as u64 > 0,
+        "the stalled aggregator kept up: {info:?}"
+    );
+    // Generous against a noisy shared machine; shipping is fire-and-forget,
+    // so a stalled aggregator should cost nothing at all.
+    assert!(
+        rate(with) >= 0.5 * rate(without),
+        "a stalled aggregator slowed task work: {without:?} without, {with:?} with"
+    );
+
+    // Released, it catches up: the stalled phase's lines become searchable.
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    wait_logs(
+        &fleet.client,
+        &LogSearchRequest {
+            task_id: Some(format!("stalled-{}", N - 1)),
+            ..req()
+        },
+        "the last stalled task's lines",
+        Duration::from_secs(60),
+        |r| !r.lines.is_empty(),
+    )
+    .await;
+}
