@@ -34,6 +34,8 @@
 //! producer never waits for a result before sending more, only for publish
 //! acks, at most [`load::ACK_WINDOW`] behind.
 //!
+//! `clawfleet bench logs` measures the log pipeline instead: see [`logs`].
+//!
 //! The in-process dispatcher creates or updates the clawfleet streams with
 //! its default limits, and the tasks, records, results and events of the
 //! run stay in them: against a shared server, prefer a dedicated one.
@@ -42,6 +44,7 @@ mod e2e;
 mod failover;
 mod fleet;
 mod load;
+mod logs;
 mod raw;
 mod report;
 mod server;
@@ -74,7 +77,11 @@ const LATENCY_MAX_SECONDS: f64 = 20.0;
                         default stream limits and the run's tasks stay in the clawfleet \
                         streams: prefer a dedicated server."
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// What else to measure instead of the task pipeline.
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
     /// Tasks in the throughput phase (also the raw messages and raw jobs).
     #[arg(long, default_value_t = 20_000, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
@@ -113,6 +120,13 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
+}
+
+/// Benchmarks other than the task pipeline.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchWhat {
+    /// The log pipeline: lines/s a log aggregator indexes, and search latency over them.
+    Logs(logs::LogsBenchArgs),
 }
 
 /// The options as sizes.
@@ -156,6 +170,9 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 /// Runs the benchmark against the fleet at `nats_url` (the default URL when `None`).
 pub async fn run(nats_url: Option<String>, args: BenchArgs) -> anyhow::Result<()> {
     init_logging();
+    if let Some(BenchWhat::Logs(logs)) = args.what {
+        return logs::run(nats_url, logs).await;
+    }
     let plan = Plan::from(&args);
     let mut interrupt = signal(SignalKind::interrupt()).context("while handling SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("while handling SIGTERM")?;

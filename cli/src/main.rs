@@ -2,8 +2,8 @@
 //!
 //! It runs a whole local fleet (`up`), submits work (`submit`, `batch`),
 //! reads the fleet's state (`task get`, `agents`, `queues`, `dlq list`,
-//! `dlq show`, `watch`) and controls work (`task cancel`, `dlq replay`), all
-//! through the public `clawfleet.*` subjects defined in
+//! `dlq show`, `watch`, `logs`) and controls work (`task cancel`, `dlq
+//! replay`), all through the public `clawfleet.*` subjects defined in
 //! `clawfleet-shared`. It never touches a stream or bucket a service owns
 //! except to read results and events, which are there for clients.
 //!

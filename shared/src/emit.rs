@@ -3,7 +3,7 @@
 use async_nats::jetstream;
 
 use crate::api::DlqEntry;
-use crate::events::{AgentEvent, TaskEvent};
+use crate::events::{AgentEvent, AttemptReport, TaskEvent};
 use crate::subjects;
 
 /// Publishes a task event. Events are notifications, so this does not wait
@@ -17,6 +17,12 @@ pub async fn task_event(client: &async_nats::Client, event: &TaskEvent) {
 pub async fn agent_event(client: &async_nats::Client, event: &AgentEvent) {
     let subject = subjects::agent_event(event.kind.as_str(), &event.agent_id);
     publish_json(client, subject, event).await;
+}
+
+/// Publishes an attempt report (see [`task_event`] for delivery).
+pub async fn attempt_report(client: &async_nats::Client, report: &AttemptReport) {
+    let subject = subjects::attempt_event(&report.tenant, &report.agent);
+    publish_json(client, subject, report).await;
 }
 
 async fn publish_json<T: serde::Serialize>(client: &async_nats::Client, subject: String, body: &T) {

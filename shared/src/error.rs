@@ -63,6 +63,8 @@ pub enum ErrorCode {
     InvalidDelay,
     /// An API request could not be understood.
     InvalidRequest,
+    /// A log search's full-text query is not valid FTS5 syntax.
+    InvalidQuery,
     /// The requested task or entry does not exist.
     NotFound,
     /// The task already has a final status, so it cannot be cancelled.
@@ -114,6 +116,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::InvalidDelay => "invalid_delay",
             Self::InvalidRequest => "invalid_request",
+            Self::InvalidQuery => "invalid_query",
             Self::NotFound => "not_found",
             Self::AlreadyFinal => "already_final",
             Self::Cancelled => "cancelled",

@@ -5,8 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ErrorBody;
-use crate::task::Priority;
+use std::collections::BTreeMap;
+
+use crate::error::{ErrorBody, ErrorCode};
+use crate::task::{Outcome, Priority, Usage};
 use crate::timefmt::{self, Timestamp};
 
 /// What happened to a task. The wire name is also the subject token in
@@ -172,5 +174,60 @@ impl AgentEvent {
             time: timefmt::now(),
             reason,
         }
+    }
+}
+
+/// One attempt as it ran on an agent, whatever became of it:
+/// `clawfleet.events.attempt.<tenant>.<agent_id>`, sent once per attempt an
+/// executor ran. Fleet analytics and cost tracking are built from these.
+///
+/// The outcome is what the executor did. It can differ from the task
+/// record's view of the attempt: an agent that was declared down while it
+/// went on working still reports its attempt (it used time and tokens),
+/// although the record had moved on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptReport {
+    /// Task id.
+    pub task_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Agent that ran the attempt.
+    pub agent: String,
+    /// Attempt number (as in the task record).
+    pub attempt: u32,
+    /// Task priority.
+    pub priority: Priority,
+    /// Capabilities the task required.
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// Region the task was bound to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The task's labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Size of the task as queued (spec and payload), in bytes.
+    pub size_bytes: u64,
+    /// When the executor started.
+    #[serde(with = "timefmt")]
+    pub started_at: Timestamp,
+    /// When it returned (or was stopped).
+    #[serde(with = "timefmt")]
+    pub ended_at: Timestamp,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The error code, for an attempt that did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorCode>,
+    /// What the executor reported using (tokens, model), if it reports any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+impl AttemptReport {
+    /// Wall time of the attempt in milliseconds.
+    pub fn wall_ms(&self) -> u64 {
+        let d = self.ended_at - self.started_at;
+        u64::try_from(d.whole_milliseconds()).unwrap_or(0)
     }
 }

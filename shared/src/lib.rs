@@ -3,21 +3,25 @@
 //! Everything that crosses a process boundary is defined here exactly once:
 //! subject, stream, consumer and bucket names ([`subjects`]), the task and its
 //! record ([`task`]), API requests and replies ([`api`]), lifecycle events
-//! ([`events`]) and the stable error codes ([`error`]). Services and clients
+//! ([`events`]), log lines and the log search API ([`logs`]) and the stable
+//! error codes ([`error`]). Services and clients
 //! link this crate instead of spelling a subject or a JSON shape themselves.
 //!
 //! It also holds the small amount of start-up plumbing that would otherwise be
 //! repeated in every `main.rs`: layered config loading ([`config`]), tracing
-//! set-up ([`telemetry`]), the NATS connection helper ([`nats`]) and the
+//! set-up ([`telemetry`]) with log shipping to NATS ([`logship`]), the NATS connection helper ([`nats`]) and the
 //! JetStream topology ([`topology`]).
 
 pub mod agent;
+pub mod analytics;
 pub mod api;
 pub mod config;
 pub mod emit;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod logs;
+pub mod logship;
 pub mod nats;
 pub mod observe;
 pub mod signals;

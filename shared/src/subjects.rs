@@ -17,6 +17,7 @@
 //! | `clawfleet.results.<tenant>.<id>` | stream `CLAWFLEET_RESULTS` | agents | clients |
 //! | `clawfleet.events.task.<kind>.<tenant>` | stream `CLAWFLEET_EVENTS` | dispatcher, agents | integrations |
 //! | `clawfleet.events.agent.<kind>.<agent_id>` | stream `CLAWFLEET_EVENTS` | agents | integrations |
+//! | `clawfleet.events.attempt.<tenant>.<agent_id>` | stream `CLAWFLEET_EVENTS` | agents | log aggregator (analytics, cost) |
 //! | `clawfleet.dlq.<reason>.<tenant>` | stream `CLAWFLEET_DLQ` | dispatcher, agents | operators |
 //! | `clawfleet.signal.work` | core NATS, not stored | dispatcher, health monitor | agents |
 //! | `clawfleet.api.fleet.state` | request/reply | clients | health monitor |
@@ -24,10 +25,24 @@
 //! | `clawfleet.agent.ping.<agent_id>` | request/reply | health monitor | that agent |
 //! | `clawfleet.agent.lease.<agent_id>` | core NATS, not stored | that agent | health monitor |
 //! | `clawfleet.agent.cancel.<agent_id>` | core NATS, not stored | dispatcher | that agent |
+//! | `clawfleet.signal.work` | core NATS, not stored | dispatcher | agents |
+//! | `clawfleet.logs.<service>.<level>.<agent_id>` | stream `CLAWFLEET_LOGS` | every service | log aggregator, `clawfleet logs --follow` |
+//! | `clawfleet.api.logs.search` | request/reply | clients | log aggregator |
+//! | `clawfleet.api.logs.stats` | request/reply | clients | log aggregator |
+//! | `clawfleet.api.analytics.{summary,cost,below_average,baselines,correlations}` | request/reply | clients | log aggregator |
 //!
 //! The tenant is always a single subject token so that a later security layer
 //! can grant a tenant's credentials its own subjects and nothing else.
+//!
+//! Log subjects are the exception: they carry the service, level and agent
+//! but not the tenant. Logs are an operator's tool, many lines belong to no
+//! tenant (start-up, connection trouble) or to several, and tenant-scoped
+//! access to logs belongs in the search API, which can check who asks. The
+//! three tokens they do carry let a live tail (or `nats sub`) narrow down by
+//! the filters people use most without decoding every line.
 
+use crate::config::is_token;
+use crate::logs::Level;
 use crate::task::Priority;
 
 /// Root token of every clawfleet subject.
@@ -65,6 +80,25 @@ pub const API_AGENT_RELEASE: &str = "clawfleet.api.agent.release";
 pub const MONITOR_QUEUE_GROUP: &str = "clawfleet-health-monitor";
 /// Wildcard of every agent's lease announcements.
 pub const LEASES_ALL: &str = "clawfleet.agent.lease.*";
+/// Request/reply: search the indexed log lines. Served by the log aggregators
+/// (queue group [`LOG_AGGREGATOR_QUEUE_GROUP`]).
+pub const API_LOGS_SEARCH: &str = "clawfleet.api.logs.search";
+/// Request/reply: what the log index holds and what retention removed.
+pub const API_LOGS_STATS: &str = "clawfleet.api.logs.stats";
+/// Fleet analytics: performance per group (log aggregator).
+pub const API_ANALYTICS_SUMMARY: &str = "clawfleet.api.analytics.summary";
+/// Fleet analytics: cost per group (log aggregator).
+pub const API_ANALYTICS_COST: &str = "clawfleet.api.analytics.cost";
+/// Fleet analytics: agents below the fleet average (log aggregator).
+pub const API_ANALYTICS_BELOW_AVERAGE: &str = "clawfleet.api.analytics.below_average";
+/// Fleet analytics: per-capability baselines and deviations (log aggregator).
+pub const API_ANALYTICS_BASELINES: &str = "clawfleet.api.analytics.baselines";
+/// Fleet analytics: failure rate by task characteristic (log aggregator).
+pub const API_ANALYTICS_CORRELATIONS: &str = "clawfleet.api.analytics.correlations";
+/// Durable consumer of attempt reports on `CLAWFLEET_EVENTS` (log aggregator).
+pub const ATTEMPTS_CONSUMER: &str = "log-aggregator-attempts";
+/// Queue group the log aggregators share for their request/reply API.
+pub const LOG_AGGREGATOR_QUEUE_GROUP: &str = "clawfleet-log-aggregator";
 
 /// Wildcard captured by the intake stream.
 pub const INTAKE_ALL: &str = "clawfleet.intake.>";
@@ -80,6 +114,8 @@ pub const EVENTS_ALL: &str = "clawfleet.events.>";
 pub const TASK_EVENTS_ALL: &str = "clawfleet.events.task.>";
 /// Wildcard captured by the dead-letter stream.
 pub const DLQ_ALL: &str = "clawfleet.dlq.>";
+/// Wildcard captured by the logs stream.
+pub const LOGS_ALL: &str = "clawfleet.logs.>";
 
 /// Stream holding submitted tasks until a dispatcher has routed them (work-queue retention).
 pub const STREAM_INTAKE: &str = "CLAWFLEET_INTAKE";
@@ -91,9 +127,13 @@ pub const STREAM_RESULTS: &str = "CLAWFLEET_RESULTS";
 pub const STREAM_EVENTS: &str = "CLAWFLEET_EVENTS";
 /// Stream holding dead letters: rejected, failed and poison tasks.
 pub const STREAM_DLQ: &str = "CLAWFLEET_DLQ";
+/// Stream holding shipped log lines until the log aggregator has indexed them.
+pub const STREAM_LOGS: &str = "CLAWFLEET_LOGS";
 
 /// Durable consumer on [`STREAM_INTAKE`] shared by every dispatcher.
 pub const CONSUMER_DISPATCHER: &str = "dispatcher";
+/// Default durable consumer of the log aggregator on [`STREAM_LOGS`].
+pub const CONSUMER_LOG_AGGREGATOR: &str = "log-aggregator";
 
 /// KV bucket: task records, keyed by task id.
 pub const BUCKET_TASKS: &str = "clawfleet-tasks";
@@ -155,6 +195,14 @@ pub fn task_event(kind: &str, tenant: &str) -> String {
     format!("clawfleet.events.task.{kind}.{tenant}")
 }
 
+/// `clawfleet.events.attempt.<tenant>.<agent_id>`: one report per attempt run.
+pub fn attempt_event(tenant: &str, agent_id: &str) -> String {
+    format!("clawfleet.events.attempt.{tenant}.{agent_id}")
+}
+
+/// Wildcard for attempt reports only.
+pub const ATTEMPT_EVENTS_ALL: &str = "clawfleet.events.attempt.>";
+
 /// `clawfleet.events.agent.<kind>.<agent_id>`
 pub fn agent_event(kind: &str, agent_id: &str) -> String {
     format!("clawfleet.events.agent.{kind}.{agent_id}")
@@ -182,6 +230,36 @@ pub fn agent_cancel(agent_id: &str) -> String {
 /// `clawfleet.dlq.<reason>.<tenant>`
 pub fn dlq(reason: &str, tenant: &str) -> String {
     format!("clawfleet.dlq.{reason}.{tenant}")
+}
+
+/// `clawfleet.logs.<service>.<level>.<agent_id>`, with [`ANY`] for a line
+/// of no agent. A service name or agent id that is not a valid subject token
+/// is replaced by [`ANY`] (the line itself keeps it).
+pub fn log_line(service: &str, level: Level, agent_id: Option<&str>) -> String {
+    let token = |s: &str| {
+        if is_token(s, 64) {
+            s.to_string()
+        } else {
+            ANY.to_string()
+        }
+    };
+    format!(
+        "clawfleet.logs.{}.{}.{}",
+        token(service),
+        level.as_str(),
+        agent_id.map_or_else(|| ANY.to_string(), token)
+    )
+}
+
+/// Subscription subject for log lines of one service (or any), one level,
+/// and one agent (or any).
+pub fn logs_filter(service: Option<&str>, level: Level, agent_id: Option<&str>) -> String {
+    format!(
+        "clawfleet.logs.{}.{}.{}",
+        service.unwrap_or("*"),
+        level.as_str(),
+        agent_id.unwrap_or("*")
+    )
 }
 
 /// The capability-set token of a queue subject: sorted capabilities joined
@@ -289,6 +367,26 @@ mod tests {
         assert_eq!(
             queue(Priority::Low, None, &[], "acme"),
             "clawfleet.queue.low._._.acme"
+        );
+    }
+
+    #[test]
+    fn log_subjects_name_service_level_and_agent() {
+        assert_eq!(
+            log_line("agent", Level::Warn, Some("gpu-1")),
+            "clawfleet.logs.agent.warn.gpu-1"
+        );
+        assert_eq!(
+            log_line("dispatcher", Level::Info, None),
+            "clawfleet.logs.dispatcher.info._"
+        );
+        assert_eq!(
+            log_line("My Service", Level::Info, Some("a.b")),
+            "clawfleet.logs._.info._"
+        );
+        assert_eq!(
+            logs_filter(None, Level::Error, Some("a1")),
+            "clawfleet.logs.*.error.a1"
         );
     }
 

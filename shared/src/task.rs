@@ -510,3 +510,18 @@ impl TaskResult {
         })
     }
 }
+
+/// What an attempt used, as its executor reports it: the basis of cost
+/// tracking (wall time is measured by the agent for every attempt).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Input (prompt) tokens.
+    #[serde(default)]
+    pub tokens_in: u64,
+    /// Output (completion) tokens.
+    #[serde(default)]
+    pub tokens_out: u64,
+    /// Model that served the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}

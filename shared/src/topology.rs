@@ -43,6 +43,14 @@ pub struct Limits {
     pub dlq_max_age: Duration,
     /// Dead-letter size bound (oldest go first).
     pub dlq_max_bytes: i64,
+    /// How long shipped log lines wait in the logs stream for the log
+    /// aggregator. The aggregator keeps what it has indexed for as long as
+    /// its own retention says; this only bounds how long it may be down
+    /// without losing lines.
+    #[serde(with = "humantime_serde")]
+    pub logs_max_age: Duration,
+    /// Logs stream size bound (oldest go first).
+    pub logs_max_bytes: i64,
     /// How long task records are kept after their last change.
     #[serde(with = "humantime_serde")]
     pub records_max_age: Duration,
@@ -78,6 +86,8 @@ impl Default for Limits {
             events_max_bytes: 256 * MIB,
             dlq_max_age: Duration::from_secs(30 * DAY),
             dlq_max_bytes: 256 * MIB,
+            logs_max_age: Duration::from_secs(DAY),
+            logs_max_bytes: 256 * MIB,
             records_max_age: Duration::from_secs(7 * DAY),
             records_max_bytes: GIB,
             agent_ttl: Duration::from_secs(30),
@@ -192,6 +202,14 @@ pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Topology
                 max_age: limits.dlq_max_age,
                 max_bytes: limits.dlq_max_bytes,
                 ..stream_config(subjects::STREAM_DLQ, subjects::DLQ_ALL, limits)
+            },
+        ),
+        (
+            subjects::STREAM_LOGS,
+            stream::Config {
+                max_age: limits.logs_max_age,
+                max_bytes: limits.logs_max_bytes,
+                ..stream_config(subjects::STREAM_LOGS, subjects::LOGS_ALL, limits)
             },
         ),
     ];

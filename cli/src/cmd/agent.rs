@@ -43,10 +43,11 @@ pub async fn run(global: &Global, mut args: AgentArgs) -> anyhow::Result<ExitCod
     args.nats_url = global.nats_url.clone();
     let config: clawfleet_agent::Config =
         clawfleet_shared::config::load(args.config.as_deref(), &args)?;
-    clawfleet_shared::telemetry::init("agent");
+    let config = config.validate()?;
+    clawfleet_shared::telemetry::init_with_shipping("agent", &config.log_shipping);
     let shutdown = clawfleet_shared::signals::shutdown_on_signal();
-    clawfleet_agent::run(config, shutdown)
-        .await
-        .context("while running the agent")?;
+    let outcome = clawfleet_agent::run(config, shutdown).await;
+    clawfleet_shared::logship::flush(std::time::Duration::from_secs(2)).await;
+    outcome.context("while running the agent")?;
     Ok(ExitCode::SUCCESS)
 }

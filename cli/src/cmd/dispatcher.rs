@@ -44,10 +44,11 @@ where
 /// Runs a dispatcher until SIGINT or SIGTERM.
 pub async fn run(global: &Global, args: DispatcherArgs) -> anyhow::Result<ExitCode> {
     let config: clawfleet_dispatcher::Config = load_service_config(global, &args)?;
-    clawfleet_shared::telemetry::init("dispatcher");
+    config.validate()?;
+    clawfleet_shared::telemetry::init_with_shipping("dispatcher", &config.log_shipping);
     let shutdown = clawfleet_shared::signals::shutdown_on_signal();
-    clawfleet_dispatcher::run(config, shutdown)
-        .await
-        .context("while running the dispatcher")?;
+    let outcome = clawfleet_dispatcher::run(config, shutdown).await;
+    clawfleet_shared::logship::flush(std::time::Duration::from_secs(2)).await;
+    outcome.context("while running the dispatcher")?;
     Ok(ExitCode::SUCCESS)
 }

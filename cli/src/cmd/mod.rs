@@ -6,7 +6,10 @@ mod batch;
 mod dispatcher;
 mod dlq;
 mod health_monitor;
+mod log_aggregator;
+mod logs;
 mod queues;
+mod report;
 mod submit;
 mod task;
 pub(crate) mod up;
@@ -56,6 +59,13 @@ pub enum Command {
     Dlq(dlq::DlqCommand),
     /// Print task lifecycle events as they happen.
     Watch(watch::WatchArgs),
+    /// Search the fleet's logs, or follow them live.
+    Logs(logs::LogsArgs),
+    /// Fleet analytics: success, latency and attempts per group, agents below
+    /// the fleet average, baselines, and what fails most (needs a log aggregator).
+    Report(report::ReportArgs),
+    /// What the fleet's attempts cost, per agent, tenant, capability, model or time.
+    Cost(report::CostArgs),
     /// Measure raw JetStream and clawfleet end to end (own server, dispatcher and agents) in one run.
     Bench(bench::BenchArgs),
     /// Run a dispatcher in this process (used by `up`).
@@ -67,6 +77,9 @@ pub enum Command {
     /// Run a health monitor in this process (used by `up`).
     #[command(hide = true)]
     HealthMonitor(health_monitor::HealthMonitorArgs),
+    /// Run a log aggregator in this process (used by `up`).
+    #[command(hide = true)]
+    LogAggregator(log_aggregator::LogAggregatorArgs),
 }
 
 impl Command {
@@ -81,12 +94,16 @@ impl Command {
             Command::Queues(args) => queues::run(&global, args).await,
             Command::Dlq(cmd) => dlq::run(&global, cmd).await,
             Command::Watch(args) => watch::run(&global, args).await,
+            Command::Logs(args) => logs::run(&global, args).await,
+            Command::Report(args) => report::report(&global, args).await,
+            Command::Cost(args) => report::cost(&global, args).await,
             Command::Bench(args) => bench::run(global.nats_url, args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Dispatcher(args) => dispatcher::run(&global, args).await,
             Command::Agent(args) => agent::run(&global, args).await,
             Command::HealthMonitor(args) => health_monitor::run(&global, args).await,
+            Command::LogAggregator(args) => log_aggregator::run(&global, args).await,
         }
     }
 }

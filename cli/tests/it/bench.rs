@@ -67,3 +67,32 @@ async fn a_small_bench_reports_every_phase_and_removes_its_streams() {
         "{streams:?}"
     );
 }
+
+#[tokio::test]
+async fn a_small_log_bench_indexes_every_line_and_times_every_kind_of_search() {
+    let fleet = Fleet::bare();
+
+    let run = fleet
+        .run(&[
+            "--json",
+            "bench",
+            "logs",
+            "--lines",
+            "2000",
+            "--searches",
+            "3",
+        ])
+        .await;
+
+    assert_eq!(run.code, 0, "{run:#?}");
+    let r = run.json();
+    assert_eq!(r["nats_url"], fleet.server.url(), "{r}");
+    assert_eq!(r["lines"], 2000, "{r}");
+    assert_eq!(r["search"].as_object().unwrap().len(), 6, "{r}");
+    assert_eq!(r["search_all"]["count"], 18, "{r}");
+    assert_eq!(r["search"]["one task"]["avg_lines"], 10.0, "{r}");
+    for rate in [&r["publish_per_sec"], &r["ingest_per_sec"]] {
+        assert!(rate.as_f64().is_some_and(|v| v > 0.0), "{r}");
+    }
+    assert!(r["index_bytes"].as_u64().is_some_and(|b| b > 0), "{r}");
+}

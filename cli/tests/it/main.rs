@@ -6,6 +6,7 @@ mod agents;
 mod batch;
 mod bench;
 mod control;
+mod logs;
 mod read;
 mod submit;
 

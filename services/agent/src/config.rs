@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clawfleet_shared::config::{is_token, string_list, ConfigError, DEFAULT_NATS_URL};
+use clawfleet_shared::logship::LogShipping;
 use serde::{Deserialize, Serialize};
 
 /// Agent configuration.
@@ -69,6 +70,10 @@ pub struct Config {
     /// How long to wait for a dispatcher to create the streams.
     #[serde(with = "humantime_serde")]
     pub topology_wait: Duration,
+    /// Which log lines (the agent's own and its executor's output) are
+    /// shipped to `clawfleet.logs.*`, and how many are buffered while NATS
+    /// is slow.
+    pub log_shipping: LogShipping,
 }
 
 /// When this agent gives up a running task for a waiting critical one.
@@ -368,6 +373,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
             topology_wait: Duration::from_secs(60),
+            log_shipping: LogShipping::default(),
         }
     }
 }
@@ -472,6 +478,7 @@ impl Config {
                 "must be above zero and not exceed restart_backoff_max",
             ));
         }
+        self.log_shipping.validate()?;
         if let ExecutorConfig::Command { program, probe, .. } = &self.executor {
             if program.as_os_str().is_empty() {
                 return Err(ConfigError::invalid(

@@ -37,7 +37,7 @@ use clawfleet_shared::config::ConfigError;
 use clawfleet_shared::events::{AgentEvent, AgentEventKind};
 use clawfleet_shared::nats::{self, ConnectError};
 use clawfleet_shared::topology::{self, TopologyError};
-use clawfleet_shared::{emit, subjects, timefmt};
+use clawfleet_shared::{emit, logship, subjects, timefmt};
 use futures::StreamExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -104,6 +104,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &shutdown,
     )
     .await?;
+    logship::attach(&client, "agent", Some(&config.agent_id));
     let js = nats::jetstream(client.clone());
     let topo = topology::open(&js, config.topology_wait).await?;
     join_profiles(&mut config, &topo.profiles).await?;

@@ -61,9 +61,11 @@ async fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    clawfleet_shared::telemetry::init("agent");
+    clawfleet_shared::telemetry::init_with_shipping("agent", &config.log_shipping);
     let shutdown = clawfleet_shared::signals::shutdown_on_signal();
-    match clawfleet_agent::run(config, shutdown).await {
+    let outcome = clawfleet_agent::run(config, shutdown).await;
+    clawfleet_shared::logship::flush(std::time::Duration::from_secs(2)).await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }

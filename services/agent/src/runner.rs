@@ -39,13 +39,14 @@ use async_nats::jetstream::{self, kv, AckKind};
 use async_nats::HeaderMap;
 use clawfleet_shared::agent::Lease;
 use clawfleet_shared::api::{self, DlqEntry, DlqReason};
-use clawfleet_shared::events::{TaskEvent, TaskEventKind};
+use clawfleet_shared::events::{AttemptReport, TaskEvent, TaskEventKind};
 use clawfleet_shared::task::{Attempt as AttemptRecord, Outcome, RetryOn};
 use clawfleet_shared::{
     emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskResult, TaskSpec, TaskStatus,
 };
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::cancels::Cancels;
 use crate::executor::{self, ExecError, Executor};
@@ -119,17 +120,32 @@ impl Runner {
             return;
         }
         let delivery = msg.info().map(|i| i.delivered).unwrap_or(1);
-        let span = tracing::info_span!("task", task_id = %spec.id, tenant = %spec.tenant, agent_id = %self.agent_id, delivery);
         if let Some(wait) = self.not_yet(&msg, &spec) {
             // Not this agent's turn yet: back to the queue, unseen by anyone
             // until then, with no attempt recorded.
             let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
             return;
         }
+        // Every line logged while handling the task (the executor's output
+        // included) carries the task, its tenant and this agent.
+        let span = tracing::info_span!(
+            "task",
+            task_id = %spec.id,
+            tenant = %spec.tenant,
+            agent_id = %self.agent_id,
+            capability = tracing::field::Empty,
+            delivery
+        );
+        if !spec.requires.is_empty() {
+            span.record("capability", subjects::capkey(&spec.requires));
+        }
         let id = spec.id.clone();
-        let outcome = self.attempt(&msg, spec, ack_wait, cancel).await;
+        let attempt = self
+            .attempt(&msg, spec, ack_wait, cancel)
+            .instrument(span.clone())
+            .await;
         self.vitals.release(&id);
-        if let Err(e) = outcome {
+        if let Err(e) = attempt {
             // Leave the message to be redelivered; the record tells the next agent where things stand.
             tracing::warn!(parent: &span, error = %e, "could not complete the attempt's bookkeeping; the task will be redelivered");
             let _ = msg
@@ -153,7 +169,7 @@ impl Runner {
         // meanwhile, the write below fails and we start over from a read.
         let mut as_created = self.as_created(msg, &spec);
         let mut conflicts = 0;
-        let (started, attempt) = loop {
+        let (started, attempt, started_at) = loop {
             let current = match as_created.take() {
                 Some(v) => v,
                 None => match records::read(&self.tasks, &spec.id).await {
@@ -243,7 +259,7 @@ impl Runner {
                 via: Some(msg.subject.to_string()),
             });
             match records::write_at(&self.tasks, &spec.id, record, current.revision).await {
-                Ok(v) => break (v, attempt),
+                Ok(v) => break (v, attempt, now),
                 // Someone else wrote it since the revision we had: read again.
                 Err(RecordError::Conflict(id)) if conflicts < records::MAX_CONFLICTS => {
                     conflicts += 1;
@@ -262,6 +278,7 @@ impl Runner {
             preempted: AtomicBool::new(false),
         });
         self.vitals.track(&spec.id, running.clone());
+        tracing::debug!(attempt, "attempt started");
         let mut event = TaskEvent::new(TaskEventKind::Started, Some(spec.id.clone()), &spec.tenant);
         event.attempt = Some(attempt);
         event.agent = Some(self.agent_id.clone());
@@ -276,6 +293,16 @@ impl Runner {
         let labels = [("agent", self.agent_id.clone())];
         metrics::histogram!(crate::metrics::ATTEMPT_SECONDS, &labels)
             .record(began.elapsed().as_secs_f64());
+        self.report_attempt(
+            msg,
+            &spec,
+            attempt,
+            (started_at, ended_at),
+            &ended,
+            running.preempted.load(Ordering::Relaxed),
+            cancel.is_cancelled(),
+        )
+        .await;
         match ended {
             Ended::Ok(output) => {
                 let result = TaskResult {
@@ -309,6 +336,7 @@ impl Runner {
                 self.publish_result(&result).await?;
                 self.vitals.completed.fetch_add(1, Ordering::Relaxed);
                 observe_end(&self.agent_id, Outcome::Succeeded, Some(&spec));
+                tracing::debug!(attempt, "attempt succeeded");
                 let mut event = TaskEvent::new(
                     TaskEventKind::Succeeded,
                     Some(spec.id.clone()),
@@ -392,7 +420,7 @@ impl Runner {
                     }
                     Ended::Ok(_) => unreachable!("handled above"),
                 };
-                tracing::info!(task_id = %spec.id, attempt, code = %error.code, "attempt failed: {}", error.message);
+                tracing::warn!(task_id = %spec.id, attempt, code = %error.code, "attempt failed: {}", error.message);
                 let retry = retryable && attempt < spec.max_attempts;
                 let settled = self
                     .settle(&spec.id, started, attempt, ended_at, |r| {
@@ -801,6 +829,52 @@ impl Runner {
         }
         let left = spec.prefer_region_until? - timefmt::now();
         (left > time::Duration::ZERO).then(|| Duration::try_from(left).unwrap_or(Duration::ZERO))
+    }
+
+    /// Reports an attempt the executor ran, whatever the record makes of
+    /// it: the time and tokens were spent either way.
+    #[allow(clippy::too_many_arguments)]
+    async fn report_attempt(
+        &self,
+        msg: &jetstream::Message,
+        spec: &TaskSpec,
+        attempt: u32,
+        (started_at, ended_at): (timefmt::Timestamp, timefmt::Timestamp),
+        ended: &Ended,
+        preempted: bool,
+        aborted: bool,
+    ) {
+        let (outcome, error, usage) = match ended {
+            Ended::Ok(output) => (Outcome::Succeeded, None, output.usage.clone()),
+            Ended::TimedOut => (Outcome::Timeout, Some(ErrorCode::Timeout), None),
+            Ended::Err(ExecError::Cancelled) if preempted => {
+                (Outcome::Preempted, Some(ErrorCode::Preempted), None)
+            }
+            Ended::Err(ExecError::Cancelled) if aborted => {
+                (Outcome::Returned, Some(ErrorCode::Unavailable), None)
+            }
+            Ended::Err(ExecError::Cancelled) => {
+                (Outcome::Cancelled, Some(ErrorCode::Cancelled), None)
+            }
+            Ended::Err(e) => (Outcome::Failed, Some(e.code()), None),
+        };
+        let report = AttemptReport {
+            task_id: spec.id.clone(),
+            tenant: spec.tenant.clone(),
+            agent: self.agent_id.clone(),
+            attempt,
+            priority: spec.priority,
+            requires: spec.requires.clone(),
+            region: spec.region.clone(),
+            labels: spec.labels.clone(),
+            size_bytes: msg.payload.len() as u64,
+            started_at,
+            ended_at,
+            outcome,
+            error,
+            usage,
+        };
+        emit::attempt_report(&self.client, &report).await;
     }
 
     /// Whether this agent should not ask `queue` for work now: it has just

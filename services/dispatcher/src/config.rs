@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clawfleet_shared::agent::{ProfileEntry, Strategy};
 use clawfleet_shared::config::{is_token, string_list, ConfigError, DEFAULT_NATS_URL};
+use clawfleet_shared::logship::LogShipping;
 use clawfleet_shared::task::RetryPolicy;
 use clawfleet_shared::topology::Limits;
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,9 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Stream and bucket limits.
     pub limits: Limits,
+    /// Which log lines are shipped to `clawfleet.logs.*`, and how many are
+    /// buffered while NATS is slow.
+    pub log_shipping: LogShipping,
 }
 
 /// Fleet-wide routing.
@@ -116,6 +120,7 @@ impl Default for Config {
             tenants: BTreeMap::new(),
             metrics_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9180))),
             limits: Limits::default(),
+            log_shipping: LogShipping::default(),
         }
     }
 }
@@ -223,6 +228,7 @@ impl Config {
                 ));
             }
         }
+        self.log_shipping.validate()?;
         for p in &self.profiles {
             if let Some(bad) = p.capabilities.iter().find(|c| !is_token(c, MAX_NAME_LEN)) {
                 return Err(ConfigError::invalid(

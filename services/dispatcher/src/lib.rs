@@ -35,8 +35,8 @@ use std::time::Duration;
 use async_nats::jetstream::consumer;
 use clawfleet_shared::config::ConfigError;
 use clawfleet_shared::nats::{self, ConnectError};
-use clawfleet_shared::subjects;
 use clawfleet_shared::topology::{self, TopologyError};
+use clawfleet_shared::{logship, subjects};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -103,6 +103,7 @@ pub async fn start(
         &shutdown,
     )
     .await?;
+    logship::attach(&client, "dispatcher", None);
     let js = nats::jetstream(client.clone());
     let topo = topology::ensure(&js, &config.limits).await?;
 

@@ -44,9 +44,11 @@ async fn main() -> ExitCode {
             Err(e) => fail(e),
         };
     }
-    clawfleet_shared::telemetry::init("dispatcher");
+    clawfleet_shared::telemetry::init_with_shipping("dispatcher", &config.log_shipping);
     let shutdown = clawfleet_shared::signals::shutdown_on_signal();
-    match clawfleet_dispatcher::run(config, shutdown).await {
+    let outcome = clawfleet_dispatcher::run(config, shutdown).await;
+    clawfleet_shared::logship::flush(std::time::Duration::from_secs(2)).await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use clawfleet_shared::api::{ApiReply, SubmitReply, TaskGetRequest};
+use clawfleet_shared::logs::{LogSearchReply, LogSearchRequest, LogStatsReply};
 use clawfleet_shared::{subjects, ErrorBody, ErrorCode, TaskRecord, TaskStatus};
 use serde_json::Value;
 
@@ -162,4 +163,54 @@ async fn wait_record(
 pub async fn stream_messages(js: &jetstream::Context, stream: &str) -> u64 {
     let mut s = js.get_stream(stream).await.expect("stream exists");
     s.info().await.expect("stream info").state.messages
+}
+
+/// Searches the log index (`clawfleet.api.logs.search`).
+pub async fn search_logs(
+    client: &async_nats::Client,
+    req: &LogSearchRequest,
+) -> Result<LogSearchReply, ErrorBody> {
+    request(
+        client,
+        subjects::API_LOGS_SEARCH,
+        serde_json::to_vec(req).unwrap(),
+    )
+    .await
+}
+
+/// What the log index holds (`clawfleet.api.logs.stats`).
+pub async fn log_stats(client: &async_nats::Client) -> LogStatsReply {
+    request(client, subjects::API_LOGS_STATS, Vec::new())
+        .await
+        .expect("logs.stats answers")
+}
+
+/// Polls a search until `done` accepts its reply; on timeout the panic
+/// shows the last reply.
+pub async fn wait_logs(
+    client: &async_nats::Client,
+    req: &LogSearchRequest,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&LogSearchReply) -> bool,
+) -> LogSearchReply {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let reply = search_logs(client, req).await.expect("search succeeds");
+        if done(&reply) {
+            return reply;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let lines: Vec<_> = reply
+                .lines
+                .iter()
+                .map(|l| serde_json::to_string(&l.line).unwrap())
+                .collect();
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; last search found:\n{}",
+                lines.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

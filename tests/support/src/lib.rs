@@ -18,21 +18,31 @@ use std::time::Duration;
 pub use process::{workspace_binary, AgentProcess, ProcessOptions};
 pub use server::{nats_server_binary, NatsServer};
 pub use services::{
-    agent_config, dispatcher_config, monitor_config, start_agent, start_dispatcher,
-    start_health_monitor, Service,
+    agent_config, dispatcher_config, log_aggregator_config, monitor_config, start_agent,
+    start_dispatcher, start_health_monitor, start_log_aggregator, Service,
 };
 
 /// Installs a test subscriber when `TEST_LOG=1`; tests are silent otherwise.
+/// (Services started here print through their own subscriber, with the
+/// same settings.)
 pub fn init_tracing() {
-    if std::env::var_os("TEST_LOG").is_some_and(|v| v == "1") {
+    if test_log_enabled() {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-            )
+            .with_env_filter(test_log_filter())
             .with_test_writer()
             .try_init();
     }
+}
+
+/// Whether `TEST_LOG=1`.
+fn test_log_enabled() -> bool {
+    std::env::var_os("TEST_LOG").is_some_and(|v| v == "1")
+}
+
+/// `RUST_LOG`, default `info`.
+fn test_log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics with `what`

@@ -1,10 +1,17 @@
 //! clawfleet services in-process, each on its own runtime so a test can
 //! stop one gracefully or kill it like a crashed process.
 
+use std::cell::RefCell;
+use std::path::Path;
 use std::time::Duration;
 
+use clawfleet_shared::logship::{LogShipping, Shipper};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tracing::dispatcher::DefaultGuard;
+use tracing::Dispatch;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
 
 /// A service running on its own single-worker runtime in its own thread.
 pub struct Service {
@@ -45,6 +52,31 @@ impl Drop for Service {
     }
 }
 
+thread_local! {
+    /// The service's logging, as the default of each of its runtime's threads.
+    static SERVICE_LOGGING: RefCell<Option<DefaultGuard>> = const { RefCell::new(None) };
+}
+
+/// What a service process would install at start-up: its log lines are
+/// shipped to the test's NATS server once the service attaches its client
+/// (and, with `TEST_LOG=1`, printed with the test's output). Each service
+/// gets its own, so services of one test, and of tests running side by
+/// side, never ship through each other's connection.
+fn service_logging() -> Dispatch {
+    let shipping = LogShipping::default();
+    let ship = Shipper::new("", &shipping).layer().with_filter(
+        shipping
+            .filter()
+            .expect("the default shipping filter parses"),
+    );
+    let print = crate::test_log_enabled().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_test_writer()
+            .with_filter(crate::test_log_filter())
+    });
+    Dispatch::new(tracing_subscriber::registry().with(print).with(ship))
+}
+
 fn spawn<F, Fut, R>(id: String, start: F) -> (Service, oneshot::Receiver<Result<String, String>>)
 where
     F: FnOnce(CancellationToken) -> Fut + Send + 'static,
@@ -55,11 +87,20 @@ where
     let kill = CancellationToken::new();
     let (tx, rx) = oneshot::channel();
     let (s, k) = (shutdown.clone(), kill.clone());
+    let logging = service_logging();
     let thread = std::thread::Builder::new()
         .name(format!("svc-{id}"))
         .spawn(move || {
+            let _logging = tracing::dispatcher::set_default(&logging);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
+                .on_thread_start(move || {
+                    let guard = tracing::dispatcher::set_default(&logging);
+                    SERVICE_LOGGING.with(|g| *g.borrow_mut() = Some(guard));
+                })
+                .on_thread_stop(|| {
+                    SERVICE_LOGGING.with(|g| g.borrow_mut().take());
+                })
                 .enable_all()
                 .build()
                 .expect("service runtime");
@@ -72,7 +113,11 @@ where
                     Ok(running) => {
                         let _ = tx.send(Ok(running.id()));
                         tokio::select! {
-                            _ = running.wait_done() => {}
+                            _ = async {
+                                running.wait_done().await;
+                                // As a service process does before it exits.
+                                clawfleet_shared::logship::flush(Duration::from_secs(1)).await;
+                            } => {}
                             _ = k.cancelled() => {}
                         }
                     }
@@ -161,6 +206,45 @@ pub fn monitor_config(nats_url: &str) -> clawfleet_health_monitor::Config {
         metrics_addr: None,
         ..Default::default()
     }
+}
+
+impl Waitable for clawfleet_log_aggregator::Running {
+    fn id(&self) -> String {
+        "log-aggregator".to_string()
+    }
+    fn wait_done(self) -> impl std::future::Future<Output = ()> + Send {
+        self.wait()
+    }
+}
+
+/// Starts a log aggregator; returns once it serves searches and consumes lines.
+pub async fn start_log_aggregator(config: clawfleet_log_aggregator::Config) -> Service {
+    let (service, ready) = spawn("log-aggregator".into(), move |token| async move {
+        clawfleet_log_aggregator::start(config, token)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match ready.await {
+        Ok(Ok(_)) => service,
+        Ok(Err(e)) => panic!("log aggregator failed to start: {e}"),
+        Err(_) => panic!("log aggregator thread ended before starting"),
+    }
+}
+
+/// A log aggregator config for tests: its index in `data_dir`, small
+/// batches written quickly, retention every 100 ms.
+pub fn log_aggregator_config(nats_url: &str, data_dir: &Path) -> clawfleet_log_aggregator::Config {
+    let mut config = clawfleet_log_aggregator::Config {
+        nats_url: nats_url.to_string(),
+        connect_timeout: Duration::from_secs(5),
+        topology_wait: Duration::from_secs(10),
+        data_dir: data_dir.to_path_buf(),
+        batch_wait: Duration::from_millis(5),
+        metrics_addr: None,
+        ..Default::default()
+    };
+    config.retention.interval = Duration::from_millis(100);
+    config
 }
 
 /// Starts a dispatcher; returns once it serves requests.

@@ -7,9 +7,13 @@
 //! `kill -9` one and watch the health monitor hand its task to another agent
 //! within seconds; the supervisor brings the killed agent back a second later.
 //!
+//! A log aggregator runs too (the hidden `log-aggregator` subcommand), with
+//! its index in `<data-dir>/logs`.
+//!
 //! Ctrl-C stops the fleet in dependency order: agents first (they drain and
 //! hand back what they hold), then the health monitor, then the dispatcher,
-//! then the server. A second Ctrl-C kills everything at once.
+//! then the log aggregator (so it indexes their last lines), then the
+//! server. A second Ctrl-C kills everything at once.
 
 mod child;
 pub(crate) mod nats_server;
@@ -39,6 +43,8 @@ use crate::client::Api;
 const AGENT_GRACE: Duration = Duration::from_secs(35);
 /// How long the dispatcher may take to finish what it holds.
 const DISPATCHER_GRACE: Duration = Duration::from_secs(15);
+/// How long the log aggregator may take to commit what it holds.
+const LOG_AGGREGATOR_GRACE: Duration = Duration::from_secs(15);
 /// How long nats-server may take to flush its store.
 const SERVER_GRACE: Duration = Duration::from_secs(10);
 /// How long to wait for every agent to register before printing the banner.
@@ -59,7 +65,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 4, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_concurrency: u32,
-    /// Where the fleet keeps its state (the nats-server store and log).
+    /// Where the fleet keeps its state (the nats-server store and log, the log index).
     #[arg(long, default_value = ".clawfleet", value_name = "DIR")]
     data_dir: PathBuf,
     /// Port of the fleet's own nats-server.
@@ -114,6 +120,15 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         DISPATCHER_GRACE,
         kill.clone(),
     );
+    let logs_dir = args.data_dir.join("logs");
+    let logs_dir_arg = logs_dir.to_string_lossy().into_owned();
+    let log_aggregator = Supervised::start(
+        "log-aggregator".into(),
+        exe.clone(),
+        service_args(&["log-aggregator", "--data-dir", &logs_dir_arg]),
+        LOG_AGGREGATOR_GRACE,
+        kill.clone(),
+    );
     let max_concurrency = args.max_concurrency.to_string();
     let fleet: Vec<Supervised> = agents
         .iter()
@@ -152,8 +167,12 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
             global,
             &url,
             server.as_ref(),
-            &dispatcher,
-            &monitor,
+            Services {
+                dispatcher: &dispatcher,
+                monitor: &monitor,
+                log_aggregator: &log_aggregator,
+                logs_dir: &logs_dir,
+            },
             &agents,
             &fleet,
         );
@@ -181,6 +200,8 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
     monitor.stop().await;
     tracing::info!("stopping the dispatcher");
     dispatcher.stop().await;
+    tracing::info!("stopping the log aggregator");
+    log_aggregator.stop().await;
     drop(api);
     if let Some(server) = server {
         tracing::info!("stopping nats-server");
@@ -204,7 +225,7 @@ fn on_signals() -> anyhow::Result<(CancellationToken, CancellationToken)> {
     let (s, k) = (stop.clone(), kill.clone());
     tokio::spawn(async move {
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        tracing::info!("stopping the fleet: agents, then the dispatcher, then nats-server (again to kill at once)");
+        tracing::info!("stopping the fleet: agents, the health monitor, the dispatcher, the log aggregator, then nats-server (again to kill at once)");
         s.cancel();
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         tracing::warn!("killing every fleet process");
@@ -245,12 +266,19 @@ async fn wait_ready(url: &str, agents: &[AgentSpec]) -> Option<Api> {
     }
 }
 
+/// The fleet's services other than the agents, for the banner.
+struct Services<'a> {
+    dispatcher: &'a Supervised,
+    monitor: &'a Supervised,
+    log_aggregator: &'a Supervised,
+    logs_dir: &'a std::path::Path,
+}
+
 fn banner(
     global: &Global,
     url: &str,
     server: Option<&NatsServer>,
-    dispatcher: &Supervised,
-    monitor: &Supervised,
+    services: Services<'_>,
     agents: &[AgentSpec],
     fleet: &[Supervised],
 ) {
@@ -263,8 +291,9 @@ fn banner(
         let banner = json!({
             "nats_url": url,
             "nats_server_pid": server.map(|s| s.pid),
-            "dispatcher_pid": dispatcher.pid(),
-            "health_monitor_pid": monitor.pid(),
+            "dispatcher_pid": services.dispatcher.pid(),
+            "health_monitor_pid": services.monitor.pid(),
+            "log_aggregator_pid": services.log_aggregator.pid(),
             "agents": agents,
         });
         println!("{banner}");
@@ -280,8 +309,16 @@ fn banner(
         )),
         None => out.push_str(&format!("  NATS        {url}\n")),
     }
-    out.push_str(&format!("  dispatcher  pid {}\n", dispatcher.pid()));
-    out.push_str(&format!("  monitor     pid {}\n", monitor.pid()));
+    out.push_str(&format!(
+        "  dispatcher  pid {}\n",
+        services.dispatcher.pid()
+    ));
+    out.push_str(&format!("  monitor     pid {}\n", services.monitor.pid()));
+    out.push_str(&format!(
+        "  logs        pid {}  (log aggregator, index {})\n",
+        services.log_aggregator.pid(),
+        services.logs_dir.display()
+    ));
     let width = agents.iter().map(|a| a.id.len()).max().unwrap_or(0);
     for (a, s) in agents.iter().zip(fleet) {
         let pid = if s.is_finished() {
@@ -307,6 +344,7 @@ fn banner(
          \x20 clawfleet submit --tenant demo --requires code --payload '{{\"op\":\"sleep\",\"ms\":20000}}'\n\
          \x20 clawfleet agents; clawfleet queues; clawfleet watch\n\
          \x20 kill -9 <an agent's pid>   (its task moves to another agent within seconds; the agent restarts)\n\
+         \x20 clawfleet logs --level debug; clawfleet logs --follow\n\
          \nCtrl-C stops the fleet (twice: at once).\n"
     ));
     print!("{out}");

@@ -5,15 +5,22 @@
 //! status 65 (`EX_DATAERR`): a fatal failure, not retried. Any other status
 //! or a crash: a retryable failure carrying the end of stderr. At the task
 //! timeout or on shutdown the process is killed.
+//!
+//! Each line the program writes to stderr is also logged as it comes (INFO,
+//! target [`EXECUTOR_OUTPUT_TARGET`], field `stream = "stderr"`), inside
+//! the attempt's span, so it is shipped with the task id, tenant and agent
+//! like the agent's own lines and a task's output can be searched for
+//! later. The agent does not print these lines on its own stderr by default.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use clawfleet_shared::logs::EXECUTOR_OUTPUT_TARGET;
 use clawfleet_shared::TaskSpec;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::{Attempt, ExecError, Executor, Health, Output};
@@ -22,6 +29,11 @@ use super::{Attempt, ExecError, Executor, Health, Output};
 const MAX_STDOUT: usize = 1024 * 1024;
 /// How much of stderr is quoted in an error.
 const STDERR_TAIL: usize = 2048;
+/// How much of the end of stderr is kept for that quote.
+const STDERR_KEPT: usize = 4 * STDERR_TAIL;
+/// Longest stderr line logged as one; a longer run without a newline is
+/// logged in pieces of this size.
+const MAX_LINE: usize = 8 * 1024;
 /// Exit status meaning "this payload can never work".
 pub const EXIT_FATAL: i32 = 65;
 
@@ -110,11 +122,7 @@ impl Executor for CommandExecutor {
                 .await;
             buf
         };
-        let read_err = async move {
-            let mut buf = Vec::new();
-            let _ = stderr.read_to_end(&mut buf).await;
-            buf
-        };
+        let read_err = async move { StderrLines::default().read(&mut stderr).await };
         let work = async {
             let (_, out, err) = tokio::join!(write, read_out, read_err);
             let status = child.wait().await;
@@ -163,6 +171,51 @@ impl Executor for CommandExecutor {
                 tail()
             ))),
         }
+    }
+}
+
+/// Reads a program's stderr: logs it line by line and keeps its end.
+#[derive(Default)]
+struct StderrLines {
+    line: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl StderrLines {
+    /// Reads to the end; returns the last [`STDERR_KEPT`] bytes.
+    async fn read(mut self, stderr: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = match stderr.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            self.tail.extend_from_slice(&chunk[..n]);
+            if self.tail.len() > 2 * STDERR_KEPT {
+                self.tail.drain(..self.tail.len() - STDERR_KEPT);
+            }
+            for &byte in &chunk[..n] {
+                if byte == b'\n' {
+                    self.emit();
+                } else {
+                    self.line.push(byte);
+                    if self.line.len() >= MAX_LINE {
+                        self.emit();
+                    }
+                }
+            }
+        }
+        self.emit();
+        self.tail
+    }
+
+    fn emit(&mut self) {
+        let text = String::from_utf8_lossy(&self.line);
+        let text = text.trim_end();
+        if !text.is_empty() {
+            tracing::info!(target: EXECUTOR_OUTPUT_TARGET, stream = "stderr", "{text}");
+        }
+        self.line.clear();
     }
 }
 
@@ -217,6 +270,58 @@ mod tests {
             err,
             ExecError::Retryable("program exited with status 3: disk on fire".into())
         );
+    }
+
+    /// Lines of stderr, as the agent's tracing layers see them.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Message(String);
+            impl tracing::field::Visit for Message {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    if f.name() == "message" {
+                        self.0 = format!("{v:?}");
+                    }
+                }
+            }
+            let mut m = Message(String::new());
+            event.record(&mut m);
+            let target = event.metadata().target().to_string();
+            self.0.lock().unwrap().push((target, m.0));
+        }
+    }
+
+    #[tokio::test]
+    async fn each_stderr_line_is_logged_and_the_error_still_quotes_the_end() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let captured = Captured::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+        let err = sh("printf 'first line\\nsecond line\\n' >&2; printf 'no newline' >&2; exit 3")
+            .run(&task(json!(1)), &attempt())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ExecError::Retryable(
+                "program exited with status 3: first line\nsecond line\nno newline".into()
+            )
+        );
+        let lines: Vec<_> = captured
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(target, _)| target == EXECUTOR_OUTPUT_TARGET)
+            .map(|(_, m)| m.clone())
+            .collect();
+        assert_eq!(lines, ["first line", "second line", "no newline"]);
     }
 
     #[tokio::test]

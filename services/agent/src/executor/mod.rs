@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+pub use clawfleet_shared::task::Usage;
 use clawfleet_shared::{ErrorCode, TaskSpec};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -43,17 +43,6 @@ pub struct Output {
     pub result: Value,
     /// Resource usage, when the executor knows it.
     pub usage: Option<Usage>,
-}
-
-/// Resource usage of an attempt (for cost tracking).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Input tokens.
-    pub tokens_in: u64,
-    /// Output tokens.
-    pub tokens_out: u64,
-    /// Model that served the attempt.
-    pub model: Option<String>,
 }
 
 /// Why an attempt failed.

@@ -11,6 +11,10 @@
 //! | `{"op":"block","ms":N}` | blocks its thread for N ms (a blocking call in async code, which wedges the agent) |
 //! | anything else | fatal failure (unsupported) |
 //!
+//! A payload may add `"usage": {"tokens_in": I, "tokens_out": O, "model": M}`:
+//! a successful attempt then reports that usage, as a model-backed executor
+//! would (for cost tracking).
+//!
 //! Any payload may add `"on": ["agent-a", ...]`: the op then applies only on
 //! those agents, and on any other agent the task echoes `data`. Tests use it
 //! to make one agent of a fleet misbehave.
@@ -110,10 +114,10 @@ impl Executor for SimExecutor {
             )))
             }
         };
-        Ok(Output {
-            result,
-            usage: None,
-        })
+        let usage = p
+            .get("usage")
+            .and_then(|u| serde_json::from_value(u.clone()).ok());
+        Ok(Output { result, usage })
     }
 
     async fn health(&self) -> Health {

@@ -334,8 +334,14 @@ async fn an_agent_failing_far_more_than_the_fleet_is_quarantined_until_released(
         .subscribe(subjects::agent_event("quarantined", "lemon"))
         .await
         .unwrap();
+    // Retries may land on lemon again: an agent that hands each failed task
+    // to the others, and pauses a moment each time, would take a while to
+    // gather `min_attempts` attempts.
     let tasks = (0..60)
-        .map(|_| json!({"tenant": "acme", "payload": {"op": "fail", "on": ["lemon"]}}))
+        .map(|_| {
+            json!({"tenant": "acme", "retry": {"different_agent": false},
+            "payload": {"op": "fail", "on": ["lemon"]}})
+        })
         .collect();
     let first = submit_ids(&fleet, tasks).await;
     tokio::time::timeout(FINISH, quarantined.next())

@@ -1,10 +1,12 @@
 //! End-to-end tests: a real nats-server, a real dispatcher and real agents
 //! in-process, driven through the public subjects only.
 
+mod analytics;
 mod control;
 mod failures;
 mod health;
 mod input;
+mod logs;
 mod metrics;
 mod openclaw;
 mod pipeline;

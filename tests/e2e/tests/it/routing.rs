@@ -109,9 +109,10 @@ async fn a_critical_task_behind_ten_thousand_queued_low_ones_runs_next() {
     })
     .await;
 
-    // ...when a critical task reaches the queue. A core subscriber sees the
-    // queued message the moment the stream stores it.
-    let mut queued = fleet.client.subscribe(subjects::QUEUE_ALL).await.unwrap();
+    // ...when a critical task reaches the queue. Agents learn of new work
+    // from the dispatcher's wake-up signal; the test hears the same signal,
+    // at the same moment as the agent.
+    let mut signals = fleet.client.subscribe(subjects::SIGNAL_WORK).await.unwrap();
     publish_intake(
         &fleet.js,
         "acme",
@@ -120,11 +121,12 @@ async fn a_critical_task_behind_ten_thousand_queued_low_ones_runs_next() {
     )
     .await;
     loop {
-        let msg = tokio::time::timeout(FINISH, queued.next())
+        let msg = tokio::time::timeout(FINISH, signals.next())
             .await
-            .expect("critical task queued")
+            .expect("a wake-up signal for the critical task")
             .unwrap();
-        if msg.subject.starts_with("clawfleet.queue.critical.") {
+        let body = String::from_utf8_lossy(&msg.payload);
+        if body.trim().is_empty() || body.contains("clawfleet.queue.critical.") {
             break;
         }
     }
@@ -133,7 +135,7 @@ async fn a_critical_task_behind_ten_thousand_queued_low_ones_runs_next() {
     let critical_start = critical.attempts[0].started_at;
 
     // With one slot and nothing hoarded, at most the low task already taken
-    // when the critical one arrived can start between the two moments.
+    // when the signal arrived can start between the two moments.
     let mut started_between = Vec::new();
     for i in 0..10_000 {
         let low = task_get(&fleet.client, &format!("low-{i:05}"))
