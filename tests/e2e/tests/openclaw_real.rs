@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use clawfleet_shared::agent::{AgentInfo, ExecutorHealth};
+use clawfleet_shared::analytics::SummaryReply;
 use clawfleet_shared::events::AgentEvent;
 use clawfleet_shared::{subjects, TaskRecord, TaskStatus};
 use clawfleet_testkit::client::{submit, wait_final};
@@ -221,6 +222,16 @@ async fn scenario(tools: OpenclawTools) {
     };
     let server = NatsServer::start();
     let _dispatcher = start_dispatcher(dispatcher_config(server.url())).await;
+    // A log aggregator prices each attempt by its tokens.
+    let mut aggregator = clawfleet_testkit::log_aggregator_config(server.url(), dir.path());
+    aggregator.analytics.prices.models.insert(
+        "openclaw/main".into(),
+        clawfleet_log_aggregator::config::ModelPrice {
+            input_per_million: 2.0,
+            output_per_million: 8.0,
+        },
+    );
+    let _aggregator = clawfleet_testkit::start_log_aggregator(aggregator).await;
     let client = server.client().await;
     let js = jetstream::new(client.clone());
     let llm = FakeLlm::start().await;
@@ -273,6 +284,38 @@ async fn scenario(tools: OpenclawTools) {
             assert_eq!(ran_on, pinned);
         }
     }
+    // Their cost: the tokens each gateway reported, at the model's prices.
+    let expected: i64 = records
+        .iter()
+        .map(|r| {
+            let u = &r.result.as_ref().expect("a result")["usage"];
+            let tokens = |k: &str| u[k].as_u64().unwrap_or(0) as i64;
+            tokens("tokens_in") * 2 + tokens("tokens_out") * 8
+        })
+        .sum();
+    let attempts: u64 = records.iter().map(|r| r.attempts.len() as u64).sum();
+    let cost: SummaryReply = clawfleet_testkit::wait_for("the attempts priced", TASK, || async {
+        let c: SummaryReply = clawfleet_testkit::client::request(
+            &client,
+            subjects::API_ANALYTICS_COST,
+            b"{}".to_vec(),
+        )
+        .await
+        .ok()?;
+        (c.total.attempts >= attempts).then_some(c)
+    })
+    .await;
+    assert!(expected > 0);
+    assert_eq!((cost.total.cost * 1e6).round() as i64, expected, "{cost:?}");
+    let tokens_in: u64 = records
+        .iter()
+        .map(|r| {
+            r.result.as_ref().unwrap()["usage"]["tokens_in"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(cost.total.tokens_in, tokens_in);
     eprintln!(
         "4 tasks answered in {:?}; gateway RSS: oc-a {} MiB, oc-b {} MiB",
         phase.elapsed(),
