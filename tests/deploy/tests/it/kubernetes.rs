@@ -375,6 +375,10 @@ fn check_probes(w: &Workload, c: &Value, config: &Value) {
             let command = strings(&probe["exec"]["command"]);
             match command[0].as_str() {
                 "clawfleet" => {
+                    // It asks the server the service itself uses.
+                    if let Some(i) = command.iter().position(|a| a == "--nats-url") {
+                        assert_eq!(config["nats_url"], command[i + 1].as_str(), "{what} probe");
+                    }
                     let inv = Invocation {
                         what: format!("{what} probe"),
                         program: "clawfleet",
