@@ -22,6 +22,7 @@ pub mod events;
 pub mod health;
 pub mod logs;
 pub mod logship;
+pub mod metrics;
 pub mod nats;
 pub mod observe;
 pub mod signals;

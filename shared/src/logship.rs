@@ -47,10 +47,6 @@ use crate::timefmt;
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
 /// Longest string field value shipped; longer ones are cut the same way.
 pub const MAX_FIELD_BYTES: usize = 1024;
-/// Counter (every service): log lines dropped under back-pressure before
-/// they were shipped; label `level`.
-pub const LINES_DROPPED: &str = "clawfleet_log_lines_dropped_total";
-
 /// At most one "lines dropped" report per this interval.
 pub const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// Lines published between two looks at the buffer.
@@ -322,7 +318,8 @@ impl Shipper {
         );
         for level in dropped {
             self.inner.dropped[level.rank() as usize].fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(LINES_DROPPED, "level" => level.as_str()).increment(1);
+            metrics::counter!(crate::metrics::LOG_LINES_DROPPED, "level" => level.as_str())
+                .increment(1);
         }
         self.inner.wake.notify_one();
     }

@@ -15,10 +15,10 @@ pub type HealthMonitorArgs = ServiceArgs;
 /// Runs a health monitor until SIGINT or SIGTERM.
 pub async fn run(global: &Global, args: HealthMonitorArgs) -> anyhow::Result<ExitCode> {
     let config: clawfleet_health_monitor::Config = load_service_config(global, &args)?;
-    clawfleet_shared::telemetry::init("health-monitor");
+    clawfleet_shared::telemetry::init_with_shipping("health-monitor", &config.log_shipping);
     let shutdown = clawfleet_shared::signals::shutdown_on_signal();
-    clawfleet_health_monitor::run(config, shutdown)
-        .await
-        .context("while running the health monitor")?;
+    let outcome = clawfleet_health_monitor::run(config, shutdown).await;
+    clawfleet_shared::logship::flush(std::time::Duration::from_secs(2)).await;
+    outcome.context("while running the health monitor")?;
     Ok(ExitCode::SUCCESS)
 }

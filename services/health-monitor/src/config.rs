@@ -53,6 +53,8 @@ pub struct Config {
     pub escalation: EscalationPolicy,
     /// Where to serve `/metrics` and `/healthz`; unset: not served.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Shipping of the monitor's own log lines (see `docs/configuration.md#logging`).
+    pub log_shipping: clawfleet_shared::logship::LogShipping,
 }
 
 /// When an agent's failures get it quarantined: all three must hold.
@@ -98,6 +100,7 @@ impl Default for Config {
             quarantine: QuarantinePolicy::default(),
             escalation: EscalationPolicy::default(),
             metrics_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9182))),
+            log_shipping: clawfleet_shared::logship::LogShipping::default(),
         }
     }
 }
@@ -128,6 +131,7 @@ impl Config {
         if self.nats_url.is_empty() {
             return Err(ConfigError::invalid("nats_url", "must not be empty"));
         }
+        self.log_shipping.validate()?;
         let at_least = |key: &'static str, d: Duration, min: Duration| {
             if d < min {
                 Err(ConfigError::invalid(

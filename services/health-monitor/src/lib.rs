@@ -115,6 +115,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &shutdown,
     )
     .await?;
+    clawfleet_shared::logship::attach(&client, "health-monitor", None);
     let js = nats::jetstream(client.clone());
     let topo = topology::open(&js, config.topology_wait).await?;
 

@@ -46,9 +46,11 @@ async fn main() -> ExitCode {
             Err(e) => fail(e),
         };
     }
-    clawfleet_shared::telemetry::init("health-monitor");
+    clawfleet_shared::telemetry::init_with_shipping("health-monitor", &config.log_shipping);
     let shutdown = clawfleet_shared::signals::shutdown_on_signal();
-    match clawfleet_health_monitor::run(config, shutdown).await {
+    let outcome = clawfleet_health_monitor::run(config, shutdown).await;
+    clawfleet_shared::logship::flush(std::time::Duration::from_secs(2)).await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }

@@ -1,0 +1,6 @@
+//! Metric names recorded by the shared parts every service runs (see
+//! `docs/metrics.md`); each service crate has its own `metrics` module too.
+
+/// Counter (every service): log lines dropped under back-pressure before
+/// they were shipped; label `level`.
+pub const LOG_LINES_DROPPED: &str = "clawfleet_log_lines_dropped_total";
