@@ -120,6 +120,12 @@ async fn supervise_start_runs_the_gateway_warms_it_up_and_restarts_it_after_a_cr
     assert_eq!(exec.health().await, Health::Ready);
     assert_eq!(read(&state, "gateway.pid").trim(), pid.to_string());
 
+    // The stand-in writes what it saw as it starts, while readiness comes
+    // from the fake gateway: wait for its last file to be written.
+    wait_until("the stand-in to have started", || {
+        !read(&state, "config-path.seen").trim().is_empty()
+    })
+    .await;
     // The gateway got its token through the environment, never the config.
     let token = read(&state, "token.seen").trim().to_string();
     assert_eq!(token.len(), 64, "a generated token");
