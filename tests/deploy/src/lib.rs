@@ -163,6 +163,13 @@ fn newest_source(than: SystemTime) -> Option<PathBuf> {
         for entry in std::fs::read_dir(dir).ok()?.flatten() {
             let path = entry.path();
             if path.is_dir() {
+                // A crate's own tests are not part of its binaries.
+                if path
+                    .file_name()
+                    .is_some_and(|n| n == "tests" || n == "benches")
+                {
+                    continue;
+                }
                 if let Some(p) = walk(&path, than) {
                     return Some(p);
                 }
