@@ -117,6 +117,11 @@ pub struct BenchArgs {
     /// Skip the policy-layer phase.
     #[arg(long)]
     no_policy: bool,
+    /// Give the policy phase's tenants this `max_running` quota, which
+    /// agents keep across each tenant's queues (by default they have none).
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    policy_max_running: Option<u32>,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -140,6 +145,7 @@ struct Plan {
     warmup: usize,
     failover_kills: usize,
     policy: bool,
+    policy_max_running: Option<u32>,
 }
 
 impl From<&BenchArgs> for Plan {
@@ -154,6 +160,7 @@ impl From<&BenchArgs> for Plan {
             warmup: a.warmup as usize,
             failover_kills: a.failover_kills as usize,
             policy: !a.no_policy,
+            policy_max_running: a.policy_max_running,
         }
     }
 }
@@ -253,6 +260,7 @@ async fn phases(url: &str, plan: &Plan, own_server: bool) -> anyhow::Result<Repo
                 };
                 policy.quota.max_queued = Some(10_000_000);
                 policy.quota.submit_rate = Some(1_000_000.0);
+                policy.quota.max_running = plan.policy_max_running;
                 (mix.tenant(t), policy)
             })
             .collect();
@@ -269,6 +277,7 @@ async fn phases(url: &str, plan: &Plan, own_server: bool) -> anyhow::Result<Repo
         let (throughput, latency) = measured.context("during the policy phase")?;
         Some(PolicyReport {
             ratio_to_plain: throughput.per_sec / clawfleet.per_sec,
+            max_running: plan.policy_max_running,
             throughput,
             latency,
         })

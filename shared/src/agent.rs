@@ -214,6 +214,19 @@ pub struct QueueEntry {
     /// How agents share its tasks.
     #[serde(default)]
     pub strategy: Strategy,
+    /// The tenant's `quota.max_running`: at most this many of its tasks run
+    /// at once across all of its queues (see [`RunningSet`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<u32>,
+}
+
+/// The value under a tenant's key in [`crate::subjects::BUCKET_RUNNING`]:
+/// the tenant's running tasks, task id → agent id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunningSet {
+    /// Task id → the agent running it.
+    #[serde(default)]
+    pub tasks: std::collections::BTreeMap<String, String>,
 }
 
 fn one() -> u32 {
@@ -281,6 +294,7 @@ mod tests {
             weight: 1,
             restricted,
             strategy: Strategy::default(),
+            max_running: None,
         }
     }
 

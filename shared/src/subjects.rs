@@ -146,6 +146,11 @@ pub const BUCKET_QUEUES: &str = "clawfleet-queues";
 /// KV bucket: each agent's health as the health monitor judges it, keyed by
 /// agent id. Agents watch their own key and stop pulling when it says so.
 pub const BUCKET_HEALTH: &str = "clawfleet-health";
+/// KV bucket: per tenant with a `max_running` quota, the tasks running for
+/// it and on which agent ([`crate::agent::RunningSet`]), keyed by tenant.
+/// Agents add a task before its attempt starts and remove it when the
+/// attempt ends, so the quota holds across all of the tenant's queues.
+pub const BUCKET_RUNNING: &str = "clawfleet-running";
 
 /// Header on a queued task: the task record's revision when the dispatcher
 /// queued it. An agent receiving the task for the first time updates the

@@ -110,6 +110,8 @@ pub struct Topology {
     pub queues: kv::Store,
     /// Agent health as the health monitor judges it.
     pub health: kv::Store,
+    /// Running tasks of tenants with a `max_running` quota.
+    pub running: kv::Store,
 }
 
 /// Errors while creating or opening the topology.
@@ -228,7 +230,7 @@ pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Topology
         storage: stream::StorageType::File,
         ..Default::default()
     };
-    let mut stores = Vec::with_capacity(5);
+    let mut stores = Vec::with_capacity(6);
     for (name, config) in [
         (
             subjects::BUCKET_TASKS,
@@ -251,6 +253,11 @@ pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Topology
             bucket(subjects::BUCKET_HEALTH, limits.health_ttl, 64 * MIB),
         ),
         (
+            subjects::BUCKET_RUNNING,
+            bucket(subjects::BUCKET_RUNNING, Duration::ZERO, 64 * MIB),
+        ),
+        // Last: `open` takes the queue registry as the sign that the rest exists.
+        (
             subjects::BUCKET_QUEUES,
             bucket(subjects::BUCKET_QUEUES, Duration::ZERO, 64 * MIB),
         ),
@@ -261,17 +268,19 @@ pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Topology
             .map_err(|source| TopologyError::Bucket { name, source })?;
         stores.push(store);
     }
-    let queues = stores.pop().expect("five buckets");
-    let health = stores.pop().expect("five buckets");
-    let profiles = stores.pop().expect("five buckets");
-    let agents = stores.pop().expect("five buckets");
-    let tasks = stores.pop().expect("five buckets");
+    let queues = stores.pop().expect("six buckets");
+    let running = stores.pop().expect("six buckets");
+    let health = stores.pop().expect("six buckets");
+    let profiles = stores.pop().expect("six buckets");
+    let agents = stores.pop().expect("six buckets");
+    let tasks = stores.pop().expect("six buckets");
     Ok(Topology {
         tasks,
         agents,
         profiles,
         queues,
         health,
+        running,
     })
 }
 
@@ -303,6 +312,7 @@ async fn try_open(js: &jetstream::Context) -> Result<Topology, TopologyError> {
         agents: open(subjects::BUCKET_AGENTS).await?,
         profiles: open(subjects::BUCKET_PROFILES).await?,
         health: open(subjects::BUCKET_HEALTH).await?,
+        running: open(subjects::BUCKET_RUNNING).await?,
         queues,
     })
 }

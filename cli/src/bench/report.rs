@@ -48,6 +48,9 @@ pub struct PolicyReport {
     pub latency: LatencyReport,
     /// Policy throughput over plain throughput.
     pub ratio_to_plain: f64,
+    /// The tenants' `max_running`, if they had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_running: Option<u32>,
 }
 
 impl Report {
@@ -111,10 +114,13 @@ impl Report {
         if let Some(p) = &self.policy {
             let (t, l) = (&p.throughput, &p.latency);
             out.push_str(&format!(
-                "\npolicy layer on: 3 tenants (weights 1-3, quotas), 4 profiles, 2 regions, {} agents\n\
+                "\npolicy layer on: 3 tenants (weights 1-3, quotas{}), 4 profiles, 2 regions, {} agents\n\
                  \x20 submit → result              {:>10} tasks/s ({:.2} s; {} succeeded, {} failed)\n\
                  \x20 vs the plain path            {:>10.2}\n\
                  latency at {} tasks/s, as above:\n{}",
+                p.max_running
+                    .map(|n| format!(", max_running {n}"))
+                    .unwrap_or_default(),
                 self.agents,
                 rate(t.per_sec),
                 seconds(t.elapsed_ms),

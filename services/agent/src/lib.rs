@@ -26,6 +26,7 @@ mod records;
 mod registry;
 mod runner;
 mod supervisor;
+mod tenant_slots;
 mod vitals;
 
 use std::collections::HashMap;
@@ -139,7 +140,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         hold_off: runner::AVOID_DELAY + config.idle_poll_interval.saturating_mul(2),
         held: Mutex::new(HashMap::new()),
         cancels: cancels.clone(),
+        tenant_slots: tenant_slots::TenantSlots::new(
+            &config.agent_id,
+            topo.running.clone(),
+            topo.agents.clone(),
+            topo.health.clone(),
+        ),
     });
+    // Before taking any task: entries a previous process of this agent left
+    // would count against their tenants' quotas until someone pruned them.
+    if let Err(e) = runner.tenant_slots.forget_previous().await {
+        tracing::warn!(error = %e, "could not clear this agent's old running-set entries");
+    }
     let slots = Arc::new(Semaphore::new(config.max_concurrency as usize));
     let now = timefmt::now();
     let beating = registry::Heartbeat {

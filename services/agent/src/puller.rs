@@ -300,18 +300,24 @@ impl Shared {
                 continue;
             };
             got += 1;
-            self.start(msg, ack_wait, slot);
+            self.start(msg, ack_wait, q.entry.max_running, slot);
         }
         q.set_maybe_empty(got < wanted);
         got
     }
 
-    fn start(&self, msg: jetstream::Message, ack_wait: Duration, slot: OwnedSemaphorePermit) {
+    fn start(
+        &self,
+        msg: jetstream::Message,
+        ack_wait: Duration,
+        max_running: Option<u32>,
+        slot: OwnedSemaphorePermit,
+    ) {
         let runner = self.runner.clone();
         let abort = self.abort.clone();
         let freed = self.slot_freed.clone();
         self.tracker.spawn(async move {
-            runner.handle(msg, ack_wait, abort).await;
+            runner.handle(msg, ack_wait, max_running, abort).await;
             drop(slot);
             freed.notify_waiters();
         });
@@ -353,7 +359,7 @@ async fn serve_round_robin(this: Arc<Shared>, q: Arc<Served>) {
         };
         let Some(Some(msg)) = answer else { continue };
         match this.slots.clone().try_acquire_owned() {
-            Ok(slot) => this.start(msg, ack_wait, slot),
+            Ok(slot) => this.start(msg, ack_wait, q.entry.max_running, slot),
             // Another queue took the last slot meanwhile: give it back at once.
             Err(_) => {
                 let _ = msg.ack_with(AckKind::Nak(None)).await;

@@ -52,11 +52,21 @@ use crate::cancels::Cancels;
 use crate::executor::{self, ExecError, Executor};
 use crate::peers::Peers;
 use crate::records::{self, RecordError, Versioned};
+use crate::tenant_slots::TenantSlots;
 use crate::vitals::{RunningTask, Vitals};
 
 /// How long a task this agent passes over stays unavailable before any
 /// agent (another one, ideally) may take it.
 pub(crate) const AVOID_DELAY: Duration = Duration::from_millis(200);
+/// How long a task of a tenant at its `max_running` waits for one of the
+/// tenant's tasks to end before it goes back to its queue. A slot frees a
+/// moment after a task ends (its ack reaches JetStream before its agent
+/// leaves the running set), so a short wait saves a round trip through the
+/// queue in the common case.
+const SLOT_WAIT: Duration = Duration::from_millis(250);
+/// How long a task that found its tenant at `max_running` stays back in its
+/// queue, and how long this agent stops asking that queue.
+const SLOT_RETRY: Duration = Duration::from_millis(100);
 /// How long an executor told to stop (cancel or abort) may take to return
 /// before its attempt is dropped (which kills a `command` process).
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -81,6 +91,8 @@ pub struct Runner {
     pub(crate) held: Mutex<HashMap<String, Instant>>,
     /// The running attempts' cancellation tokens.
     pub(crate) cancels: Arc<Cancels>,
+    /// Tenants' running sets, for `max_running` across their queues.
+    pub(crate) tenant_slots: TenantSlots,
 }
 
 /// How settling an attempt's outcome went.
@@ -102,11 +114,13 @@ enum Ended {
 }
 
 impl Runner {
-    /// Handles one delivered queue message. `ack_wait` is the consumer's.
+    /// Handles one delivered queue message. `ack_wait` is the consumer's,
+    /// `max_running` the queue's tenant's quota.
     pub async fn handle(
         &self,
         msg: jetstream::Message,
         ack_wait: Duration,
+        max_running: Option<u32>,
         cancel: CancellationToken,
     ) {
         let spec: TaskSpec = match serde_json::from_slice(&msg.payload) {
@@ -126,6 +140,11 @@ impl Runner {
             let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
             return;
         }
+        if let Some(max) = max_running {
+            if !self.claim_slot(&msg, &spec, max).await {
+                return;
+            }
+        }
         // Every line logged while handling the task (the executor's output
         // included) carries the task, its tenant and this agent.
         let span = tracing::info_span!(
@@ -140,17 +159,54 @@ impl Runner {
             span.record("capability", subjects::capkey(&spec.requires));
         }
         let id = spec.id.clone();
+        let tenant = spec.tenant.clone();
         let attempt = self
             .attempt(&msg, spec, ack_wait, cancel)
             .instrument(span.clone())
             .await;
         self.vitals.release(&id);
+        if max_running.is_some() {
+            self.tenant_slots.release(&tenant, &id);
+        }
         if let Err(e) = attempt {
             // Leave the message to be redelivered; the record tells the next agent where things stand.
             tracing::warn!(parent: &span, error = %e, "could not complete the attempt's bookkeeping; the task will be redelivered");
             let _ = msg
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
+        }
+    }
+
+    /// Joins the task's tenant's running set, waiting up to [`SLOT_WAIT`]
+    /// for a slot. `false`: the tenant is at its `max_running` (or the set
+    /// cannot be reached) and the task went back to its queue, untouched.
+    async fn claim_slot(&self, msg: &jetstream::Message, spec: &TaskSpec, max: u32) -> bool {
+        let give_up = Instant::now() + SLOT_WAIT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.tenant_slots.acquire(&spec.tenant, &spec.id, max).await {
+                Ok(true) => return true,
+                Ok(false) if Instant::now() + pause < give_up => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Ok(false) => {
+                    tracing::debug!(task_id = %spec.id, tenant = %spec.tenant, max, "tenant at max_running; handing the task back");
+                    self.held
+                        .lock()
+                        .expect("held lock")
+                        .insert(msg.subject.to_string(), Instant::now() + SLOT_RETRY);
+                    let _ = msg.ack_with(AckKind::Nak(Some(SLOT_RETRY))).await;
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!(task_id = %spec.id, error = %e, "could not join the tenant's running set; the task will be redelivered");
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    return false;
+                }
+            }
         }
     }
 

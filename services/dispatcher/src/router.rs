@@ -6,8 +6,10 @@
 //! (weight, dedicated-only, strategy), where agents discover the queues they
 //! can serve. Each queue subject has exactly one consumer, so a task is
 //! delivered to one agent at a time no matter how many agents share the
-//! queue; a tenant's `quota.max_running` is that consumer's
-//! `max_ack_pending`, so JetStream itself holds back the excess.
+//! queue. A tenant's `quota.max_running` is that consumer's
+//! `max_ack_pending`, so JetStream itself holds back the excess of one
+//! queue, and it is in the queue's registry entry, so agents keep the sum
+//! over all of the tenant's queues within it (the agent's `tenant_slots`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -139,6 +141,7 @@ impl Router {
             weight: policy.weight,
             restricted: policy.dedicated_only,
             strategy: policy.strategy.unwrap_or(self.strategy),
+            max_running: policy.quota.max_running,
         };
         let bytes = serde_json::to_vec(&entry).expect("queue entry encodes");
         self.registry

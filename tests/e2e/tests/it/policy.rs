@@ -468,19 +468,103 @@ async fn each_quota_gives_its_error_and_max_running_caps_a_tenants_concurrency()
     )
     .await;
     let records = finals(&fleet, &ids).await;
+    assert_eq!(peak_running(&records), 2, "at most max_running at once");
+}
+
+/// The most attempts of these tasks that were running at one time.
+fn peak_running(records: &[TaskRecord]) -> i32 {
     let mut edges: Vec<(time::OffsetDateTime, i32)> = Vec::new();
-    for r in &records {
-        let a = &r.attempts[0];
+    for a in records.iter().flat_map(|r| &r.attempts) {
         edges.push((a.started_at, 1));
-        edges.push((a.ended_at.unwrap(), -1));
+        edges.push((a.ended_at.expect("finished attempt"), -1));
     }
+    // An attempt ending at the instant another starts was not running with it.
     edges.sort();
     let (mut now, mut peak) = (0, 0);
     for (_, d) in edges {
         now += d;
         peak = peak.max(now);
     }
-    assert_eq!(peak, 2, "at most max_running at once");
+    peak
+}
+
+#[tokio::test]
+async fn max_running_holds_across_all_of_a_tenants_queues() {
+    let mut fleet = Fleet::with(|c| {
+        c.tenants.insert(
+            "narrow".into(),
+            tenant(|t| {
+                t.quota = Quota {
+                    max_running: Some(3),
+                    ..Default::default()
+                }
+            }),
+        );
+    })
+    .await;
+    agent(&mut fleet, "plain", 8, |_| {}).await;
+    agent(&mut fleet, "coder", 8, |c| {
+        c.capabilities = vec!["code".into()]
+    })
+    .await;
+
+    // An entry left by an agent that is gone (no registration) must not
+    // count: with it, only 2 of the 3 slots would ever be free.
+    let running = fleet
+        .js
+        .get_key_value(subjects::BUCKET_RUNNING)
+        .await
+        .expect("running bucket");
+    running
+        .put(
+            "narrow",
+            json!({"tasks": {"lost-task": "vanished-agent"}})
+                .to_string()
+                .into(),
+        )
+        .await
+        .expect("seed the running set");
+
+    // Six queues (3 priorities × 2 capability sets), 3 tasks each: each
+    // queue's own cap alone would let 16 run at once on these two agents.
+    let mut tasks = Vec::new();
+    for priority in ["low", "normal", "high"] {
+        for requires in [json!([]), json!(["code"])] {
+            for _ in 0..3 {
+                tasks.push(json!({
+                    "tenant": "narrow",
+                    "priority": priority,
+                    "requires": requires,
+                    "payload": {"op": "sleep", "ms": 300}
+                }));
+            }
+        }
+    }
+    let ids = submit_all(&fleet, tasks).await;
+    let records = finals(&fleet, &ids).await;
+    assert!(
+        records.iter().all(|r| r.status == TaskStatus::Succeeded),
+        "every task ran"
+    );
+    assert_eq!(
+        peak_running(&records),
+        3,
+        "max_running across the tenant's six queues"
+    );
+    assert!(
+        records.iter().all(|r| r.attempts.len() == 1),
+        "waiting for a slot spends no attempt"
+    );
+
+    // Every task leaves the set again (just after its attempt ended), and
+    // the vanished agent's entry is gone.
+    wait_for("the running set to empty", FINISH, || async {
+        let entry = running.get("narrow").await.expect("read").expect("set");
+        let set: clawfleet_shared::agent::RunningSet =
+            serde_json::from_slice(&entry).expect("running set");
+        set.tasks.is_empty().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
