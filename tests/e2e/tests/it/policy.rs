@@ -502,14 +502,9 @@ async fn max_running_holds_across_all_of_a_tenants_queues() {
         );
     })
     .await;
-    agent(&mut fleet, "plain", 8, |_| {}).await;
-    agent(&mut fleet, "coder", 8, |c| {
-        c.capabilities = vec!["code".into()]
-    })
-    .await;
-
-    // An entry left by an agent that is gone (no registration) must not
-    // count: with it, only 2 of the 3 slots would ever be free.
+    // Entries left behind: one by an agent that is gone (no registration),
+    // one by an earlier process of agent `plain`. Neither may count: with
+    // them, only 1 of the 3 slots would ever be free.
     let running = fleet
         .js
         .get_key_value(subjects::BUCKET_RUNNING)
@@ -518,12 +513,29 @@ async fn max_running_holds_across_all_of_a_tenants_queues() {
     running
         .put(
             "narrow",
-            json!({"tasks": {"lost-task": "vanished-agent"}})
+            json!({"tasks": {"lost-task": "vanished-agent", "old-task": "plain"}})
                 .to_string()
                 .into(),
         )
         .await
         .expect("seed the running set");
+    let running_set = || async {
+        let entry = running.get("narrow").await.expect("read").expect("set");
+        serde_json::from_slice::<clawfleet_shared::agent::RunningSet>(&entry).expect("running set")
+    };
+    agent(&mut fleet, "plain", 8, |_| {}).await;
+    agent(&mut fleet, "coder", 8, |c| {
+        c.capabilities = vec!["code".into()]
+    })
+    .await;
+    // An agent clears its own leftovers as it starts; others' wait until
+    // someone finds the set full.
+    let set = running_set().await;
+    assert_eq!(
+        set.tasks.keys().collect::<Vec<_>>(),
+        ["lost-task"],
+        "plain's old entry went when plain started"
+    );
 
     // Six queues (3 priorities × 2 capability sets), 3 tasks each: each
     // queue's own cap alone would let 16 run at once on these two agents.
@@ -559,10 +571,7 @@ async fn max_running_holds_across_all_of_a_tenants_queues() {
     // Every task leaves the set again (just after its attempt ended), and
     // the vanished agent's entry is gone.
     wait_for("the running set to empty", FINISH, || async {
-        let entry = running.get("narrow").await.expect("read").expect("set");
-        let set: clawfleet_shared::agent::RunningSet =
-            serde_json::from_slice(&entry).expect("running set");
-        set.tasks.is_empty().then_some(())
+        running_set().await.tasks.is_empty().then_some(())
     })
     .await;
 }
