@@ -104,6 +104,9 @@ pub const LOG_AGGREGATOR_QUEUE_GROUP: &str = "clawfleet-log-aggregator";
 pub const INTAKE_ALL: &str = "clawfleet.intake.>";
 /// Core NATS subject the dispatchers use to wake idle agents after routing work.
 pub const SIGNAL_WORK: &str = "clawfleet.signal.work";
+/// Core NATS subject on which every dispatcher announces itself each second,
+/// so each knows how many share the tenants' submission rates.
+pub const DISPATCHER_PRESENCE: &str = "clawfleet.dispatcher.presence";
 /// Wildcard captured by the queue stream.
 pub const QUEUE_ALL: &str = "clawfleet.queue.>";
 /// Wildcard captured by the results stream.

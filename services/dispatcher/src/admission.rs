@@ -11,9 +11,10 @@
 //! Request/reply submissions get the error in the reply; intake submissions
 //! are dead-lettered as `rejected` with it. Never a silent drop.
 //!
-//! The token buckets live in each dispatcher, so with N dispatchers a
-//! tenant may submit up to N times its rate. Queue depths come from the
-//! queue stream's consumer list, read at most every [`DEPTH_TTL`].
+//! The token buckets live in each dispatcher; with N dispatchers running,
+//! each bucket holds 1/N of the tenant's rate and burst (see
+//! [`crate::peers`]). Queue depths come from the queue stream's consumer
+//! list, read at most every [`DEPTH_TTL`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
@@ -27,7 +28,8 @@ use governor::{DefaultDirectRateLimiter, Quota as Rate, RateLimiter};
 use tokio::sync::Mutex;
 
 use crate::catalogue::Catalogue;
-use crate::validate::TenantConfig;
+use crate::peers::Dispatchers;
+use crate::validate::{Quota, TenantConfig};
 
 /// How stale a tenant's queue depth may be.
 pub const DEPTH_TTL: Duration = Duration::from_millis(500);
@@ -37,38 +39,70 @@ pub struct Admission {
     catalogue: Catalogue,
     js: jetstream::Context,
     tenants: Arc<BTreeMap<String, TenantConfig>>,
-    limiters: HashMap<String, DefaultDirectRateLimiter>,
+    /// Per tenant with a `submit_rate`: its bucket, and the number of
+    /// dispatchers it was sized for.
+    limiters: std::sync::Mutex<HashMap<String, (u32, DefaultDirectRateLimiter)>>,
+    dispatchers: Arc<Dispatchers>,
     depths: Mutex<Option<(Instant, HashMap<String, u64>)>>,
+}
+
+/// A token bucket holding `1/dispatchers` of the quota's rate and burst
+/// (at least one token); `None` without a `submit_rate`.
+fn limiter(quota: &Quota, dispatchers: u32) -> Option<DefaultDirectRateLimiter> {
+    let rate = quota.submit_rate? / f64::from(dispatchers);
+    let burst = quota
+        .submit_burst
+        .unwrap_or_else(|| quota.submit_rate.unwrap_or(1.0).ceil().max(1.0) as u32);
+    let burst = (burst / dispatchers).max(1);
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let quota =
+        Rate::with_period(period)?.allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+    Some(RateLimiter::direct(quota))
 }
 
 impl Admission {
     /// Admission over the catalogue and the tenants' policies.
+    /// Admission over the catalogue and the tenants' policies, sharing the
+    /// submission rates among `dispatchers`.
     pub fn new(
         catalogue: Catalogue,
         js: jetstream::Context,
         tenants: Arc<BTreeMap<String, TenantConfig>>,
+        dispatchers: Arc<Dispatchers>,
     ) -> Self {
+        let n = dispatchers.count();
         let limiters = tenants
             .iter()
-            .filter_map(|(name, t)| {
-                let rate = t.quota.submit_rate?;
-                let burst = t
-                    .quota
-                    .submit_burst
-                    .unwrap_or_else(|| rate.ceil().max(1.0) as u32);
-                let period = Duration::from_secs_f64(1.0 / rate);
-                let quota = Rate::with_period(period)?
-                    .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
-                Some((name.clone(), RateLimiter::direct(quota)))
-            })
+            .filter_map(|(name, t)| Some((name.clone(), (n, limiter(&t.quota, n)?))))
             .collect();
         Self {
             catalogue,
             js,
             tenants,
-            limiters,
+            limiters: std::sync::Mutex::new(limiters),
+            dispatchers,
             depths: Mutex::new(None),
         }
+    }
+
+    /// Takes a token from `tenant`'s bucket, resized first if the number of
+    /// dispatchers changed. `Err`: how long until the next token.
+    fn take_token(&self, tenant: &str, quota: &Quota) -> Result<(), Duration> {
+        let n = self.dispatchers.count();
+        let mut limiters = self.limiters.lock().expect("limiters lock");
+        let Some(entry) = limiters.get_mut(tenant) else {
+            return Ok(());
+        };
+        if entry.0 != n {
+            if let Some(resized) = limiter(quota, n) {
+                *entry = (n, resized);
+            }
+        }
+        entry.1.check().map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ))
+        })
     }
 
     /// Whether some agent profile can run `spec` (the first check of
@@ -109,21 +143,16 @@ impl Admission {
             }
         }
         if !rate_checked {
-            if let Some(limiter) = self.limiters.get(&spec.tenant) {
-                if let Err(not_until) = limiter.check() {
-                    let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                        &governor::clock::DefaultClock::default(),
-                    ));
-                    return Err(ErrorBody::new(
-                        ErrorCode::RateLimited,
-                        format!(
-                            "tenant {:?} is over its submission rate of {}/s; retry in {} ms",
-                            spec.tenant,
-                            policy.quota.submit_rate.unwrap_or_default(),
-                            wait.as_millis().max(1)
-                        ),
-                    ));
-                }
+            if let Err(wait) = self.take_token(&spec.tenant, &policy.quota) {
+                return Err(ErrorBody::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "tenant {:?} is over its submission rate of {}/s; retry in {} ms",
+                        spec.tenant,
+                        policy.quota.submit_rate.unwrap_or_default(),
+                        wait.as_millis().max(1)
+                    ),
+                ));
             }
             if policy.quota.max_queued.is_some() {
                 // Count it until the next read of the depths, so a burst
@@ -203,4 +232,34 @@ pub(crate) async fn queue_consumers(js: &jetstream::Context) -> Result<Vec<Queue
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(rate: f64, burst: Option<u32>) -> Quota {
+        Quota {
+            submit_rate: Some(rate),
+            submit_burst: burst,
+            ..Default::default()
+        }
+    }
+
+    /// Tokens a fresh bucket hands out at once.
+    fn burst_of(l: &DefaultDirectRateLimiter) -> usize {
+        (0..100).take_while(|_| l.check().is_ok()).count()
+    }
+
+    #[test]
+    fn dispatchers_split_the_burst_and_keep_at_least_one_token() {
+        let q = quota(10.0, Some(9));
+        assert_eq!(burst_of(&limiter(&q, 1).unwrap()), 9);
+        assert_eq!(burst_of(&limiter(&q, 2).unwrap()), 4);
+        assert_eq!(burst_of(&limiter(&q, 3).unwrap()), 3);
+        assert_eq!(burst_of(&limiter(&q, 20).unwrap()), 1);
+        // Without a burst, one second's worth, split too.
+        assert_eq!(burst_of(&limiter(&quota(6.0, None), 2).unwrap()), 3);
+        assert!(limiter(&Quota::default(), 1).is_none());
+    }
 }

@@ -26,6 +26,7 @@ pub mod config;
 mod dead_letters;
 pub mod intake;
 pub mod metrics;
+mod peers;
 pub mod router;
 pub mod validate;
 
@@ -134,10 +135,12 @@ pub async fn start(
         bounds.tenants.clone(),
         config.routing.strategy,
     );
+    let dispatchers = Arc::new(peers::Dispatchers::default());
     let admission = Arc::new(admission::Admission::new(
         catalogue.clone(),
         js.clone(),
         bounds.tenants.clone(),
+        dispatchers.clone(),
     ));
     publish_named_profiles(&topo.profiles, &config).await;
     let wake = Arc::new(Wake::default());
@@ -179,6 +182,7 @@ pub async fn start(
     });
     tracker.spawn(intake.run(intake_consumer, config.intake_concurrency, shutdown.clone()));
     tracker.spawn(refresh_catalogue(catalogue, shutdown.clone()));
+    tracker.spawn(peers::run(client.clone(), dispatchers, shutdown.clone()));
     tracker.spawn(wake_agents(client.clone(), wake, shutdown.clone()));
     let metrics_addr = match config.metrics_addr {
         Some(addr) => {

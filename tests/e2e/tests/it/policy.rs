@@ -13,7 +13,7 @@ use clawfleet_shared::{subjects, ErrorCode, Priority, TaskRecord, TaskStatus};
 use clawfleet_testkit::client::{
     publish_intake_many, request, submit, task_get, wait_final, wait_running,
 };
-use clawfleet_testkit::{agent_config, wait_for};
+use clawfleet_testkit::{agent_config, dispatcher_config, start_dispatcher, wait_for};
 use serde_json::{json, Value};
 
 use crate::{events_per_task, Fleet, FINISH};
@@ -574,6 +574,45 @@ async fn max_running_holds_across_all_of_a_tenants_queues() {
         running_set().await.tasks.is_empty().then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn dispatchers_share_a_tenants_submission_rate() {
+    let configure = |c: &mut clawfleet_dispatcher::Config| {
+        c.tenants.insert(
+            "metered".into(),
+            tenant(|t| {
+                t.quota = Quota {
+                    // A token every 2 s: none comes back during the burst below.
+                    submit_rate: Some(0.5),
+                    submit_burst: Some(4),
+                    ..Default::default()
+                }
+            }),
+        );
+    };
+    let mut fleet = Fleet::with(configure).await;
+    fleet.agent("a1", &[], None).await;
+    let mut config = dispatcher_config(fleet.server.url());
+    configure(&mut config);
+    let second = start_dispatcher(config).await;
+    // Each announces itself every second; give them time to hear each other.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    // Requests spread over both dispatchers (their queue group). Each on
+    // its own would admit a burst of 4, 8 in all; shared, 4 at most.
+    let mut accepted = 0;
+    for _ in 0..20 {
+        match submit(&fleet.client, &json!({"tenant": "metered", "payload": {}})).await {
+            Ok(_) => accepted += 1,
+            Err(e) => assert_eq!(e.code, ErrorCode::RateLimited, "{e:?}"),
+        }
+    }
+    assert!(
+        (2..=4).contains(&accepted),
+        "two dispatchers admitted {accepted} of a burst of 4"
+    );
+    second.stop().await;
 }
 
 #[tokio::test]
