@@ -80,6 +80,20 @@ pub struct QueuesReply {
     pub paused: Vec<PauseRule>,
     /// Tasks accepted but not yet routed by a dispatcher.
     pub intake_pending: u64,
+    /// Tenants with a `max_running` quota, and how much of it they use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capped: Vec<TenantRunning>,
+}
+
+/// A tenant with a `max_running` quota in `clawfleet.api.queues.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRunning {
+    /// The tenant.
+    pub tenant: String,
+    /// Its tasks running now, across all of its queues (its running set).
+    pub running: u64,
+    /// Its quota.
+    pub max_running: u32,
 }
 
 /// Request to `clawfleet.api.dlq.list`. All filters are optional.

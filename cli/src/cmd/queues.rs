@@ -113,5 +113,13 @@ async fn list(global: &Global, api: &Api) -> anyhow::Result<ExitCode> {
         table.print();
     }
     println!("intake pending: {}", reply.intake_pending);
+    if !reply.capped.is_empty() {
+        let parts: Vec<String> = reply
+            .capped
+            .iter()
+            .map(|t| format!("{} {}/{}", t.tenant, t.running, t.max_running))
+            .collect();
+        println!("running of max_running: {}", parts.join(", "));
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use async_nats::jetstream::{self, kv};
 use async_nats::{HeaderMap, Message};
 use bytes::Bytes;
-use clawfleet_shared::agent::{AgentInfo, QueueEntry};
+use clawfleet_shared::agent::{AgentInfo, QueueEntry, RunningSet};
 use clawfleet_shared::api::{
     AgentsReply, PauseRule, PausedReply, QueueDepth, QueuesReply, SubmitReply, TaskGetRequest,
+    TenantRunning,
 };
 use clawfleet_shared::error::ErrorReply;
 use clawfleet_shared::{subjects, ErrorBody, ErrorCode, Priority, TaskRecord, TaskStatus};
@@ -32,6 +33,7 @@ pub struct Api {
     pub(crate) tasks: kv::Store,
     pub(crate) agents: kv::Store,
     pub(crate) queues: kv::Store,
+    pub(crate) running: kv::Store,
     pub(crate) admission: Arc<Admission>,
     pub(crate) bounds: Bounds,
 }
@@ -305,7 +307,11 @@ impl Api {
             .await
             .map_err(|e| internal("while opening queue stream", e))?;
         let mut queues = Vec::new();
+        let mut capped = std::collections::BTreeMap::new();
         for entry in entries {
+            if let Some(max) = entry.max_running {
+                capped.insert(entry.tenant.clone(), max);
+            }
             for priority in Priority::ALL {
                 let name = subjects::queue_consumer(priority, &entry.key);
                 let Ok(info) = stream.consumer_info(&name).await else {
@@ -337,10 +343,25 @@ impl Api {
                 .unwrap_or(0),
             Err(_) => 0,
         };
+        let mut tenants = Vec::new();
+        for (tenant, max_running) in capped {
+            let running = match self.running.get(&tenant).await {
+                Ok(Some(bytes)) => serde_json::from_slice::<RunningSet>(&bytes)
+                    .map(|set| set.tasks.len() as u64)
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            tenants.push(TenantRunning {
+                tenant,
+                running,
+                max_running,
+            });
+        }
         ok(&QueuesReply {
             queues,
             paused,
             intake_pending,
+            capped: tenants,
         })
     }
 }

@@ -152,6 +152,7 @@ pub async fn start(
         tasks: topo.tasks.clone(),
         agents: topo.agents.clone(),
         queues: topo.queues.clone(),
+        running: topo.running.clone(),
         admission: admission.clone(),
         bounds: bounds.clone(),
     });

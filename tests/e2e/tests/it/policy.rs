@@ -553,6 +553,21 @@ async fn max_running_holds_across_all_of_a_tenants_queues() {
         }
     }
     let ids = submit_all(&fleet, tasks).await;
+    // Operators see the tenant at its cap in the queue listing.
+    wait_for(
+        "the queue listing to show narrow at 3/3",
+        FINISH,
+        || async {
+            let reply: QueuesReply = request(&fleet.client, subjects::API_QUEUES_LIST, Vec::new())
+                .await
+                .expect("queues.list");
+            let narrow = reply.capped.iter().find(|t| t.tenant == "narrow")?;
+            assert_eq!(narrow.max_running, 3);
+            assert!(narrow.running <= 3, "{narrow:?}");
+            (narrow.running == 3).then_some(())
+        },
+    )
+    .await;
     let records = finals(&fleet, &ids).await;
     assert!(
         records.iter().all(|r| r.status == TaskStatus::Succeeded),
