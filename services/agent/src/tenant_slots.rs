@@ -74,11 +74,7 @@ struct Acquisition {
 /// A change one attempt asks of its tenant's set.
 enum Op {
     Acquire(Acquisition),
-    Release {
-        task: String,
-    },
-    /// Nothing new: retry the releases left over.
-    Nothing,
+    Release { task: String },
 }
 
 /// This agent's view of the running sets.
@@ -202,15 +198,20 @@ async fn writer(shared: Arc<Shared>, tenant: String, mut rx: mpsc::UnboundedRece
     let mut releases: Vec<String> = Vec::new();
     let mut failed_batches = 0u32;
     loop {
+        // `None` from the channel: every sender is gone, the agent stopped.
+        // With releases left over, a quiet spell retries them on their own.
         let first = if releases.is_empty() {
-            rx.recv().await
+            match rx.recv().await {
+                Some(op) => Some(op),
+                None => return,
+            }
         } else {
             match tokio::time::timeout(RELEASE_RETRY, rx.recv()).await {
+                Ok(None) => return,
                 Ok(op) => op,
-                Err(_) => Some(Op::Nothing),
+                Err(_quiet) => None,
             }
         };
-        let Some(first) = first else { return };
         let mut acquires = Vec::new();
         let mut take = |op: Op| match op {
             Op::Acquire(a) => acquires.push(a),
@@ -218,10 +219,11 @@ async fn writer(shared: Arc<Shared>, tenant: String, mut rx: mpsc::UnboundedRece
                 mine.remove(&task);
                 releases.push(task);
             }
-            Op::Nothing => {}
         };
-        take(first);
-        while let Ok(op) = rx.try_recv() {
+        for op in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
             take(op);
         }
 

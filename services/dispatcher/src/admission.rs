@@ -49,19 +49,18 @@ pub struct Admission {
 /// A token bucket holding `1/dispatchers` of the quota's rate and burst
 /// (at least one token); `None` without a `submit_rate`.
 fn limiter(quota: &Quota, dispatchers: u32) -> Option<DefaultDirectRateLimiter> {
-    let rate = quota.submit_rate? / f64::from(dispatchers);
+    let rate = quota.submit_rate?;
     let burst = quota
         .submit_burst
-        .unwrap_or_else(|| quota.submit_rate.unwrap_or(1.0).ceil().max(1.0) as u32);
+        .unwrap_or_else(|| rate.ceil().max(1.0) as u32);
     let burst = (burst / dispatchers).max(1);
-    let period = Duration::from_secs_f64(1.0 / rate);
+    let period = Duration::from_secs_f64(f64::from(dispatchers) / rate);
     let quota =
         Rate::with_period(period)?.allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
     Some(RateLimiter::direct(quota))
 }
 
 impl Admission {
-    /// Admission over the catalogue and the tenants' policies.
     /// Admission over the catalogue and the tenants' policies, sharing the
     /// submission rates among `dispatchers`.
     pub fn new(

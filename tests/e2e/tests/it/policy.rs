@@ -61,6 +61,11 @@ fn tenant(f: impl FnOnce(&mut TenantConfig)) -> TenantConfig {
     t
 }
 
+/// A tenant with this quota and nothing else set.
+fn limited(quota: Quota) -> TenantConfig {
+    tenant(|t| t.quota = quota)
+}
+
 #[tokio::test]
 async fn round_robin_deals_equal_tasks_evenly_over_idle_agents() {
     let mut fleet = Fleet::with(|c| c.routing.strategy = Strategy::RoundRobin).await;
@@ -384,30 +389,24 @@ async fn each_quota_gives_its_error_and_max_running_caps_a_tenants_concurrency()
         }];
         c.tenants.insert(
             "hasty".into(),
-            tenant(|t| {
-                t.quota = Quota {
-                    submit_rate: Some(2.0),
-                    submit_burst: Some(3),
-                    ..Default::default()
-                }
+            limited(Quota {
+                submit_rate: Some(2.0),
+                submit_burst: Some(3),
+                ..Default::default()
             }),
         );
         c.tenants.insert(
             "hoarder".into(),
-            tenant(|t| {
-                t.quota = Quota {
-                    max_queued: Some(3),
-                    ..Default::default()
-                }
+            limited(Quota {
+                max_queued: Some(3),
+                ..Default::default()
             }),
         );
         c.tenants.insert(
             "narrow".into(),
-            tenant(|t| {
-                t.quota = Quota {
-                    max_running: Some(2),
-                    ..Default::default()
-                }
+            limited(Quota {
+                max_running: Some(2),
+                ..Default::default()
             }),
         );
     })
@@ -493,11 +492,9 @@ async fn max_running_holds_across_all_of_a_tenants_queues() {
     let mut fleet = Fleet::with(|c| {
         c.tenants.insert(
             "narrow".into(),
-            tenant(|t| {
-                t.quota = Quota {
-                    max_running: Some(3),
-                    ..Default::default()
-                }
+            limited(Quota {
+                max_running: Some(3),
+                ..Default::default()
             }),
         );
     })
@@ -596,13 +593,11 @@ async fn dispatchers_share_a_tenants_submission_rate() {
     let configure = |c: &mut clawfleet_dispatcher::Config| {
         c.tenants.insert(
             "metered".into(),
-            tenant(|t| {
-                t.quota = Quota {
-                    // A token every 2 s: none comes back during the burst below.
-                    submit_rate: Some(0.5),
-                    submit_burst: Some(4),
-                    ..Default::default()
-                }
+            limited(Quota {
+                // A token every 2 s: none comes back during the burst below.
+                submit_rate: Some(0.5),
+                submit_burst: Some(4),
+                ..Default::default()
             }),
         );
     };
