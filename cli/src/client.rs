@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_nats::RequestErrorKind;
 use bytes::Bytes;
-use clawfleet_shared::api::ApiReply;
+use clawfleet_shared::api::{AgentsReply, ApiReply, ListRequest, QueuesReply};
 use clawfleet_shared::{subjects, ErrorBody, ErrorCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -143,4 +143,59 @@ impl Api {
         self.request(subject, serde_json::to_vec(body)?.into())
             .await
     }
+
+    /// Every registered agent, following `agents.list`'s pages.
+    pub async fn agents(&self) -> anyhow::Result<AgentsReply> {
+        let mut all: AgentsReply = self
+            .request_json(subjects::API_AGENTS_LIST, &ListRequest::default())
+            .await?;
+        let mut pages = 1;
+        while let Some(cursor) = all.next_cursor.take() {
+            anyhow::ensure!(
+                pages < MAX_PAGES,
+                "agents.list returned more than {MAX_PAGES} pages"
+            );
+            let next: AgentsReply = self
+                .request_json(
+                    subjects::API_AGENTS_LIST,
+                    &ListRequest {
+                        cursor: Some(cursor),
+                    },
+                )
+                .await?;
+            all.agents.extend(next.agents);
+            all.next_cursor = next.next_cursor;
+            pages += 1;
+        }
+        Ok(all)
+    }
+
+    /// Every queue, following `queues.list`'s pages.
+    pub async fn queues(&self) -> anyhow::Result<QueuesReply> {
+        let mut all: QueuesReply = self
+            .request_json(subjects::API_QUEUES_LIST, &ListRequest::default())
+            .await?;
+        let mut pages = 1;
+        while let Some(cursor) = all.next_cursor.take() {
+            anyhow::ensure!(
+                pages < MAX_PAGES,
+                "queues.list returned more than {MAX_PAGES} pages"
+            );
+            let next: QueuesReply = self
+                .request_json(
+                    subjects::API_QUEUES_LIST,
+                    &ListRequest {
+                        cursor: Some(cursor),
+                    },
+                )
+                .await?;
+            all.queues.extend(next.queues);
+            all.next_cursor = next.next_cursor;
+            pages += 1;
+        }
+        Ok(all)
+    }
 }
+
+/// Most pages a listing follows (a bound against a server that never ends one).
+const MAX_PAGES: usize = 1000;

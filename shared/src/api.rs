@@ -38,11 +38,25 @@ pub struct TaskGetRequest {
     pub tenant: Option<String>,
 }
 
-/// Reply to `clawfleet.api.agents.list`.
+/// Request to `clawfleet.api.agents.list` and `clawfleet.api.queues.list`
+/// (an empty body is the first page).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListRequest {
+    /// Continue after the last item of a previous page: that reply's `next_cursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Reply to `clawfleet.api.agents.list`: a page within the reply budget
+/// ([`reply_budget`]); follow `next_cursor` for the rest.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentsReply {
-    /// Every agent whose registration has not expired, by id.
+    /// Agents whose registration has not expired, by id.
     pub agents: Vec<AgentInfo>,
+    /// Present when more agents follow: pass it as `cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// Depth of one queue (one priority of one region and capability set).
@@ -62,19 +76,28 @@ pub struct QueueDepth {
     pub requires: Vec<String>,
     /// Tasks no agent has taken yet.
     pub waiting: u64,
-    /// Tasks delivered to an agent and not yet acknowledged: running, or
-    /// waiting out a retry back-off (JetStream holds a nak'ed task as pending).
+    /// Tasks an agent holds and runs now (from the agents' heartbeats).
     pub running: u64,
+    /// Tasks handed back to the queue for a while: waiting for their
+    /// `not_before`, a retry back-off, or a slot of their tenant (JetStream
+    /// counts them as delivered and not yet acknowledged). A task cancelled
+    /// while it waits is counted here until its wait ends and an agent drops it.
+    #[serde(default)]
+    pub delayed: u64,
     /// Whether a pause rule holds it.
     #[serde(default)]
     pub paused: bool,
 }
 
-/// Reply to `clawfleet.api.queues.list`.
+/// Reply to `clawfleet.api.queues.list`: a page within the reply budget
+/// ([`reply_budget`]); follow `next_cursor` for the rest of the queues.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueuesReply {
-    /// Every known queue.
+    /// Known queues, by priority then subject.
     pub queues: Vec<QueueDepth>,
+    /// Present when more queues follow: pass it as `cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
     /// Pause rules in force.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paused: Vec<PauseRule>,
@@ -115,6 +138,9 @@ pub struct DlqListRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub since: Option<Timestamp>,
+    /// Continue after the last entry of a previous page: that reply's `next_cursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 /// Why a task ended in the dead-letter stream.
@@ -141,35 +167,169 @@ impl DlqReason {
 }
 
 /// One dead letter, on `clawfleet.dlq.<reason>.<tenant>`.
+///
+/// A dead letter always fits its stream: the task is kept whole when its
+/// encoding is at most [`DLQ_TASK_MAX_BYTES`] (a validated task always is
+/// kept, its size is bounded by `max_payload_bytes`); a larger raw body is
+/// kept as a [`BodySummary`] (its size, digest and first bytes) instead.
+/// Build one with [`DlqEntry::raw`] or [`DlqEntry::validated`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DlqEntry {
     /// Why it is here.
     pub reason: DlqReason,
-    /// The error that put it here.
-    pub error: ErrorBody,
+    /// The error that put it here. (Not named `error`: a reply with a
+    /// top-level `error` is an API error, and `dlq.get` replies with an entry.
+    /// Entries stored under the old name still read.)
+    #[serde(alias = "error")]
+    pub failure: ErrorBody,
     /// The task id, when one was known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// The tenant (`_` when none could be determined).
     pub tenant: String,
-    /// The subject the task arrived on.
+    /// The subject the task arrived on (cut to 256 bytes).
     pub subject: String,
     /// The task: the validated spec when there is one, else the raw body
-    /// (as JSON when it parsed, else as a string).
+    /// (as JSON when it parsed, else as a string); `null` when the body was
+    /// too large to keep and only its [`DlqEntry::body`] summary is.
     pub task: Value,
+    /// Present when the raw body was too large to keep whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<BodySummary>,
     /// When it was dead-lettered.
     #[serde(with = "timefmt")]
     pub time: Timestamp,
     /// Stream sequence in `CLAWFLEET_DLQ`, filled in by `dlq.list` and `dlq.get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// Set by `dlq.list` when it left out this entry's `task` to keep the
+    /// reply small; `dlq.get` returns the whole entry.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub task_omitted: bool,
 }
 
-/// Reply to `clawfleet.api.dlq.list`.
+/// Largest encoded `task` a dead letter keeps whole (64 KiB).
+pub const DLQ_TASK_MAX_BYTES: usize = 64 * 1024;
+/// Bytes of a too-large body a dead letter keeps, as text.
+pub const DLQ_BODY_HEAD_BYTES: usize = 1024;
+/// Longest `subject` a dead letter keeps.
+const DLQ_SUBJECT_MAX_BYTES: usize = 256;
+
+/// What a dead letter keeps of a body too large to keep whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodySummary {
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its SHA-256, in hex: enough to match it against the submitter's copy.
+    pub sha256: String,
+    /// Its first [`DLQ_BODY_HEAD_BYTES`] bytes, as text (invalid UTF-8
+    /// replaced by U+FFFD).
+    pub head: String,
+}
+
+impl BodySummary {
+    /// Summarises `body`.
+    pub fn of(body: &[u8]) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(body);
+        let head = String::from_utf8_lossy(&body[..body.len().min(DLQ_BODY_HEAD_BYTES)]);
+        BodySummary {
+            bytes: body.len() as u64,
+            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            head: head.into_owned(),
+        }
+    }
+}
+
+impl DlqEntry {
+    /// A dead letter for a raw message body that did not become a task
+    /// (refused at intake, or poison in a queue).
+    pub fn raw(
+        reason: DlqReason,
+        failure: ErrorBody,
+        id: Option<String>,
+        tenant: String,
+        subject: &str,
+        body: &[u8],
+    ) -> Self {
+        let (task, summary) = raw_task(body);
+        DlqEntry {
+            reason,
+            failure: failure.bounded(),
+            id,
+            tenant,
+            subject: crate::strict::cut(subject, DLQ_SUBJECT_MAX_BYTES),
+            task,
+            body: summary,
+            time: timefmt::now(),
+            seq: None,
+            task_omitted: false,
+        }
+    }
+
+    /// A dead letter for a validated task (failed for good, or refused
+    /// after validation).
+    pub fn validated(
+        reason: DlqReason,
+        failure: ErrorBody,
+        spec: &crate::TaskSpec,
+        subject: &str,
+        time: Timestamp,
+    ) -> Self {
+        DlqEntry {
+            reason,
+            failure: failure.bounded(),
+            id: Some(spec.id.clone()),
+            tenant: spec.tenant.clone(),
+            subject: crate::strict::cut(subject, DLQ_SUBJECT_MAX_BYTES),
+            task: serde_json::to_value(spec).unwrap_or_default(),
+            body: None,
+            time,
+            seq: None,
+            task_omitted: false,
+        }
+    }
+
+    /// The same entry with its task replaced by a summary of its encoding:
+    /// the form that always fits a stream.
+    pub fn compacted(mut self) -> Self {
+        if !self.task.is_null() {
+            let bytes = serde_json::to_vec(&self.task).unwrap_or_default();
+            self.body = Some(BodySummary::of(&bytes));
+            self.task = Value::Null;
+        }
+        self
+    }
+}
+
+/// Reply to `clawfleet.api.dlq.list`. Bounded in bytes as well as in
+/// count: an entry whose task is large is listed without it
+/// (`task_omitted`; `dlq.get` has it), and a page that would exceed the
+/// reply budget ([`reply_budget`]) ends early with `truncated`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DlqListReply {
     /// Matching entries, newest first.
     pub entries: Vec<DlqEntry>,
+    /// Present when more entries may match: pass it as `cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+    /// `true` when the page holds fewer entries than `limit` although more
+    /// match, to keep the reply within its byte budget.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated: bool,
+}
+
+/// Largest encoded `task` that `dlq.list` shows (4 KiB); larger ones are
+/// left out of the listing (`task_omitted`).
+pub const DLQ_LIST_TASK_MAX_BYTES: usize = 4 * 1024;
+
+/// The most bytes a list or search reply may hold: 512 KiB, or less when
+/// the server's max payload (`max_payload`, from its INFO) is smaller, with
+/// room left for the reply's own framing.
+pub fn reply_budget(max_payload: usize) -> usize {
+    (512 * 1024)
+        .min(max_payload.saturating_sub(8 * 1024))
+        .max(4 * 1024)
 }
 
 /// Request to `clawfleet.api.task.cancel`.
@@ -280,11 +440,25 @@ pub struct DlqReplayReply {
     pub entries: Vec<ReplayedEntry>,
 }
 
-/// A raw message body as a dead letter's `task`: the JSON it holds, or the
-/// body as a string when it is not JSON.
-pub fn raw_task(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+/// A raw message body as a dead letter keeps it: the JSON it holds (when it
+/// is JSON without repeated keys), or the body as a string; when that is
+/// larger than [`DLQ_TASK_MAX_BYTES`], `null` and a summary instead.
+pub fn raw_task(body: &[u8]) -> (Value, Option<BodySummary>) {
+    if body.len() <= DLQ_TASK_MAX_BYTES {
+        let json = match crate::strict::check(body) {
+            Ok(()) | Err(crate::strict::DecodeError::NotObject(_)) => {
+                serde_json::from_slice::<Value>(body).ok()
+            }
+            Err(_) => None,
+        };
+        let task =
+            json.unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into_owned()));
+        // Escaping can make a string's encoding up to six times its size.
+        if serde_json::to_vec(&task).map_or(false, |v| v.len() <= DLQ_TASK_MAX_BYTES) {
+            return (task, None);
+        }
+    }
+    (Value::Null, Some(BodySummary::of(body)))
 }
 
 /// Any API reply: the success body or an error. Decode replies with this.
@@ -328,6 +502,10 @@ pub struct PauseRule {
     /// Only queues whose tasks require this capability.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
+    /// Every queue: required (and alone) for a rule that names no field, so
+    /// a rule covering the whole fleet is never the result of empty input.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub all: bool,
 }
 
 /// Prefix of pause-rule keys in the queue registry bucket.
@@ -342,6 +520,11 @@ impl PauseRule {
                 .capability
                 .as_ref()
                 .is_none_or(|c| entry.requires.contains(c))
+    }
+
+    /// Whether the rule names no field, so it matches every queue.
+    pub fn is_everything(&self) -> bool {
+        self.tenant.is_none() && self.priority.is_none() && self.capability.is_none()
     }
 
     /// Its key in the queue registry bucket.

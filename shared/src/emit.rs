@@ -42,16 +42,32 @@ pub enum DeadLetterError {
     /// The entry could not be encoded.
     #[error("while encoding a dead letter: {0}")]
     Encode(#[from] serde_json::Error),
-    /// The DLQ stream did not take it.
+    /// The DLQ stream did not take it, whole or compacted.
     #[error("while storing a dead letter: {0}")]
     Publish(#[from] jetstream::context::PublishError),
 }
 
 /// Stores a dead letter, waiting for the DLQ stream's ack: losing it would
 /// lose the only trace of the task.
+///
+/// An entry the stream refuses (larger than its message limit, or than the
+/// server's max payload) is stored again compacted, its task replaced by a
+/// summary ([`DlqEntry::compacted`]), which is small whatever the task was.
 pub async fn dead_letter(js: &jetstream::Context, entry: &DlqEntry) -> Result<(), DeadLetterError> {
     let subject = subjects::dlq(entry.reason.as_str(), &entry.tenant);
     let bytes = serde_json::to_vec(entry)?;
-    js.publish(subject, bytes.into()).await?.await?;
-    Ok(())
+    let first = match js.publish(subject.clone(), bytes.into()).await {
+        Ok(ack) => ack.await,
+        Err(e) => Err(e),
+    };
+    match first {
+        Ok(_) => Ok(()),
+        Err(e) if entry.task.is_null() => Err(e.into()),
+        Err(e) => {
+            tracing::debug!(error = %e, "dead letter refused whole; storing it compacted");
+            let compact = serde_json::to_vec(&entry.clone().compacted())?;
+            js.publish(subject, compact.into()).await?.await?;
+            Ok(())
+        }
+    }
 }

@@ -148,12 +148,20 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
-    /// Builds an error body from a code and any message.
+    /// Builds an error body from a code and any message, cut to
+    /// [`crate::strict::MAX_MESSAGE_BYTES`]: messages may quote client input
+    /// or an executor's output, and an error must always fit its reply.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        let mut message = message.into();
+        crate::strict::cut_in_place(&mut message, crate::strict::MAX_MESSAGE_BYTES);
+        Self { code, message }
+    }
+
+    /// The same error with its message cut to
+    /// [`crate::strict::MAX_MESSAGE_BYTES`], for one that came from the wire.
+    pub fn bounded(mut self) -> Self {
+        crate::strict::cut_in_place(&mut self.message, crate::strict::MAX_MESSAGE_BYTES);
+        self
     }
 }
 

@@ -3,8 +3,9 @@
 //! Everything that crosses a process boundary is defined here exactly once:
 //! subject, stream, consumer and bucket names ([`subjects`]), the task and its
 //! record ([`task`]), API requests and replies ([`api`]), lifecycle events
-//! ([`events`]), log lines and the log search API ([`logs`]) and the stable
-//! error codes ([`error`]). Services and clients
+//! ([`events`]), log lines and the log search API ([`logs`]), the stable
+//! error codes ([`error`]), the names that travel ([`names`]) and the strict
+//! decoding every request body goes through ([`strict`]). Services and clients
 //! link this crate instead of spelling a subject or a JSON shape themselves.
 //!
 //! It also holds the small amount of start-up plumbing that would otherwise be
@@ -23,9 +24,11 @@ pub mod health;
 pub mod logs;
 pub mod logship;
 pub mod metrics;
+pub mod names;
 pub mod nats;
 pub mod observe;
 pub mod signals;
+pub mod strict;
 pub mod subjects;
 pub mod task;
 pub mod telemetry;

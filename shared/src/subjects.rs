@@ -331,6 +331,20 @@ pub fn queue_consumer(priority: Priority, key: &str) -> String {
     format!("q-{}-{key}", priority.as_str())
 }
 
+/// The consumer a JetStream ack subject belongs to: `$JS.ACK.<stream>.<consumer>.…`
+/// (9 tokens), or with a domain and account hash, `$JS.ACK.<domain>.<hash>.<stream>.<consumer>.…`
+/// (12 tokens or more).
+pub fn consumer_of_ack(ack: &str) -> Option<&str> {
+    let tokens: Vec<&str> = ack.split('.').collect();
+    if tokens.len() < 9 || tokens[0] != "$JS" || tokens[1] != "ACK" {
+        return None;
+    }
+    match tokens.len() {
+        9 => Some(tokens[3]),
+        _ => tokens.get(5).copied(),
+    }
+}
+
 /// Stable key of an agent profile (its region, capability set and the
 /// tenants it is dedicated to, if any).
 pub fn profile_key(region: Option<&str>, capabilities: &[String], tenants: &[String]) -> String {
@@ -364,6 +378,19 @@ pub fn fnv1a(s: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ack_subject_names_its_consumer() {
+        assert_eq!(
+            consumer_of_ack("$JS.ACK.CLAWFLEET_QUEUE.q-normal-abc.1.22.7.1700000000000000000.0"),
+            Some("q-normal-abc")
+        );
+        assert_eq!(
+            consumer_of_ack("$JS.ACK.hub.ACCHASH.CLAWFLEET_QUEUE.q-low-x.1.2.3.4.0.rnd"),
+            Some("q-low-x")
+        );
+        assert_eq!(consumer_of_ack("_INBOX.abc"), None);
+    }
 
     #[test]
     fn queue_subjects_name_priority_region_and_capabilities() {

@@ -98,7 +98,7 @@ async fn list(global: &Global, api: &Api, failing: bool) -> anyhow::Result<ExitC
             if e.downcast_ref::<clawfleet_shared::ErrorBody>()
                 .is_some_and(|b| b.code == ErrorCode::Unavailable) =>
         {
-            let reply: AgentsReply = api.request(subjects::API_AGENTS_LIST, Bytes::new()).await?;
+            let reply: AgentsReply = api.agents().await?;
             return registered_only(global, reply.agents, failing);
         }
         Ok(Err(e)) => return Err(e.into()),
@@ -209,7 +209,10 @@ fn registered_only(
         anyhow::bail!("--failing needs a health monitor; none is running");
     }
     if global.json {
-        output::print_json(&AgentsReply { agents })?;
+        output::print_json(&AgentsReply {
+            agents,
+            next_cursor: None,
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
     if agents.is_empty() {

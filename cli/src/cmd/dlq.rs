@@ -125,13 +125,26 @@ async fn list(
     filters: Filters,
     limit: usize,
 ) -> anyhow::Result<ExitCode> {
-    let request = DlqListRequest {
+    let mut request = DlqListRequest {
         tenant: filters.tenant,
         reason: filters.reason.map(DlqReason::from),
         limit: Some(limit),
         since: filters.since,
+        cursor: None,
     };
-    let reply: DlqListReply = api.request_json(subjects::API_DLQ_LIST, &request).await?;
+    let mut reply: DlqListReply = api.request_json(subjects::API_DLQ_LIST, &request).await?;
+    // A page may end early to stay within the reply's byte budget.
+    while reply.entries.len() < limit {
+        let Some(cursor) = reply.next_cursor.take() else {
+            break;
+        };
+        request.cursor = Some(cursor);
+        request.limit = Some(limit - reply.entries.len());
+        let next: DlqListReply = api.request_json(subjects::API_DLQ_LIST, &request).await?;
+        reply.entries.extend(next.entries);
+        reply.next_cursor = next.next_cursor;
+        reply.truncated = next.truncated;
+    }
     if global.json {
         output::print_json(&reply)?;
         return Ok(ExitCode::SUCCESS);
@@ -148,8 +161,8 @@ async fn list(
             e.reason.as_str().to_string(),
             e.tenant.clone(),
             output::or_dash(e.id.as_deref()),
-            e.error.code.to_string(),
-            e.error.message.clone(),
+            e.failure.code.to_string(),
+            e.failure.message.clone(),
         ]);
     }
     table.print();
@@ -174,7 +187,17 @@ async fn show(
     println!("  tenant   {}", entry.tenant);
     println!("  id       {}", output::or_dash(entry.id.as_deref()));
     println!("  subject  {}", entry.subject);
-    println!("  error    {}", entry.error);
+    println!("  error    {}", entry.failure);
+    if let Some(body) = &entry.body {
+        println!(
+            "body: {} bytes, sha256 {} (too large to keep; its first {} bytes follow)",
+            body.bytes,
+            body.sha256,
+            body.head.len()
+        );
+        println!("  {}", body.head.escape_debug());
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("task:");
     for line in serde_json::to_string_pretty(&entry.task)?.lines() {
         println!("  {line}");

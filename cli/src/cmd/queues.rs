@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use bytes::Bytes;
 use clawfleet_shared::api::{PauseRule, PausedReply, QueuesReply};
 use clawfleet_shared::{subjects, Priority};
 
@@ -21,8 +20,8 @@ pub struct QueuesArgs {
 /// Pause control.
 #[derive(Debug, clap::Subcommand)]
 pub enum QueuesCommand {
-    /// Pause every queue matching all the filters given (none: every queue).
-    /// Paused work stays queued, untouched; running tasks finish.
+    /// Pause every queue matching all the filters given (or every queue,
+    /// with `--all`). Paused work stays queued, untouched; running tasks finish.
     Pause(RuleArgs),
     /// Remove the pause rule with exactly these filters.
     Resume(RuleArgs),
@@ -40,6 +39,9 @@ pub struct RuleArgs {
     /// Only queues whose tasks require this capability.
     #[arg(long)]
     capability: Option<String>,
+    /// Every queue (the rule with no filter, which must be asked for).
+    #[arg(long, conflicts_with_all = ["tenant", "priority", "capability"])]
+    all: bool,
 }
 
 /// Runs `clawfleet queues`.
@@ -54,6 +56,7 @@ pub async fn run(global: &Global, args: QueuesArgs) -> anyhow::Result<ExitCode> 
         tenant: rule.tenant,
         priority: rule.priority,
         capability: rule.capability,
+        all: rule.all,
     };
     let reply: PausedReply = api.request_json(subject, &rule).await?;
     if global.json {
@@ -88,7 +91,7 @@ fn describe(r: &PauseRule) -> String {
 }
 
 async fn list(global: &Global, api: &Api) -> anyhow::Result<ExitCode> {
-    let reply: QueuesReply = api.request(subjects::API_QUEUES_LIST, Bytes::new()).await?;
+    let reply: QueuesReply = api.queues().await?;
     if global.json {
         output::print_json(&reply)?;
         return Ok(ExitCode::SUCCESS);
@@ -97,7 +100,7 @@ async fn list(global: &Global, api: &Api) -> anyhow::Result<ExitCode> {
         println!("no queues yet (one is created when a task is first routed to it)");
     } else {
         let mut table = Table::new(&[
-            "tenant", "priority", "region", "requires", "waiting", "running", "paused",
+            "tenant", "priority", "region", "requires", "waiting", "running", "delayed", "paused",
         ]);
         for q in &reply.queues {
             table.row(vec![
@@ -107,6 +110,7 @@ async fn list(global: &Global, api: &Api) -> anyhow::Result<ExitCode> {
                 output::list(&q.requires),
                 q.waiting.to_string(),
                 q.running.to_string(),
+                q.delayed.to_string(),
                 if q.paused { "paused" } else { "-" }.to_string(),
             ]);
         }

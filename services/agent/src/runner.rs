@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, kv, AckKind};
 use async_nats::HeaderMap;
 use clawfleet_shared::agent::Lease;
-use clawfleet_shared::api::{self, DlqEntry, DlqReason};
+use clawfleet_shared::api::{DlqEntry, DlqReason};
 use clawfleet_shared::events::{AttemptReport, TaskEvent, TaskEventKind};
 use clawfleet_shared::task::{Attempt as AttemptRecord, Outcome, RetryOn};
 use clawfleet_shared::{
@@ -70,6 +70,9 @@ const SLOT_RETRY: Duration = Duration::from_millis(100);
 /// How long an executor told to stop (cancel or abort) may take to return
 /// before its attempt is dropped (which kills a `command` process).
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Deliveries of a poison message after which one that still cannot be
+/// dead-lettered is terminated (and counted) rather than tried again.
+const MAX_DEAD_LETTER_TRIES: i64 = 5;
 
 /// What every attempt needs.
 pub struct Runner {
@@ -125,7 +128,11 @@ impl Runner {
     ) {
         let spec: TaskSpec = match serde_json::from_slice(&msg.payload) {
             Ok(spec) => spec,
-            Err(e) => return self.poison(msg, e.to_string()).await,
+            Err(e) => {
+                return self
+                    .poison(msg, clawfleet_shared::strict::cut(&e.to_string(), 300))
+                    .await
+            }
         };
         if let Some(wait) = spec.wait_left(timefmt::now()) {
             // Not due yet: back to the queue until then, record untouched.
@@ -597,16 +604,13 @@ impl Runner {
             finished_at,
         };
         self.publish_result(&result).await?;
-        let entry = DlqEntry {
-            reason: DlqReason::Failed,
-            error: error.clone(),
-            id: Some(spec.id.clone()),
-            tenant: spec.tenant.clone(),
-            subject: msg.subject.to_string(),
-            task: serde_json::to_value(spec).unwrap_or_default(),
-            time: finished_at,
-            seq: None,
-        };
+        let entry = DlqEntry::validated(
+            DlqReason::Failed,
+            error.clone(),
+            spec,
+            &msg.subject,
+            finished_at,
+        );
         if let Err(e) = emit::dead_letter(&self.js, &entry).await {
             // The record and the result already say failed; the DLQ entry is a convenience copy.
             tracing::warn!(task_id = %spec.id, error = %e, "could not dead-letter a failed task");
@@ -672,29 +676,34 @@ impl Runner {
     /// A queued message that is not a task: it can never run. Dead-letter it
     /// with its raw body and terminate it so it is not redelivered.
     async fn poison(&self, msg: jetstream::Message, why: String) {
-        tracing::error!(subject = %msg.subject, %why, "poison message in a queue");
-        let entry = DlqEntry {
-            reason: DlqReason::Poison,
-            error: ErrorBody::new(
+        tracing::error!(subject = %msg.subject, bytes = msg.payload.len(), %why, "poison message in a queue");
+        let entry = DlqEntry::raw(
+            DlqReason::Poison,
+            ErrorBody::new(
                 ErrorCode::Poison,
                 format!("queued message is not a task: {why}"),
             ),
-            id: None,
-            tenant: subjects::ANY.to_string(),
-            subject: msg.subject.to_string(),
-            task: api::raw_task(&msg.payload),
-            time: timefmt::now(),
-            seq: None,
-        };
+            None,
+            subjects::ANY.to_string(),
+            &msg.subject,
+            &msg.payload,
+        );
         match emit::dead_letter(&self.js, &entry).await {
             Ok(()) => {
                 let _ = msg.ack_with(AckKind::Term).await;
             }
-            Err(e) => {
+            Err(e) if msg.info().map_or(1, |i| i.delivered) < MAX_DEAD_LETTER_TRIES => {
                 tracing::warn!(error = %e, "could not dead-letter a poison message; it will come back");
                 let _ = msg
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
                     .await;
+            }
+            Err(e) => {
+                // Never loop on a message that can be neither run nor kept.
+                metrics::counter!(clawfleet_shared::metrics::DEAD_LETTERS_LOST, "reason" => "poison")
+                    .increment(1);
+                tracing::error!(error = %e, subject = %msg.subject, bytes = msg.payload.len(), "could not dead-letter a poison message; dropping it");
+                let _ = msg.ack_with(AckKind::Term).await;
             }
         }
     }

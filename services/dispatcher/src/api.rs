@@ -8,12 +8,15 @@ use async_nats::{HeaderMap, Message};
 use bytes::Bytes;
 use clawfleet_shared::agent::{AgentInfo, QueueEntry, RunningSet};
 use clawfleet_shared::api::{
-    AgentsReply, PauseRule, PausedReply, QueueDepth, QueuesReply, SubmitReply, TaskGetRequest,
-    TenantRunning,
+    AgentsReply, ListRequest, PauseRule, PausedReply, QueueDepth, QueuesReply, SubmitReply,
+    TaskGetRequest, TenantRunning,
 };
 use clawfleet_shared::error::ErrorReply;
+use clawfleet_shared::names::{Capability, Tenant};
+use clawfleet_shared::strict::{self, echo};
 use clawfleet_shared::{subjects, ErrorBody, ErrorCode, Priority, TaskRecord, TaskStatus};
 use futures::{StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +25,9 @@ use ulid::Ulid;
 
 use crate::admission::Admission;
 use crate::validate::{self, Bounds, Draft};
+
+/// Most pause rules in force at once (they are listed in every queues reply).
+const MAX_PAUSE_RULES: usize = 256;
 
 /// Requests handled at once per dispatcher; more wait in the subscription.
 const MAX_CONCURRENT_REQUESTS: usize = 1024;
@@ -44,6 +50,28 @@ pub(crate) fn ok<T: Serialize>(body: &T) -> Reply {
     serde_json::to_vec(body)
         .map(Bytes::from)
         .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// Decodes a request body strictly: one JSON object, no repeated keys
+/// (see [`strict`]); `what` names the request in the error.
+pub(crate) fn request<T: DeserializeOwned>(what: &str, payload: &[u8]) -> Result<T, ErrorBody> {
+    strict::object(payload).map_err(|e| bad_request(what, e))
+}
+
+/// Like [`request`], for requests whose every field is optional: an empty
+/// body takes every default.
+pub(crate) fn request_or_empty<T: DeserializeOwned + Default>(
+    what: &str,
+    payload: &[u8],
+) -> Result<T, ErrorBody> {
+    strict::object_or_empty(payload).map_err(|e| bad_request(what, e))
+}
+
+pub(crate) fn bad_request(what: &str, e: impl std::fmt::Display) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::InvalidRequest,
+        format!("bad {what} request: {e}"),
+    )
 }
 
 pub(crate) fn internal(context: &str, e: impl std::fmt::Display) -> ErrorBody {
@@ -122,8 +150,8 @@ impl Api {
         let reply = match msg.subject.as_str() {
             subjects::API_SUBMIT => self.submit(&msg.payload).await,
             subjects::API_TASK_GET => self.task_get(&msg.payload).await,
-            subjects::API_AGENTS_LIST => self.agents_list().await,
-            subjects::API_QUEUES_LIST => self.queues_list().await,
+            subjects::API_AGENTS_LIST => self.agents_list(&msg.payload).await,
+            subjects::API_QUEUES_LIST => self.queues_list(&msg.payload).await,
             subjects::API_DLQ_LIST => self.dlq_list(&msg.payload).await,
             subjects::API_QUEUES_PAUSE => self.pause(&msg.payload, true).await,
             subjects::API_QUEUES_RESUME => self.pause(&msg.payload, false).await,
@@ -210,14 +238,13 @@ impl Api {
     }
 
     async fn task_get(&self, payload: &[u8]) -> Reply {
-        let req: TaskGetRequest = serde_json::from_slice(payload).map_err(|e| {
+        let req: TaskGetRequest = request("task.get (expected {\"id\": \"...\"})", payload)?;
+        let not_found = || {
             ErrorBody::new(
-                ErrorCode::InvalidRequest,
-                format!("expected {{\"id\": \"...\"}}: {e}"),
+                ErrorCode::NotFound,
+                format!("no task with id {}", echo(&req.id)),
             )
-        })?;
-        let not_found =
-            || ErrorBody::new(ErrorCode::NotFound, format!("no task with id {:?}", req.id));
+        };
         // An id that no task can have (and that could be a key wildcard).
         if !validate::is_id(&req.id) {
             return Err(not_found());
@@ -235,28 +262,42 @@ impl Api {
 
     /// Adds (`pause`) or removes a pause rule; replies with the rules in force.
     async fn pause(&self, payload: &[u8], pause: bool) -> Reply {
-        let rule: PauseRule = if payload.is_empty() {
-            PauseRule::default()
+        let what = if pause {
+            "queues.pause"
         } else {
-            serde_json::from_slice(payload).map_err(|e| {
-                ErrorBody::new(
-                    ErrorCode::InvalidRequest,
-                    format!("expected {{\"tenant\"?, \"priority\"?, \"capability\"?}}: {e}"),
-                )
-            })?
+            "queues.resume"
         };
-        if rule
-            .tenant
-            .as_deref()
-            .is_some_and(|t| !validate::is_tenant(t))
-            || rule
-                .capability
-                .as_deref()
-                .is_some_and(|c| !clawfleet_shared::config::is_token(c, validate::MAX_NAME_LEN))
+        let rule: PauseRule = request(what, payload)?;
+        if let Some(t) = rule.tenant.as_deref() {
+            Tenant::parse(t).map_err(|e| bad_request(what, e))?;
+        }
+        if let Some(c) = rule.capability.as_deref() {
+            Capability::parse(c).map_err(|e| bad_request(what, e))?;
+        }
+        // A rule for every queue must say so: an empty body is a mistake
+        // far more often than a wish to stop the whole fleet.
+        match (rule.is_everything(), rule.all) {
+            (true, false) => {
+                return Err(bad_request(
+                    what,
+                    "name the queues (tenant, priority, capability), or every queue with {\"all\": true}",
+                ))
+            }
+            (false, true) => {
+                return Err(bad_request(
+                    what,
+                    "\"all\": true covers every queue; it takes no tenant, priority or capability",
+                ))
+            }
+            _ => {}
+        }
+        if pause
+            && self.pause_rules().await?.len() >= MAX_PAUSE_RULES
+            && !self.has_rule(&rule).await
         {
-            return Err(ErrorBody::new(
-                ErrorCode::InvalidRequest,
-                "tenant or capability is not a valid name",
+            return Err(bad_request(
+                what,
+                format!("at most {MAX_PAUSE_RULES} pause rules may be in force; resume some first"),
             ));
         }
         if pause {
@@ -286,19 +327,40 @@ impl Api {
         })
     }
 
+    async fn has_rule(&self, rule: &PauseRule) -> bool {
+        matches!(self.queues.get(rule.key()).await, Ok(Some(_)))
+    }
+
     /// The pause rules in force (the only values of the queue registry
     /// that read as one: queue entries and preemption claims do not).
     async fn pause_rules(&self) -> Result<Vec<PauseRule>, ErrorBody> {
         read_bucket(&self.queues).await
     }
 
-    async fn agents_list(&self) -> Reply {
+    async fn agents_list(&self, payload: &[u8]) -> Reply {
+        let req: ListRequest = request_or_empty("agents.list", payload)?;
         let mut agents: Vec<AgentInfo> = read_bucket(&self.agents).await?;
         agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-        ok(&AgentsReply { agents })
+        if let Some(after) = &req.cursor {
+            agents.retain(|a| a.agent_id > *after);
+        }
+        let (agents, more) = page(agents, self.budget());
+        let next_cursor = more
+            .then(|| agents.last().map(|a| a.agent_id.clone()))
+            .flatten();
+        ok(&AgentsReply {
+            agents,
+            next_cursor,
+        })
     }
 
-    async fn queues_list(&self) -> Reply {
+    /// The byte budget of a list reply on this connection's server.
+    fn budget(&self) -> usize {
+        clawfleet_shared::api::reply_budget(self.client.server_info().max_payload)
+    }
+
+    async fn queues_list(&self, payload: &[u8]) -> Reply {
+        let req: ListRequest = request_or_empty("queues.list", payload)?;
         let entries: Vec<QueueEntry> = read_bucket(&self.queues).await?;
         let paused = self.pause_rules().await?;
         let stream = self
@@ -306,6 +368,15 @@ impl Api {
             .get_stream_no_info(subjects::STREAM_QUEUE)
             .await
             .map_err(|e| internal("while opening queue stream", e))?;
+        // What agents hold, by queue consumer, from their heartbeats: the
+        // rest of a consumer's unacknowledged messages wait out a delay.
+        let agents: Vec<AgentInfo> = read_bucket(&self.agents).await?;
+        let mut held: std::collections::HashMap<String, u64> = Default::default();
+        for lease in agents.iter().flat_map(|a| &a.running) {
+            if let Some(consumer) = subjects::consumer_of_ack(&lease.ack) {
+                *held.entry(consumer.to_string()).or_default() += 1;
+            }
+        }
         let mut queues = Vec::new();
         let mut capped = std::collections::BTreeMap::new();
         for entry in entries {
@@ -317,6 +388,8 @@ impl Api {
                 let Ok(info) = stream.consumer_info(&name).await else {
                     continue;
                 };
+                let unacked = info.num_ack_pending as u64;
+                let running = held.get(&name).copied().unwrap_or(0).min(unacked);
                 queues.push(QueueDepth {
                     subject: subjects::queue(
                         priority,
@@ -329,12 +402,20 @@ impl Api {
                     region: entry.region.clone(),
                     requires: entry.requires.clone(),
                     waiting: info.num_pending,
-                    running: info.num_ack_pending as u64,
+                    running,
+                    delayed: unacked - running,
                     paused: paused.iter().any(|r| r.matches(&entry, priority)),
                 });
             }
         }
         queues.sort_by(|a, b| (a.priority, &a.subject).cmp(&(b.priority, &b.subject)));
+        if let Some(after) = &req.cursor {
+            queues.retain(|q| q.subject > *after);
+        }
+        let (queues, more) = page(queues, self.budget().saturating_sub(16 * 1024));
+        let next_cursor = more
+            .then(|| queues.last().map(|q| q.subject.clone()))
+            .flatten();
         let intake_pending = match self.js.get_stream_no_info(subjects::STREAM_INTAKE).await {
             Ok(s) => s
                 .consumer_info(subjects::CONSUMER_DISPATCHER)
@@ -359,11 +440,29 @@ impl Api {
         }
         ok(&QueuesReply {
             queues,
+            next_cursor,
             paused,
             intake_pending,
             capped: tenants,
         })
     }
+}
+
+/// The first of `items` that fit in `budget` bytes of JSON, and whether
+/// any were left out.
+fn page<T: Serialize>(items: Vec<T>, budget: usize) -> (Vec<T>, bool) {
+    let mut used = 64;
+    let total = items.len();
+    let mut out = Vec::with_capacity(total);
+    for item in items {
+        used += serde_json::to_vec(&item).map_or(usize::MAX / 2, |v| v.len()) + 1;
+        if used > budget {
+            break;
+        }
+        out.push(item);
+    }
+    let more = out.len() < total;
+    (out, more)
 }
 
 async fn read_bucket<T: serde::de::DeserializeOwned>(

@@ -28,8 +28,9 @@ use clawfleet_shared::{
     emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskResult, TaskStatus,
 };
 
-use crate::api::{internal, ok, Api, Reply};
+use crate::api::{internal, ok, request, Api, Reply};
 use crate::validate;
+use clawfleet_shared::strict::echo;
 
 /// Longest `reason` kept in a record.
 const MAX_REASON_BYTES: usize = 1024;
@@ -38,14 +39,10 @@ const MAX_CONFLICTS: usize = 16;
 
 impl Api {
     pub(crate) async fn task_cancel(&self, payload: &[u8]) -> Reply {
-        let req: TaskCancelRequest = serde_json::from_slice(payload).map_err(|e| {
-            ErrorBody::new(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "expected {{\"id\": \"...\", \"tenant\"?: \"...\", \"reason\"?: \"...\"}}: {e}"
-                ),
-            )
-        })?;
+        let req: TaskCancelRequest = request(
+            "task.cancel (expected {\"id\": \"...\", \"tenant\"?: \"...\", \"reason\"?: \"...\"})",
+            payload,
+        )?;
         if req
             .reason
             .as_ref()
@@ -56,8 +53,12 @@ impl Api {
                 format!("reason is longer than {MAX_REASON_BYTES} bytes"),
             ));
         }
-        let not_found =
-            || ErrorBody::new(ErrorCode::NotFound, format!("no task with id {:?}", req.id));
+        let not_found = || {
+            ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("no task with id {}", echo(&req.id)),
+            )
+        };
         if !validate::is_id(&req.id) {
             return Err(not_found());
         }

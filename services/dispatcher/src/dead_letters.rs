@@ -25,16 +25,18 @@ use std::time::Duration;
 use async_nats::jetstream::consumer;
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use clawfleet_shared::api::{
-    DlqEntry, DlqGetRequest, DlqListReply, DlqListRequest, DlqReason, DlqReplayReply,
-    DlqReplayRequest, ReplayedEntry,
+    reply_budget, DlqEntry, DlqGetRequest, DlqListReply, DlqListRequest, DlqReason, DlqReplayReply,
+    DlqReplayRequest, ReplayedEntry, DLQ_LIST_TASK_MAX_BYTES,
 };
+use clawfleet_shared::names::Tenant;
+use clawfleet_shared::strict::echo;
 use clawfleet_shared::task::ReplayOf;
 use clawfleet_shared::timefmt::Timestamp;
 use clawfleet_shared::{subjects, ErrorBody, ErrorCode, TaskSpec};
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::api::{internal, ok, Api, Reply};
+use crate::api::{bad_request, internal, ok, request, request_or_empty, Api, Reply};
 use crate::validate::{self, MAX_ID_LEN};
 
 /// Default and largest number of entries `dlq.list` returns and
@@ -49,17 +51,17 @@ struct Filter<'a> {
     tenant: Option<&'a str>,
     reason: Option<DlqReason>,
     since: Option<Timestamp>,
+    /// Only entries older than this sequence (the cursor of a next page).
+    before: Option<u64>,
 }
 
 impl Filter<'_> {
     fn check(&self) -> Result<(), ErrorBody> {
         if let Some(tenant) = self.tenant {
             // `_` holds entries with no valid tenant (poison and unreadable intake).
-            if tenant != subjects::ANY && !validate::is_tenant(tenant) {
-                return Err(ErrorBody::new(
-                    ErrorCode::InvalidTenant,
-                    format!("tenant {tenant:?} is not a valid tenant name"),
-                ));
+            if tenant != subjects::ANY {
+                Tenant::parse(tenant)
+                    .map_err(|e| ErrorBody::new(ErrorCode::InvalidTenant, e.to_string()))?;
             }
         }
         Ok(())
@@ -72,37 +74,66 @@ impl Filter<'_> {
     }
 }
 
-fn bad_request(what: &str, e: impl std::fmt::Display) -> ErrorBody {
-    ErrorBody::new(
-        ErrorCode::InvalidRequest,
-        format!("bad {what} request: {e}"),
-    )
+/// A `cursor` of `dlq.list`: the sequence of the last entry listed.
+fn cursor(text: Option<&str>) -> Result<Option<u64>, ErrorBody> {
+    text.map(|c| {
+        c.parse::<u64>().ok().filter(|seq| *seq > 0).ok_or_else(|| {
+            bad_request(
+                "dlq.list",
+                format!("cursor {} is not one of this API's cursors", echo(c)),
+            )
+        })
+    })
+    .transpose()
 }
 
 impl Api {
     pub(crate) async fn dlq_list(&self, payload: &[u8]) -> Reply {
-        let req: DlqListRequest = if payload.is_empty() {
-            DlqListRequest::default()
-        } else {
-            serde_json::from_slice(payload).map_err(|e| bad_request("dlq.list", e))?
-        };
+        let req: DlqListRequest = request_or_empty("dlq.list", payload)?;
         let filter = Filter {
             tenant: req.tenant.as_deref(),
             reason: req.reason,
             since: req.since,
+            before: cursor(req.cursor.as_deref())?,
         };
         filter.check()?;
         let limit = req
             .limit
             .unwrap_or(DLQ_DEFAULT_LIMIT)
             .clamp(1, DLQ_MAX_LIMIT);
-        let entries = self.read_dead_letters(&filter, limit).await?;
-        ok(&DlqListReply { entries })
+        // One more than asked, to know whether another page follows.
+        let mut found = self.read_dead_letters(&filter, limit + 1).await?;
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let budget = reply_budget(self.client.server_info().max_payload);
+        let mut used = 64;
+        let mut entries = Vec::with_capacity(found.len());
+        let mut truncated = false;
+        for entry in found {
+            let size = serde_json::to_vec(&entry).map_or(usize::MAX, |v| v.len()) + 1;
+            if used + size > budget {
+                truncated = true;
+                break;
+            }
+            used += size;
+            entries.push(entry);
+        }
+        let next_cursor = (more || truncated)
+            .then(|| entries.last().and_then(|e| e.seq))
+            .flatten()
+            .map(|seq| seq.to_string());
+        ok(&DlqListReply {
+            entries,
+            next_cursor,
+            truncated,
+        })
     }
 
     pub(crate) async fn dlq_get(&self, payload: &[u8]) -> Reply {
-        let req: DlqGetRequest =
-            serde_json::from_slice(payload).map_err(|e| bad_request("dlq.get", e))?;
+        let req: DlqGetRequest = request("dlq.get (expected {\"seq\": N})", payload)?;
+        if req.seq == 0 {
+            return Err(bad_request("dlq.get", "seq starts at 1"));
+        }
         match self.dead_letter(req.seq).await? {
             Some(entry) if req.tenant.as_ref().is_none_or(|t| *t == entry.tenant) => ok(&entry),
             _ => Err(not_found(req.seq)),
@@ -110,12 +141,12 @@ impl Api {
     }
 
     pub(crate) async fn dlq_replay(&self, payload: &[u8]) -> Reply {
-        let req: DlqReplayRequest =
-            serde_json::from_slice(payload).map_err(|e| bad_request("dlq.replay", e))?;
+        let req: DlqReplayRequest = request("dlq.replay", payload)?;
         let filter = Filter {
             tenant: req.tenant.as_deref(),
             reason: req.reason,
             since: req.since,
+            before: None,
         };
         filter.check()?;
         let mut selected: Vec<Result<DlqEntry, u64>> = Vec::new();
@@ -159,6 +190,14 @@ impl Api {
         });
         let mut entries = Vec::with_capacity(selected.len());
         for item in selected {
+            // A listed entry may have left its task out; read it whole.
+            let item = match item {
+                Ok(entry) if entry.task_omitted => {
+                    let seq = entry.seq.unwrap_or_default();
+                    self.dead_letter(seq).await?.ok_or(seq)
+                }
+                other => other,
+            };
             entries.push(match item {
                 Ok(entry) => self.replay(entry, req.dry_run).await,
                 Err(seq) => ReplayedEntry {
@@ -205,6 +244,16 @@ impl Api {
             id: original_id,
             dlq_seq: seq,
         };
+        if let Some(body) = &entry.body {
+            report.error = Some(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "this dead letter keeps only the first bytes and the digest of its {}-byte task, which cannot run again",
+                    body.bytes
+                ),
+            ));
+            return report;
+        }
         let (body, subject_tenant) = replay_body(&entry, &new_id, &link);
         let outcome = async {
             let draft = validate::parse(&body, subject_tenant.as_deref(), &self.bounds)?;
@@ -251,7 +300,9 @@ impl Api {
             }))
     }
 
-    /// Up to `limit` matching entries, newest first.
+    /// Up to `limit` matching entries, newest first. An entry's task larger
+    /// than [`DLQ_LIST_TASK_MAX_BYTES`] is left out (`task_omitted`; read
+    /// the entry by sequence for it), which bounds what this holds in memory.
     async fn read_dead_letters(
         &self,
         filter: &Filter<'_>,
@@ -283,7 +334,7 @@ impl Api {
             .await
             .map(|i| i.num_pending)
             .map_err(|e| internal("while reading DLQ", e))?;
-        let mut entries = std::collections::VecDeque::with_capacity(limit);
+        let mut entries = std::collections::VecDeque::with_capacity(limit.min(1024));
         if pending > 0 {
             let mut messages = consumer
                 .messages()
@@ -292,9 +343,15 @@ impl Api {
             let deadline = tokio::time::Instant::now() + READ_BUDGET;
             while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, messages.next()).await {
                 let info = msg.info().ok().map(|i| (i.stream_sequence, i.pending));
+                if info.is_some_and(|(seq, _)| filter.before.is_some_and(|b| seq >= b)) {
+                    break;
+                }
                 if let Ok(mut entry) = serde_json::from_slice::<DlqEntry>(&msg.payload) {
                     entry.seq = info.map(|i| i.0);
                     if filter.matches(&entry) {
+                        if msg.payload.len() > DLQ_LIST_TASK_MAX_BYTES {
+                            omit_large_task(&mut entry);
+                        }
                         if entries.len() == limit {
                             entries.pop_front();
                         }
@@ -307,6 +364,15 @@ impl Api {
             }
         }
         Ok(entries.into_iter().rev().collect())
+    }
+}
+
+/// Leaves a large task out of a listed entry.
+fn omit_large_task(entry: &mut DlqEntry) {
+    let size = serde_json::to_vec(&entry.task).map_or(usize::MAX, |v| v.len());
+    if size > DLQ_LIST_TASK_MAX_BYTES {
+        entry.task = Value::Null;
+        entry.task_omitted = true;
     }
 }
 
@@ -333,7 +399,8 @@ fn replay_body(entry: &DlqEntry, new_id: &str, link: &ReplayOf) -> (Vec<u8>, Opt
     let link = serde_json::to_value(link).expect("a link encodes");
     // A validated task (failed entries, and `id_conflict` refusals); any
     // other refusal holds the body as published, which is checked again as is.
-    let validated = entry.reason == DlqReason::Failed || entry.error.code == ErrorCode::IdConflict;
+    let validated =
+        entry.reason == DlqReason::Failed || entry.failure.code == ErrorCode::IdConflict;
     if let Some(spec) = validated
         .then(|| serde_json::from_value::<TaskSpec>(entry.task.clone()).ok())
         .flatten()

@@ -26,8 +26,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::PullConsumer, context::PublishAckFuture, kv, AckKind};
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use clawfleet_shared::api::{self, DlqEntry, DlqReason};
+use clawfleet_shared::api::{DlqEntry, DlqReason};
 use clawfleet_shared::events::{TaskEvent, TaskEventKind};
+use clawfleet_shared::metrics::DEAD_LETTERS_LOST;
 use clawfleet_shared::{
     emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskSpec, TaskStatus,
 };
@@ -52,6 +53,9 @@ pub struct Intake {
 
 /// Delay before a message whose handling failed for a transient reason is retried.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Deliveries of a refused message after which one that still cannot be
+/// dead-lettered is terminated (and counted) rather than tried again.
+const MAX_DEAD_LETTER_TRIES: i64 = 5;
 
 enum Step {
     Route {
@@ -184,21 +188,18 @@ impl Intake {
                       error: ErrorBody,
                       tenant: Option<String>,
                       id: Option<String>| {
-            let task = api::raw_task(&msg.payload);
             let tenant = tenant
                 .filter(|t| validate::is_tenant(t))
                 .unwrap_or_else(|| subjects::ANY.to_string());
             Step::Reject {
-                entry: DlqEntry {
-                    reason: DlqReason::Rejected,
+                entry: DlqEntry::raw(
+                    DlqReason::Rejected,
                     error,
                     id,
                     tenant,
-                    subject: subject.clone(),
-                    task,
-                    time: timefmt::now(),
-                    seq: None,
-                },
+                    &subject,
+                    &msg.payload,
+                ),
                 msg,
             }
         };
@@ -304,16 +305,13 @@ impl Intake {
                 ErrorCode::IdConflict,
                 format!("id {id:?} is already used by another tenant"),
             );
-            let entry = DlqEntry {
-                reason: DlqReason::Rejected,
+            let entry = DlqEntry::validated(
+                DlqReason::Rejected,
                 error,
-                id: Some(id),
-                tenant: new.spec.tenant.clone(),
-                subject: msg.subject.to_string(),
-                task: serde_json::to_value(&new.spec).unwrap_or_default(),
-                time: timefmt::now(),
-                seq: None,
-            };
+                &new.spec,
+                &msg.subject,
+                timefmt::now(),
+            );
             return Step::Reject { msg, entry };
         }
         if existing.intake_seq != seq {
@@ -429,25 +427,32 @@ impl Intake {
                 }
             },
             Sent::Other(Step::Reject { msg, entry }) => {
-                match emit::dead_letter(&self.js, &entry).await {
-                    Ok(()) => {
-                        metrics::counter!(crate::metrics::TASKS_REJECTED, "code" => entry.error.code.as_str())
-                            .increment(1);
-                        tracing::info!(tenant = %entry.tenant, code = %entry.error.code, "task rejected: {}", entry.error.message);
-                        let mut event = TaskEvent::new(
-                            TaskEventKind::Rejected,
-                            entry.id.clone(),
-                            &entry.tenant,
-                        );
-                        event.error = Some(entry.error);
-                        emit::task_event(&self.client, &event).await;
-                        ack_or_log(&msg, AckKind::Ack).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not dead-letter a rejected task; will retry");
+                let stored = emit::dead_letter(&self.js, &entry).await;
+                let delivered = msg.info().map_or(1, |i| i.delivered);
+                if let Err(e) = &stored {
+                    if delivered < MAX_DEAD_LETTER_TRIES {
+                        tracing::warn!(error = %e, delivered, "could not dead-letter a rejected task; will retry");
                         ack_or_log(&msg, AckKind::Nak(Some(RETRY_DELAY))).await;
+                        return;
                     }
+                    // Never loop on a message: after this many tries it is
+                    // dropped, counted and logged with what is known of it.
+                    metrics::counter!(DEAD_LETTERS_LOST, "reason" => "rejected").increment(1);
+                    tracing::error!(error = %e, delivered, subject = %entry.subject, tenant = %entry.tenant, code = %entry.failure.code, bytes = msg.payload.len(), "could not dead-letter a rejected task; dropping it");
                 }
+                metrics::counter!(crate::metrics::TASKS_REJECTED, "code" => entry.failure.code.as_str())
+                    .increment(1);
+                tracing::info!(tenant = %entry.tenant, code = %entry.failure.code, "task rejected: {}", entry.failure.message);
+                let mut event =
+                    TaskEvent::new(TaskEventKind::Rejected, entry.id.clone(), &entry.tenant);
+                event.error = Some(entry.failure);
+                emit::task_event(&self.client, &event).await;
+                let kind = if stored.is_ok() {
+                    AckKind::Ack
+                } else {
+                    AckKind::Term
+                };
+                ack_or_log(&msg, kind).await;
             }
             Sent::Other(Step::Duplicate { msg, id }) => {
                 tracing::info!(task_id = %id, "duplicate submission ignored; the first one stands");

@@ -8,18 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clawfleet_shared::agent::Strategy;
-use clawfleet_shared::config::is_token;
+use clawfleet_shared::names::{Capability, Region, TaskId, Tenant};
+use clawfleet_shared::strict::{self, echo, echo_value, DecodeError};
 use clawfleet_shared::task::{ReplayOf, RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT};
 use clawfleet_shared::timefmt::{self, Timestamp};
 use clawfleet_shared::{ErrorBody, ErrorCode, Priority, TaskSpec};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
 
-/// Longest task id.
-pub const MAX_ID_LEN: usize = 64;
-/// Longest tenant name.
-pub const MAX_TENANT_LEN: usize = 64;
-/// Longest capability or region name.
-pub const MAX_NAME_LEN: usize = 32;
+pub use clawfleet_shared::names::{MAX_ID_LEN, MAX_NAME_LEN, MAX_TENANT_LEN};
 /// Most capabilities a task may require.
 pub const MAX_REQUIRES: usize = 16;
 /// Most labels a task may carry.
@@ -27,25 +24,32 @@ pub const MAX_LABELS: usize = 32;
 /// Shortest allowed task timeout.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 
-const FIELDS: [&str; 17] = [
-    "id",
-    "tenant",
-    "priority",
-    "requires",
-    "region",
-    "payload",
-    "timeout",
-    "max_attempts",
-    "labels",
-    "submitted_at",
-    "retry",
-    "preemptible",
-    "prefer_region",
-    "prefer_region_until",
-    "not_before",
-    "delay",
-    "replay_of",
-];
+/// A task as submitted: every field the wire contract knows, each still
+/// raw JSON, to be checked one by one below with its own error code. It is
+/// decoded strictly ([`strict::object`]): one object, no repeated key, no
+/// unknown field. As every field takes any JSON value, the only shape error
+/// left for it is an unknown field.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Submitted {
+    id: Option<Value>,
+    tenant: Option<Value>,
+    priority: Option<Value>,
+    requires: Option<Value>,
+    region: Option<Value>,
+    payload: Option<Value>,
+    timeout: Option<Value>,
+    max_attempts: Option<Value>,
+    labels: Option<Value>,
+    submitted_at: Option<Value>,
+    retry: Option<Value>,
+    preemptible: Option<Value>,
+    prefer_region: Option<Value>,
+    prefer_region_until: Option<Value>,
+    not_before: Option<Value>,
+    delay: Option<Value>,
+    replay_of: Option<Value>,
+}
 
 /// Bounds and defaults that come from the dispatcher's config.
 #[derive(Debug, Clone)]
@@ -137,19 +141,28 @@ impl Draft {
 
 /// Whether `s` is a valid tenant name: `[a-z0-9][a-z0-9_-]{0,63}`.
 pub fn is_tenant(s: &str) -> bool {
-    is_token(s, MAX_TENANT_LEN)
+    Tenant::is_valid(s)
 }
 
 /// Whether `s` is a valid task id: `[A-Za-z0-9_-]{1,MAX_ID_LEN}`.
 pub fn is_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_ID_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    TaskId::is_valid(s)
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
+}
+
+/// The error of a task body that did not decode.
+pub fn decode_error(e: DecodeError) -> ErrorBody {
+    let code = match &e {
+        DecodeError::Syntax(_) => ErrorCode::InvalidJson,
+        DecodeError::NotObject(_) => ErrorCode::InvalidTask,
+        DecodeError::DuplicateKey(_) => ErrorCode::InvalidRequest,
+        // The only shape error a [`Submitted`] can have.
+        DecodeError::Shape(_) => ErrorCode::UnknownField,
+    };
+    err(code, e.to_string())
 }
 
 /// Validates a submitted body. `subject_tenant` is the tenant token of an
@@ -159,51 +172,25 @@ pub fn parse(
     subject_tenant: Option<&str>,
     bounds: &Bounds,
 ) -> Result<Draft, ErrorBody> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        err(
-            ErrorCode::InvalidJson,
-            format!("body is not valid JSON: {e}"),
-        )
-    })?;
-    let Value::Object(mut obj) = value else {
-        return Err(err(ErrorCode::InvalidTask, "a task must be a JSON object"));
-    };
-    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(err(
-            ErrorCode::UnknownField,
-            format!(
-                "unknown field {unknown:?}; known fields: {}",
-                FIELDS.join(", ")
-            ),
-        ));
-    }
+    let task: Submitted = strict::object(body).map_err(decode_error)?;
 
-    let tenant = tenant(&mut obj, subject_tenant)?;
-    let id = id(obj.remove("id"))?;
-    let priority = match obj.remove("priority") {
-        None | Some(Value::Null) => Priority::default(),
+    let tenant = tenant(task.tenant, subject_tenant)?;
+    let id = id(task.id)?;
+    let priority = match task.priority {
+        None => Priority::default(),
         Some(Value::String(s)) => s
             .parse()
             .map_err(|m: String| err(ErrorCode::InvalidPriority, m))?,
         Some(other) => {
             return Err(err(
                 ErrorCode::InvalidPriority,
-                format!("priority must be a string, got {other}"),
+                format!("priority must be a string, got {}", echo_value(&other)),
             ))
         }
     };
-    let requires = requires(obj.remove("requires"))?;
-    let region = match obj.remove("region") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if is_token(&s, MAX_NAME_LEN) => Some(s),
-        Some(other) => {
-            return Err(err(
-                ErrorCode::InvalidRegion,
-                format!("region must match [a-z0-9][a-z0-9_-]{{0,31}}, got {other}"),
-            ))
-        }
-    };
-    let payload = obj.remove("payload").unwrap_or(Value::Null);
+    let requires = requires(task.requires)?;
+    let region = region_field(task.region, "region", ErrorCode::InvalidRegion)?;
+    let payload = task.payload.unwrap_or(Value::Null);
     // The whole body bounds the payload, so only a large body needs measuring.
     if body.len() > bounds.max_payload_bytes {
         let size = serde_json::to_vec(&payload)
@@ -219,16 +206,16 @@ pub fn parse(
             ));
         }
     }
-    let timeout = timeout(obj.remove("timeout"), bounds)?;
-    let tenant_defaults = bounds.tenants.get(&tenant);
+    let timeout = timeout(task.timeout, bounds)?;
+    let tenant_defaults = bounds.tenants.get(tenant.as_str());
     let retry = retry(
-        obj.remove("retry"),
+        task.retry,
         tenant_defaults
             .and_then(|t| t.retry.as_ref())
             .unwrap_or(&bounds.retry),
     )?;
-    let max_attempts = match obj.remove("max_attempts") {
-        None | Some(Value::Null) => tenant_defaults
+    let max_attempts = match task.max_attempts {
+        None => tenant_defaults
             .and_then(|t| t.max_attempts)
             .unwrap_or(DEFAULT_MAX_ATTEMPTS)
             .min(bounds.max_attempts),
@@ -238,8 +225,9 @@ pub fn parse(
                 return Err(err(
                     ErrorCode::InvalidMaxAttempts,
                     format!(
-                        "max_attempts must be between 1 and {}, got {n}",
-                        bounds.max_attempts
+                        "max_attempts must be between 1 and {}, got {}",
+                        bounds.max_attempts,
+                        echo_value(&Value::Number(n))
                     ),
                 ))
             }
@@ -247,30 +235,28 @@ pub fn parse(
         Some(other) => {
             return Err(err(
                 ErrorCode::InvalidMaxAttempts,
-                format!("max_attempts must be a number, got {other}"),
+                format!("max_attempts must be a number, got {}", echo_value(&other)),
             ))
         }
     };
-    let preemptible = match obj.remove("preemptible") {
-        None | Some(Value::Null) => true,
+    let preemptible = match task.preemptible {
+        None => true,
         Some(Value::Bool(b)) => b,
         Some(other) => {
             return Err(err(
                 ErrorCode::InvalidTask,
-                format!("preemptible must be true or false, got {other}"),
+                format!(
+                    "preemptible must be true or false, got {}",
+                    echo_value(&other)
+                ),
             ))
         }
     };
-    let prefer_region = match obj.remove("prefer_region") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if is_token(&s, MAX_NAME_LEN) => Some(s),
-        Some(other) => {
-            return Err(err(
-                ErrorCode::InvalidPreferRegion,
-                format!("prefer_region must match [a-z0-9][a-z0-9_-]{{0,31}}, got {other}"),
-            ))
-        }
-    };
+    let prefer_region = region_field(
+        task.prefer_region,
+        "prefer_region",
+        ErrorCode::InvalidPreferRegion,
+    )?;
     let prefer_region = match (&region, prefer_region) {
         (Some(hard), Some(soft)) if *hard != soft => {
             return Err(err(
@@ -282,52 +268,36 @@ pub fn parse(
         (Some(_), Some(_)) => None,
         (_, soft) => soft,
     };
-    let prefer_region_until = match obj.remove("prefer_region_until") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(
-            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
-                .map_err(|e| {
+    let prefer_region_until = time_field(
+        task.prefer_region_until,
+        "prefer_region_until",
+        ErrorCode::InvalidPreferRegion,
+    )?;
+    let labels = labels(task.labels)?;
+    let submitted_at = time_field(task.submitted_at, "submitted_at", ErrorCode::InvalidTask)?
+        .unwrap_or_else(timefmt::now);
+    let not_before = not_before(task.not_before, task.delay, bounds)?;
+    let replay_of = replay_of(task.replay_of)?;
+    let prefer_region_until = match (&prefer_region, prefer_region_until) {
+        (None, _) => None,
+        (Some(_), Some(until)) => Some(until),
+        (Some(_), None) => Some(
+            submitted_at
+                .checked_add(duration(bounds.prefer_region_wait))
+                .ok_or_else(|| {
                     err(
-                        ErrorCode::InvalidPreferRegion,
-                        format!("prefer_region_until is not RFC 3339: {e}"),
+                        ErrorCode::InvalidTask,
+                        "submitted_at is too close to the end of time for prefer_region",
                     )
                 })?,
         ),
-        Some(other) => {
-            return Err(err(
-                ErrorCode::InvalidPreferRegion,
-                format!("prefer_region_until must be an RFC 3339 string, got {other}"),
-            ))
-        }
     };
-    let labels = labels(obj.remove("labels"))?;
-    let submitted_at = match obj.remove("submitted_at") {
-        None | Some(Value::Null) => timefmt::now(),
-        Some(Value::String(s)) => {
-            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
-                .map_err(|e| {
-                    err(
-                        ErrorCode::InvalidTask,
-                        format!("submitted_at is not RFC 3339: {e}"),
-                    )
-                })?
-        }
-        Some(other) => {
-            return Err(err(
-                ErrorCode::InvalidTask,
-                format!("submitted_at must be an RFC 3339 string, got {other}"),
-            ))
-        }
-    };
-
-    let not_before = not_before(obj.remove("not_before"), obj.remove("delay"), bounds)?;
-    let replay_of = replay_of(obj.remove("replay_of"))?;
 
     Ok(Draft {
-        id,
+        id: id.map(TaskId::into_string),
         spec: TaskSpec {
             id: String::new(),
-            tenant,
+            tenant: tenant.into_string(),
             priority,
             requires,
             region,
@@ -338,14 +308,68 @@ pub fn parse(
             submitted_at,
             retry,
             preemptible,
-            prefer_region_until: prefer_region
-                .as_ref()
-                .map(|_| prefer_region_until.unwrap_or(submitted_at + bounds.prefer_region_wait)),
+            prefer_region_until,
             prefer_region,
             not_before,
             replay_of,
         },
     })
+}
+
+/// A std duration as a `time` one, saturating (a duration this large is
+/// out of range for any timestamp anyway, which `checked_add` reports).
+fn duration(d: Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
+/// An optional RFC 3339 time field.
+fn time_field(
+    value: Option<Value>,
+    name: &str,
+    code: ErrorCode,
+) -> Result<Option<Timestamp>, ErrorBody> {
+    match value {
+        None => Ok(None),
+        Some(Value::String(s)) => {
+            time::OffsetDateTime::parse(&s, &Rfc3339)
+                .map(Some)
+                .map_err(|e| {
+                    err(
+                        code,
+                        format!("{name} {} is not an RFC 3339 time: {e}", echo(&s)),
+                    )
+                })
+        }
+        Some(other) => Err(err(
+            code,
+            format!(
+                "{name} must be an RFC 3339 string, got {}",
+                echo_value(&other)
+            ),
+        )),
+    }
+}
+
+/// An optional region name (`region` or `prefer_region`).
+fn region_field(
+    value: Option<Value>,
+    name: &str,
+    code: ErrorCode,
+) -> Result<Option<String>, ErrorBody> {
+    match value {
+        None => Ok(None),
+        Some(Value::String(s)) => Region::parse(s)
+            .map(|r| Some(r.into_string()))
+            .map_err(|e| err(code, format!("{name} must match {}, got {}", e.rule, e.got))),
+        Some(other) => Err(err(
+            code,
+            format!(
+                "{name} must match {}, got {}",
+                Region::RULE,
+                echo_value(&other)
+            ),
+        )),
+    }
 }
 
 /// `not_before` (RFC 3339) or `delay` (a duration from now), at most one of
@@ -366,7 +390,7 @@ fn not_before(
             ),
         )
     };
-    let at = match (at.filter(|v| !v.is_null()), delay.filter(|v| !v.is_null())) {
+    let at = match (at, delay) {
         (None, None) => return Ok(None),
         (Some(_), Some(_)) => {
             return Err(err(
@@ -374,41 +398,35 @@ fn not_before(
                 "give not_before or delay, not both",
             ))
         }
-        (Some(Value::String(s)), None) => {
-            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
-                .map_err(|e| {
-                    err(
-                        ErrorCode::InvalidDelay,
-                        format!("not_before {s:?} is not an RFC 3339 time: {e}"),
-                    )
-                })?
-        }
-        (Some(other), None) => {
-            return Err(err(
-                ErrorCode::InvalidDelay,
-                format!("not_before must be an RFC 3339 string, got {other}"),
-            ))
+        (at @ Some(_), None) => {
+            time_field(at, "not_before", ErrorCode::InvalidDelay)?.expect("a value was given")
         }
         (None, Some(Value::String(s))) => {
             let delay = humantime::parse_duration(&s).map_err(|e| {
                 err(
                     ErrorCode::InvalidDelay,
-                    format!("delay {s:?} is not a duration like \"30s\" or \"2h\": {e}"),
+                    format!(
+                        "delay {} is not a duration like \"30s\" or \"2h\": {e}",
+                        echo(&s)
+                    ),
                 )
             })?;
             if delay > bounds.max_delay {
                 return Err(too_far());
             }
-            now + delay
+            now.checked_add(duration(delay)).ok_or_else(too_far)?
         }
         (None, Some(other)) => {
             return Err(err(
                 ErrorCode::InvalidDelay,
-                format!("delay must be a duration string like \"30s\", got {other}"),
+                format!(
+                    "delay must be a duration string like \"30s\", got {}",
+                    echo_value(&other)
+                ),
             ))
         }
     };
-    if at - now > bounds.max_delay {
+    if at - now > duration(bounds.max_delay) {
         return Err(too_far());
     }
     Ok(Some(at))
@@ -418,8 +436,17 @@ fn not_before(
 /// other field, since it comes back through intake).
 fn replay_of(value: Option<Value>) -> Result<Option<ReplayOf>, ErrorBody> {
     let value = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(v) => v,
+        None => return Ok(None),
+        Some(v @ Value::Object(_)) => v,
+        Some(other) => {
+            return Err(err(
+                ErrorCode::InvalidTask,
+                format!(
+                    "replay_of must be {{\"dlq_seq\": N, \"id\"?: \"...\"}}, got {}",
+                    echo_value(&other)
+                ),
+            ))
+        }
     };
     let bad = |why: String| {
         err(
@@ -440,12 +467,12 @@ fn replay_of(value: Option<Value>) -> Result<Option<ReplayOf>, ErrorBody> {
 /// A submitted retry policy: each field given overrides the default's.
 fn retry(value: Option<Value>, default: &RetryPolicy) -> Result<RetryPolicy, ErrorBody> {
     let given = match value {
-        None | Some(Value::Null) => return Ok(default.clone()),
+        None => return Ok(default.clone()),
         Some(Value::Object(o)) => o,
         Some(other) => {
             return Err(err(
                 ErrorCode::InvalidRetry,
-                format!("retry must be an object, got {other}"),
+                format!("retry must be an object, got {}", echo_value(&other)),
             ))
         }
     };
@@ -456,7 +483,7 @@ fn retry(value: Option<Value>, default: &RetryPolicy) -> Result<RetryPolicy, Err
     let policy: RetryPolicy = serde_json::from_value(Value::Object(merged)).map_err(|e| {
         err(
             ErrorCode::InvalidRetry,
-            format!("retry: {e} (fields: backoff, backoff_max, on, different_agent; on takes timeout, executor_error, agent_lost)"),
+            format!("retry: {} (fields: backoff, backoff_max, on, different_agent; on takes timeout, executor_error, agent_lost)", strict::cut(&e.to_string(), 200)),
         )
     })?;
     policy
@@ -465,14 +492,14 @@ fn retry(value: Option<Value>, default: &RetryPolicy) -> Result<RetryPolicy, Err
     Ok(policy)
 }
 
-fn tenant(obj: &mut Map<String, Value>, subject_tenant: Option<&str>) -> Result<String, ErrorBody> {
-    let body_tenant = match obj.remove("tenant") {
-        None | Some(Value::Null) => None,
+fn tenant(value: Option<Value>, subject_tenant: Option<&str>) -> Result<Tenant, ErrorBody> {
+    let body_tenant = match value {
+        None => None,
         Some(Value::String(s)) => Some(s),
         Some(other) => {
             return Err(err(
                 ErrorCode::InvalidTenant,
-                format!("tenant must be a string, got {other}"),
+                format!("tenant must be a string, got {}", echo_value(&other)),
             ))
         }
     };
@@ -481,54 +508,48 @@ fn tenant(obj: &mut Map<String, Value>, subject_tenant: Option<&str>) -> Result<
         (Some(b), Some(s)) if b != s => {
             return Err(err(
                 ErrorCode::TenantMismatch,
-                format!("body tenant {b:?} differs from subject tenant {s:?}"),
+                format!(
+                    "body tenant {} differs from subject tenant {}",
+                    echo(&b),
+                    echo(s)
+                ),
             ))
         }
         (Some(t), _) => t,
         (None, Some(s)) => s.to_string(),
     };
-    if !is_tenant(&tenant) {
-        return Err(err(
-            ErrorCode::InvalidTenant,
-            format!("tenant must match [a-z0-9][a-z0-9_-]{{0,63}}, got {tenant:?}"),
-        ));
-    }
-    Ok(tenant)
+    Tenant::parse(tenant).map_err(|e| err(ErrorCode::InvalidTenant, e.to_string()))
 }
 
-fn id(value: Option<Value>) -> Result<Option<String>, ErrorBody> {
+fn id(value: Option<Value>) -> Result<Option<TaskId>, ErrorBody> {
     match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
-            if s.len() > MAX_ID_LEN {
-                Err(err(
-                    ErrorCode::IdTooLong,
-                    format!("id is {} characters; the limit is {MAX_ID_LEN}", s.len()),
-                ))
-            } else if !is_id(&s) {
-                Err(err(
-                    ErrorCode::InvalidId,
-                    format!("id must match [A-Za-z0-9_-]+, got {s:?}"),
-                ))
-            } else {
-                Ok(Some(s))
-            }
-        }
+        None => Ok(None),
+        Some(Value::String(s)) => match TaskId::parse(s) {
+            Ok(id) => Ok(Some(id)),
+            Err(e) if e.too_long => Err(err(
+                ErrorCode::IdTooLong,
+                format!("id is {}; the limit is {MAX_ID_LEN} characters", e.got),
+            )),
+            Err(e) => Err(err(ErrorCode::InvalidId, e.to_string())),
+        },
         Some(other) => Err(err(
             ErrorCode::InvalidId,
-            format!("id must be a string, got {other}"),
+            format!("id must be a string, got {}", echo_value(&other)),
         )),
     }
 }
 
 fn requires(value: Option<Value>) -> Result<Vec<String>, ErrorBody> {
     let items = match value {
-        None | Some(Value::Null) => return Ok(Vec::new()),
+        None => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
         Some(other) => {
             return Err(err(
                 ErrorCode::InvalidCapability,
-                format!("requires must be a list of capability names, got {other}"),
+                format!(
+                    "requires must be a list of capability names, got {}",
+                    echo_value(&other)
+                ),
             ))
         }
     };
@@ -543,12 +564,19 @@ fn requires(value: Option<Value>) -> Result<Vec<String>, ErrorBody> {
     }
     let mut caps = Vec::with_capacity(items.len());
     for item in items {
-        match item {
-            Value::String(s) if is_token(&s, MAX_NAME_LEN) => caps.push(s),
-            other => {
+        let parsed = match item {
+            Value::String(s) => Capability::parse(s).map_err(|e| e.got),
+            other => Err(echo_value(&other)),
+        };
+        match parsed {
+            Ok(cap) => caps.push(cap.into_string()),
+            Err(got) => {
                 return Err(err(
                     ErrorCode::InvalidCapability,
-                    format!("capability names must match [a-z0-9][a-z0-9_-]{{0,31}}, got {other}"),
+                    format!(
+                        "capability names must match {}, got {got}",
+                        Capability::RULE
+                    ),
                 ))
             }
         }
@@ -560,17 +588,23 @@ fn requires(value: Option<Value>) -> Result<Vec<String>, ErrorBody> {
 
 fn timeout(value: Option<Value>, bounds: &Bounds) -> Result<Duration, ErrorBody> {
     let timeout = match value {
-        None | Some(Value::Null) => return Ok(DEFAULT_TIMEOUT),
+        None => return Ok(DEFAULT_TIMEOUT),
         Some(Value::String(s)) => humantime::parse_duration(&s).map_err(|e| {
             err(
                 ErrorCode::InvalidTimeout,
-                format!("timeout {s:?} is not a duration like \"30s\" or \"5m\": {e}"),
+                format!(
+                    "timeout {} is not a duration like \"30s\" or \"5m\": {e}",
+                    echo(&s)
+                ),
             )
         })?,
         Some(other) => {
             return Err(err(
                 ErrorCode::InvalidTimeout,
-                format!("timeout must be a duration string like \"30s\", got {other}"),
+                format!(
+                    "timeout must be a duration string like \"30s\", got {}",
+                    echo_value(&other)
+                ),
             ))
         }
     };
@@ -589,12 +623,15 @@ fn timeout(value: Option<Value>, bounds: &Bounds) -> Result<Duration, ErrorBody>
 
 fn labels(value: Option<Value>) -> Result<BTreeMap<String, String>, ErrorBody> {
     let obj = match value {
-        None | Some(Value::Null) => return Ok(BTreeMap::new()),
+        None => return Ok(BTreeMap::new()),
         Some(Value::Object(obj)) => obj,
         Some(other) => {
             return Err(err(
                 ErrorCode::InvalidLabels,
-                format!("labels must be an object of strings, got {other}"),
+                format!(
+                    "labels must be an object of strings, got {}",
+                    echo_value(&other)
+                ),
             ))
         }
     };
@@ -614,8 +651,9 @@ fn labels(value: Option<Value>) -> Result<BTreeMap<String, String>, ErrorBody> {
                 return Err(err(
                     ErrorCode::InvalidLabels,
                     format!(
-                    "label {k:?} must be a string of at most 256 bytes with a key of 1-64 bytes"
-                ),
+                        "label {} must be a string of at most 256 bytes with a key of 1-64 bytes",
+                        echo(&k)
+                    ),
                 ))
             }
         }

@@ -335,7 +335,7 @@ async fn a_poison_message_in_a_queue_is_dead_lettered_and_never_redelivered() {
             .next()
     })
     .await;
-    assert_eq!(entry.error.code, ErrorCode::Poison);
+    assert_eq!(entry.failure.code, ErrorCode::Poison);
     assert_eq!(entry.subject, warmup.queue);
     assert_eq!(entry.task, json!("{not a task"));
     wait_for("the poison message to leave the queue", FINISH, || async {

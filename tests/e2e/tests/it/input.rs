@@ -125,7 +125,7 @@ async fn bad_intake_messages_are_dead_lettered_with_their_reason_never_dropped()
         (reply.entries.len() == 4).then_some(reply.entries)
     })
     .await;
-    let mut codes: Vec<ErrorCode> = entries.iter().map(|e| e.error.code).collect();
+    let mut codes: Vec<ErrorCode> = entries.iter().map(|e| e.failure.code).collect();
     codes.sort_by_key(|c| c.as_str());
     assert_eq!(
         codes,
@@ -150,7 +150,7 @@ async fn bad_intake_messages_are_dead_lettered_with_their_reason_never_dropped()
     );
     let raw = entries
         .iter()
-        .find(|e| e.error.code == ErrorCode::InvalidJson)
+        .find(|e| e.failure.code == ErrorCode::InvalidJson)
         .unwrap();
     assert_eq!(
         raw.task,
