@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_nats::RequestErrorKind;
 use bytes::Bytes;
 use clawfleet_shared::api::{AgentsReply, ApiReply, ListRequest, QueuesReply};
+use clawfleet_shared::health::FleetState;
 use clawfleet_shared::{subjects, ErrorBody, ErrorCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -194,6 +195,32 @@ impl Api {
             pages += 1;
         }
         Ok(all)
+    }
+}
+
+impl Api {
+    /// The health monitor's whole fleet state, following its pages. The
+    /// outer error is a transport failure, the inner one an error reply.
+    pub async fn fleet_state(&self) -> anyhow::Result<Result<FleetState, ErrorBody>> {
+        let mut request = ListRequest::default();
+        let mut all: Option<FleetState> = None;
+        for _ in 0..MAX_PAGES {
+            let body = serde_json::to_vec(&request)?.into();
+            let mut page: FleetState = match self.call(subjects::API_FLEET_STATE, body).await? {
+                Ok(page) => page,
+                Err(e) => return Ok(Err(e)),
+            };
+            let next = page.next_cursor.take();
+            match &mut all {
+                None => all = Some(page),
+                Some(all) => all.agents.extend(page.agents),
+            }
+            match next {
+                Some(cursor) => request.cursor = Some(cursor),
+                None => return Ok(Ok(all.expect("one page was read"))),
+            }
+        }
+        anyhow::bail!("fleet.state returned more than {MAX_PAGES} pages")
     }
 }
 

@@ -135,11 +135,16 @@ pub struct AgentStatus {
     pub stats: FailureStats,
 }
 
-/// Reply of `clawfleet.api.fleet.state`.
+/// Reply of `clawfleet.api.fleet.state` (request: a
+/// [`crate::api::ListRequest`], or an empty body for the first page): a
+/// page within the reply budget ([`crate::api::reply_budget`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetState {
-    /// Every agent the monitor knows, by id.
+    /// Agents the monitor knows, by id.
     pub agents: Vec<AgentStatus>,
+    /// Present when more agents follow: pass it as `cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
     /// Fleet-wide failure rate over the window.
     pub fleet_failure_rate: f64,
     /// Length of the statistics window (humantime).
@@ -152,7 +157,10 @@ pub struct FleetState {
 pub struct AgentControl {
     /// Which agent.
     pub agent_id: String,
-    /// Why (quarantine only).
+    /// Why (quarantine only; at most [`MAX_REASON_BYTES`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
+
+/// Longest quarantine reason.
+pub const MAX_REASON_BYTES: usize = 1024;

@@ -149,11 +149,77 @@ impl LogLine {
         }
     }
 
+    /// Cuts the line to the documented limits, whoever published it: the
+    /// message to [`MAX_MESSAGE_BYTES`], each string field to
+    /// [`MAX_FIELD_BYTES`] (a field of another type whose encoding is
+    /// longer becomes that encoding, cut), names to [`MAX_NAME_BYTES`], and
+    /// at most [`MAX_FIELDS`] fields. A line that was cut gets the field
+    /// `truncated: true`. Returns whether anything was cut.
+    pub fn bound(&mut self) -> bool {
+        use crate::strict::cut_in_place;
+        fn limit(s: &mut String, max: usize, cut: &mut bool) {
+            if s.len() > max {
+                cut_in_place(s, max);
+                *cut = true;
+            }
+        }
+        let mut cut = false;
+        limit(&mut self.message, MAX_MESSAGE_BYTES, &mut cut);
+        limit(&mut self.service, MAX_NAME_BYTES, &mut cut);
+        for name in [
+            &mut self.agent_id,
+            &mut self.task_id,
+            &mut self.tenant,
+            &mut self.capability,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            limit(name, MAX_NAME_BYTES, &mut cut);
+        }
+        if self.fields.len() > MAX_FIELDS || self.fields.keys().any(|k| k.len() > MAX_NAME_BYTES) {
+            let fields = std::mem::take(&mut self.fields);
+            self.fields = fields
+                .into_iter()
+                .filter(|(k, _)| k.len() <= MAX_NAME_BYTES)
+                .take(MAX_FIELDS)
+                .collect();
+            cut = true;
+        }
+        for value in self.fields.values_mut() {
+            match value {
+                Value::String(s) => limit(s, MAX_FIELD_BYTES, &mut cut),
+                Value::Null | Value::Bool(_) | Value::Number(_) => {}
+                other => {
+                    let text = other.to_string();
+                    if text.len() > MAX_FIELD_BYTES {
+                        *other = Value::String(crate::strict::cut(&text, MAX_FIELD_BYTES));
+                        cut = true;
+                    }
+                }
+            }
+        }
+        if cut {
+            self.fields.insert("truncated".into(), Value::Bool(true));
+        }
+        cut
+    }
+
     /// The subject it is published on.
     pub fn subject(&self) -> String {
         crate::subjects::log_line(&self.service, self.level, self.agent_id.as_deref())
     }
 }
+
+/// Longest message a line keeps; longer ones are cut (at a character
+/// boundary) and end with `…`.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+/// Longest string field value a line keeps; longer ones are cut the same way.
+pub const MAX_FIELD_BYTES: usize = 1024;
+/// Longest service, agent, task, tenant or capability name, or field key.
+pub const MAX_NAME_BYTES: usize = 128;
+/// Most fields a line keeps.
+pub const MAX_FIELDS: usize = 64;
 
 /// Target of the events that carry an executor's own output (the `command`
 /// executor's stderr, one event per line). Services keep them out of their
@@ -232,6 +298,11 @@ pub struct LogSearchReply {
     /// Present when more lines may match: pass it as `cursor` for the next page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+    /// `true` when the page holds fewer lines than `limit` although more
+    /// match, to keep the reply within its byte budget
+    /// ([`crate::api::reply_budget`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// Lines and bytes stored for one level.
@@ -315,5 +386,29 @@ mod tests {
         let back: LogLine = serde_json::from_value(json).unwrap();
         assert_eq!(back, line);
         assert_eq!(line.subject(), "clawfleet.logs.agent.warn._");
+    }
+
+    #[test]
+    fn a_line_from_anyone_is_cut_to_the_documented_limits() {
+        let mut line = LogLine::new(Level::Info, "x".repeat(1000), "m".repeat(1 << 20));
+        line.task_id = Some("t".repeat(5000));
+        line.fields
+            .insert("big".into(), Value::String("v".repeat(1 << 16)));
+        line.fields
+            .insert("list".into(), Value::from(vec!["a"; 10_000]));
+        for i in 0..200 {
+            line.fields.insert(format!("f{i:03}"), Value::from(i));
+        }
+        assert!(line.bound());
+        assert!(line.message.len() <= MAX_MESSAGE_BYTES);
+        assert!(line.service.len() <= MAX_NAME_BYTES);
+        assert!(line.task_id.as_ref().unwrap().len() <= MAX_NAME_BYTES);
+        assert!(line.fields.len() <= MAX_FIELDS + 1);
+        assert_eq!(line.fields["truncated"], true);
+        let size = serde_json::to_vec(&line).unwrap().len();
+        assert!(size < 100 * 1024, "{size}");
+        let mut small = LogLine::new(Level::Info, "agent", "fine");
+        assert!(!small.bound());
+        assert!(small.fields.is_empty());
     }
 }

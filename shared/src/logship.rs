@@ -42,11 +42,7 @@ use crate::config::ConfigError;
 use crate::logs::{Level, LogLine, EXECUTOR_OUTPUT_TARGET};
 use crate::timefmt;
 
-/// Longest message shipped; longer ones are cut (at a character boundary)
-/// and end with `…`.
-pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
-/// Longest string field value shipped; longer ones are cut the same way.
-pub const MAX_FIELD_BYTES: usize = 1024;
+pub use crate::logs::{MAX_FIELD_BYTES, MAX_MESSAGE_BYTES};
 /// At most one "lines dropped" report per this interval.
 pub const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// Lines published between two looks at the buffer.

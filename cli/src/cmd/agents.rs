@@ -6,10 +6,9 @@
 
 use std::process::ExitCode;
 
-use bytes::Bytes;
 use clawfleet_shared::agent::{AgentInfo, AgentState};
 use clawfleet_shared::api::AgentsReply;
-use clawfleet_shared::health::{AgentControl, AgentStatus, FleetState, HealthEntry, HealthState};
+use clawfleet_shared::health::{AgentControl, AgentStatus, HealthEntry, HealthState};
 use clawfleet_shared::{subjects, ErrorCode};
 
 use super::Global;
@@ -88,10 +87,7 @@ async fn control(
 }
 
 async fn list(global: &Global, api: &Api, failing: bool) -> anyhow::Result<ExitCode> {
-    let state = match api
-        .call::<FleetState>(subjects::API_FLEET_STATE, Bytes::new())
-        .await
-    {
+    let state = match api.fleet_state().await {
         Ok(Ok(state)) => state,
         // No health monitor: the registrations alone, health unknown.
         Err(e)

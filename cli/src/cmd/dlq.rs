@@ -2,14 +2,13 @@
 //! full; and submitting them again as new tasks.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clawfleet_shared::api::{
     DlqEntry, DlqGetRequest, DlqListReply, DlqListRequest, DlqReason, DlqReplayReply,
     DlqReplayRequest,
 };
 use clawfleet_shared::subjects;
-use clawfleet_shared::timefmt::{self, Timestamp};
+use clawfleet_shared::timefmt::Timestamp;
 
 use super::Global;
 use crate::client::Api;
@@ -60,7 +59,7 @@ pub struct Filters {
     #[arg(long, value_enum)]
     reason: Option<Reason>,
     /// Only those dead-lettered since this time: RFC 3339, or a duration back from now (`1h`).
-    #[arg(long, value_parser = parse_since, value_name = "TIME|DURATION")]
+    #[arg(long, value_parser = super::logs::parse_when, value_name = "TIME|DURATION")]
     since: Option<Timestamp>,
 }
 
@@ -83,15 +82,6 @@ impl From<Reason> for DlqReason {
             Reason::Poison => DlqReason::Poison,
         }
     }
-}
-
-fn parse_since(s: &str) -> Result<Timestamp, String> {
-    if let Ok(at) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
-        return Ok(at);
-    }
-    let back: Duration = humantime::parse_duration(s)
-        .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor a duration like 1h"))?;
-    Ok(timefmt::now() - back)
 }
 
 /// Runs `dlq list`, `dlq show` or `dlq replay`.

@@ -96,7 +96,10 @@ impl From<LevelArg> for Level {
 /// `15m` (that long ago) or an RFC 3339 time.
 pub(crate) fn parse_when(s: &str) -> Result<Timestamp, String> {
     if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(timefmt::now() - d);
+        return time::Duration::try_from(d)
+            .ok()
+            .and_then(|d| timefmt::now().checked_sub(d))
+            .ok_or_else(|| format!("{s:?} reaches back before the earliest time there is"));
     }
     Timestamp::parse(s, &Rfc3339)
         .map_err(|_| format!("{s:?} is neither a duration (\"15m\", \"2h\") nor an RFC 3339 time"))
@@ -319,5 +322,6 @@ mod tests {
         let ago = parse_when("1h").unwrap();
         assert!((timefmt::now() - ago).whole_minutes() == 60);
         assert!(parse_when("yesterday").is_err());
+        assert!(parse_when("100000years").is_err());
     }
 }

@@ -40,11 +40,13 @@ use async_nats::jetstream::kv;
 use async_nats::Message;
 use bytes::Bytes;
 use clawfleet_shared::agent::{AgentInfo, Lease, PingReply};
+use clawfleet_shared::api::{reply_budget, ListRequest};
 use clawfleet_shared::config::ConfigError;
 use clawfleet_shared::error::ErrorReply;
 use clawfleet_shared::events::{AgentEvent, TaskEvent, TaskEventKind};
-use clawfleet_shared::health::{AgentControl, HealthEntry, HealthState};
+use clawfleet_shared::health::{AgentControl, HealthEntry, HealthState, MAX_REASON_BYTES};
 use clawfleet_shared::nats::{self, ConnectError};
+use clawfleet_shared::strict::{self, echo};
 use clawfleet_shared::topology::{self, TopologyError};
 use clawfleet_shared::{emit, subjects, watch, ErrorBody, ErrorCode};
 use futures::StreamExt;
@@ -441,9 +443,7 @@ impl Monitor {
             return;
         };
         let reply: Result<Bytes, ErrorBody> = match msg.subject.as_str() {
-            subjects::API_FLEET_STATE => Ok(serde_json::to_vec(&self.fleet().state())
-                .expect("fleet state encodes")
-                .into()),
+            subjects::API_FLEET_STATE => self.fleet_state(&msg.payload),
             subjects::API_AGENT_QUARANTINE | subjects::API_AGENT_RELEASE => {
                 self.control(msg.subject.as_str(), &msg.payload).await
             }
@@ -462,13 +462,54 @@ impl Monitor {
         }
     }
 
+    /// One page of the fleet state, within the reply budget.
+    fn fleet_state(&self, body: &[u8]) -> Result<Bytes, ErrorBody> {
+        let request: ListRequest = strict::object_or_empty(body).map_err(|e| {
+            ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("bad fleet.state request: {e}"),
+            )
+        })?;
+        let mut state = self.fleet().state();
+        if let Some(after) = &request.cursor {
+            state.agents.retain(|a| a.health.agent_id > *after);
+        }
+        let budget = reply_budget(self.client.server_info().max_payload);
+        let mut used = 256;
+        let mut keep = 0;
+        for agent in &state.agents {
+            used += serde_json::to_vec(agent).map_or(usize::MAX / 2, |v| v.len()) + 1;
+            if used > budget {
+                break;
+            }
+            keep += 1;
+        }
+        if keep < state.agents.len() {
+            state.agents.truncate(keep);
+            state.next_cursor = state.agents.last().map(|a| a.health.agent_id.clone());
+        }
+        Ok(serde_json::to_vec(&state)
+            .expect("fleet state encodes")
+            .into())
+    }
+
     async fn control(&self, subject: &str, body: &[u8]) -> Result<Bytes, ErrorBody> {
-        let request: AgentControl = serde_json::from_slice(body).map_err(|e| {
+        let request: AgentControl = strict::object(body).map_err(|e| {
             ErrorBody::new(
                 ErrorCode::InvalidRequest,
                 format!("expected {{\"agent_id\": ..., \"reason\": ...}}: {e}"),
             )
         })?;
+        if request
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.len() > MAX_REASON_BYTES)
+        {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("reason is longer than {MAX_REASON_BYTES} bytes"),
+            ));
+        }
         let id = request.agent_id.as_str();
         let actions = if subject == subjects::API_AGENT_QUARANTINE {
             let reason = request
@@ -482,9 +523,9 @@ impl Monitor {
             return Err(ErrorBody::new(
                 ErrorCode::NotFound,
                 if subject == subjects::API_AGENT_QUARANTINE {
-                    format!("no agent {id:?} is known to the health monitor")
+                    format!("no agent {} is known to the health monitor", echo(id))
                 } else {
-                    format!("agent {id:?} is not quarantined")
+                    format!("agent {} is not quarantined", echo(id))
                 },
             ));
         };

@@ -544,6 +544,7 @@ impl Fleet {
         agents.sort_by(|a, b| a.health.agent_id.cmp(&b.health.agent_id));
         FleetState {
             agents,
+            next_cursor: None,
             fleet_failure_rate: if attempts == 0 {
                 0.0
             } else {

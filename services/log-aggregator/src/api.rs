@@ -12,8 +12,10 @@ use bytes::Bytes;
 use clawfleet_shared::analytics::{
     BaselinesRequest, BelowAverageRequest, CorrelationsRequest, SummaryRequest,
 };
+use clawfleet_shared::api::reply_budget;
 use clawfleet_shared::error::ErrorReply;
 use clawfleet_shared::logs::{Level, LevelUsage, LogSearchRequest, LogStatsReply};
+use clawfleet_shared::strict;
 use clawfleet_shared::{subjects, ErrorBody, ErrorCode};
 use deadpool_sqlite::Pool;
 use futures::StreamExt;
@@ -172,20 +174,17 @@ impl Api {
     }
 
     async fn search(&self, payload: &[u8]) -> Reply {
-        let req: LogSearchRequest = if payload.iter().all(u8::is_ascii_whitespace) {
-            LogSearchRequest::default()
-        } else {
-            serde_json::from_slice(payload).map_err(|e| {
-                ErrorBody::new(
-                    ErrorCode::InvalidRequest,
-                    format!("bad logs.search request: {e}"),
-                )
-            })?
-        };
+        let req: LogSearchRequest = strict::object_or_empty(payload).map_err(|e| {
+            ErrorBody::new(
+                ErrorCode::InvalidRequest,
+                format!("bad logs.search request: {e}"),
+            )
+        })?;
         let query = Query::parse(req)?;
         let timeout = self.search_timeout;
+        let budget = reply_budget(self.client.server_info().max_payload);
         let reply = self
-            .read(move |conn| search::run(conn, &query, timeout).map_err(ErrorBody::from))
+            .read(move |conn| search::run(conn, &query, timeout, budget).map_err(ErrorBody::from))
             .await?;
         ok(&reply)
     }
@@ -203,7 +202,7 @@ impl Api {
         } else {
             payload
         };
-        let req: R = serde_json::from_slice(body).map_err(|e| {
+        let req: R = strict::object(body).map_err(|e| {
             ErrorBody::new(
                 ErrorCode::InvalidRequest,
                 format!("bad analytics request: {e}"),

@@ -123,7 +123,14 @@ fn decode(msg: &Message) -> Incoming {
     Incoming {
         seq: msg.info().map(|i| i.stream_sequence).unwrap_or(0),
         bytes: msg.payload.len(),
-        line: serde_json::from_slice::<LogLine>(&msg.payload).ok(),
+        // Lines come from any publisher: cut to the documented limits
+        // before they are stored, whatever their size on the wire.
+        line: serde_json::from_slice::<LogLine>(&msg.payload)
+            .ok()
+            .map(|mut line| {
+                line.bound();
+                line
+            }),
     }
 }
 

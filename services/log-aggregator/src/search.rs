@@ -78,7 +78,8 @@ impl Query {
             None => None,
             Some(c) => Some(c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(|| {
                 invalid(format!(
-                    "cursor {c:?} is not the next_cursor of a previous reply"
+                    "cursor {} is not the next_cursor of a previous reply",
+                    clawfleet_shared::strict::echo(c)
                 ))
             })?),
         };
@@ -128,30 +129,94 @@ impl From<SearchError> for ErrorBody {
     }
 }
 
-/// Runs a search on a read connection, stopping it after `timeout`.
-pub fn run(conn: &Connection, q: &Query, timeout: Duration) -> Result<LogSearchReply, SearchError> {
+/// Runs a search on a read connection, stopping it after `timeout`; the
+/// reply holds at most `budget` bytes of JSON.
+///
+/// A text that is one task id (`report-42`, quoted or not) also finds the
+/// lines *about* that task, which need not mention it: ids are filters, not
+/// words of the text index. The two walks are merged newest first, so the
+/// cursor pages through both.
+pub fn run(
+    conn: &Connection,
+    q: &Query,
+    timeout: Duration,
+    budget: usize,
+) -> Result<LogSearchReply, SearchError> {
     let deadline = Instant::now() + timeout;
     conn.progress_handler(10_000, Some(move || Instant::now() > deadline))
         .map_err(SearchError::Sqlite)?;
-    let result = query(conn, q);
+    let result = query(conn, q).and_then(|mut lines| {
+        if let Some(id) = q.task_id.is_none().then(|| task_term(q)).flatten() {
+            let about = Query {
+                text: None,
+                task_id: Some(id),
+                ..q.clone()
+            };
+            lines.extend(query(conn, &about)?);
+            lines.sort_by(|a, b| b.id.cmp(&a.id));
+            lines.dedup_by_key(|l| l.id);
+        }
+        Ok(lines)
+    });
     conn.progress_handler(0, None::<fn() -> bool>)
         .map_err(SearchError::Sqlite)?;
-    result.map_err(|e| match e {
-        rusqlite::Error::SqliteFailure(f, _) if f.code == SqliteCode::OperationInterrupted => {
-            SearchError::TimedOut(timeout)
-        }
-        // Everything but the text is fixed SQL with bound values, so a
-        // generic SQL error here can only be the FTS5 query's.
-        rusqlite::Error::SqliteFailure(f, msg)
-            if f.code == SqliteCode::Unknown && q.text.is_some() =>
-        {
-            SearchError::InvalidQuery(msg.unwrap_or_else(|| f.to_string()))
-        }
-        other => SearchError::Sqlite(other),
-    })
+    result
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == SqliteCode::OperationInterrupted => {
+                SearchError::TimedOut(timeout)
+            }
+            // Everything but the text is fixed SQL with bound values, so a
+            // generic SQL error here can only be the FTS5 query's.
+            rusqlite::Error::SqliteFailure(f, msg)
+                if f.code == SqliteCode::Unknown && q.text.is_some() =>
+            {
+                SearchError::InvalidQuery(msg.unwrap_or_else(|| f.to_string()))
+            }
+            other => SearchError::Sqlite(other),
+        })
+        .map(|lines| page(lines, q.limit, budget))
 }
 
-fn query(conn: &Connection, q: &Query) -> Result<LogSearchReply, rusqlite::Error> {
+/// The task id a text of one term names, if it can be one.
+fn task_term(q: &Query) -> Option<String> {
+    let text = q.text.as_deref()?.trim();
+    let term = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    clawfleet_shared::names::TaskId::is_valid(term).then(|| term.to_string())
+}
+
+/// The newest `limit` of `lines` (newest first) that fit in `budget` bytes,
+/// each cut to the line limits (lines stored before those limits held may
+/// be larger), with the cursor of the next page.
+fn page(lines: Vec<StoredLine>, limit: usize, budget: usize) -> LogSearchReply {
+    let more = lines.len() > limit;
+    let mut used = 64;
+    let mut out = Vec::with_capacity(lines.len().min(limit));
+    let mut truncated = false;
+    for mut stored in lines.into_iter().take(limit) {
+        stored.line.bound();
+        let size = serde_json::to_vec(&stored).map_or(usize::MAX / 2, |v| v.len()) + 1;
+        if used + size > budget && !out.is_empty() {
+            truncated = true;
+            break;
+        }
+        used += size;
+        out.push(stored);
+    }
+    let next_cursor = (more || truncated)
+        .then(|| out.last().map(|l| l.id.to_string()))
+        .flatten();
+    LogSearchReply {
+        lines: out,
+        next_cursor,
+        truncated,
+    }
+}
+
+/// Up to `limit + 1` matching lines, newest first.
+fn query(conn: &Connection, q: &Query) -> Result<Vec<StoredLine>, rusqlite::Error> {
     // `CROSS JOIN` makes SQLite keep the left table as the outer loop. Left
     // to itself, it drives a text query from a filter's index and evaluates
     // the full-text query once per row (about 0.2 ms each): fine for a
@@ -246,14 +311,7 @@ fn query(conn: &Connection, q: &Query) -> Result<LogSearchReply, rusqlite::Error
             },
         })
     })?;
-    let mut lines = rows.collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = if lines.len() > q.limit {
-        lines.truncate(q.limit);
-        lines.last().map(|l| l.id.to_string())
-    } else {
-        None
-    };
-    Ok(LogSearchReply { lines, next_cursor })
+    rows.collect()
 }
 
 #[cfg(test)]
@@ -264,7 +322,7 @@ mod tests {
 
     fn search(conn: &Connection, req: LogSearchRequest) -> Result<LogSearchReply, SearchError> {
         let q = Query::parse(req).map_err(|e| SearchError::InvalidQuery(e.message))?;
-        run(conn, &q, Duration::from_secs(5))
+        run(conn, &q, Duration::from_secs(5), 512 * 1024)
     }
 
     fn messages(reply: &LogSearchReply) -> Vec<&str> {

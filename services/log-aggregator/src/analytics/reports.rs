@@ -42,7 +42,12 @@ struct Scope {
 impl Scope {
     fn of(w: &Window) -> Result<Scope, ReportError> {
         let until = w.until.unwrap_or_else(timefmt::now);
-        let since = w.since.unwrap_or(until - DAY);
+        let since = match w.since {
+            Some(since) => since,
+            None => until.checked_sub(DAY).ok_or_else(|| {
+                ReportError::Invalid("`until` is too early for the default window of a day".into())
+            })?,
+        };
         if since >= until {
             return Err(ReportError::Invalid(
                 "`since` must be before `until`".into(),
@@ -396,8 +401,15 @@ pub fn baselines(conn: &Connection, req: &BaselinesRequest) -> Result<BaselinesR
         .filter(|d| *d > time::Duration::ZERO)
         .ok_or_else(|| ReportError::Invalid("`recent` must be a positive duration".into()))?;
     let until = req.until.unwrap_or_else(timefmt::now);
-    let recent_since = until - recent;
-    let baseline_since = recent_since - DAY * req.baseline_days as i32;
+    let out_of_range = || {
+        ReportError::Invalid(
+            "`recent` and `baseline_days` reach back before the earliest time there is".into(),
+        )
+    };
+    let recent_since = until.checked_sub(recent).ok_or_else(out_of_range)?;
+    let baseline_since = recent_since
+        .checked_sub(DAY * req.baseline_days as i32)
+        .ok_or_else(out_of_range)?;
     let scope = |since, until| Scope {
         since,
         until,
