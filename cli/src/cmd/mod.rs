@@ -83,6 +83,19 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether this is a client command, which only reads and writes the
+    /// fleet's subjects and its own stdout and stderr (not `up`, not a service).
+    pub fn is_client(&self) -> bool {
+        !matches!(
+            self,
+            Command::Up(_)
+                | Command::Dispatcher(_)
+                | Command::Agent(_)
+                | Command::HealthMonitor(_)
+                | Command::LogAggregator(_)
+        )
+    }
+
     /// Runs the subcommand; the exit code says whether what it did succeeded.
     pub async fn run(self, global: Global) -> anyhow::Result<ExitCode> {
         match self {

@@ -130,6 +130,32 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Runs `clawfleet args...` with its stdout already closed by the reader,
+    /// as in `clawfleet ... | head -1` once `head` has exited: returns the exit
+    /// status and what it wrote on stderr.
+    pub async fn run_into_closed_pipe(&self, args: &[&str]) -> (std::process::ExitStatus, String) {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clawfleet"))
+            .args(args)
+            .env("NATS_URL", self.server.url())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start clawfleet");
+        drop(child.stdout.take());
+        let output = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("clawfleet {args:?} did not finish within {RUN_TIMEOUT:?}"))
+            .expect("clawfleet ran");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
 /// What one invocation did.
 #[derive(Debug)]
 pub struct Run {
