@@ -57,7 +57,7 @@ pub struct Filters {
     #[arg(long)]
     tenant: Option<String>,
     /// Only those with this reason.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     reason: Option<Reason>,
     /// Only those dead-lettered since this time: RFC 3339, or a duration back from now (`1h`).
     #[arg(long, value_parser = parse_since, value_name = "TIME|DURATION")]

@@ -22,6 +22,13 @@ use clawfleet_shared::config::DEFAULT_NATS_URL;
 
 use crate::bench;
 
+/// Value parser of flags naming one of a fixed set of words (a priority, a
+/// service): any case is accepted, and the word is sent in lowercase, the
+/// spelling the fleet stores.
+pub(crate) fn lowercase(s: &str) -> Result<String, String> {
+    Ok(s.to_lowercase())
+}
+
 /// Flags every subcommand sees.
 #[derive(Debug, Clone)]
 pub struct Global {

@@ -34,12 +34,16 @@ pub struct RuleArgs {
     /// Only this tenant's queues.
     #[arg(long)]
     tenant: Option<String>,
-    /// Only queues of this priority.
-    #[arg(long)]
+    /// Only queues of this priority: critical, high, normal or low (any case).
+    #[arg(long, value_parser = parse_priority)]
     priority: Option<Priority>,
     /// Only queues whose tasks require this capability.
     #[arg(long)]
     capability: Option<String>,
+}
+
+fn parse_priority(s: &str) -> Result<Priority, String> {
+    s.to_lowercase().parse()
 }
 
 /// Runs `clawfleet queues`.

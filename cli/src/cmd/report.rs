@@ -50,7 +50,12 @@ impl WindowArgs {
 }
 
 fn parse_group(s: &str) -> Result<GroupBy, String> {
-    GroupBy::parse(s).ok_or_else(|| {
+    // The grouping in any case; a label's key as written.
+    let spelled = match s.split_once(':') {
+        Some((kind, key)) => format!("{}:{key}", kind.to_lowercase()),
+        None => s.to_lowercase(),
+    };
+    GroupBy::parse(&spelled).ok_or_else(|| {
         format!(
             "{s:?}: use agent, capability, tenant, priority, model, region, hour, day or label:KEY"
         )
