@@ -8,7 +8,9 @@ mod bench;
 mod control;
 mod logs;
 mod read;
+mod report;
 mod submit;
+mod up;
 
 use std::process::Stdio;
 use std::time::Duration;
