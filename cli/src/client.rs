@@ -100,31 +100,30 @@ impl Api {
         subject: &'static str,
         body: Bytes,
     ) -> anyhow::Result<Result<T, ErrorBody>> {
-        let reply = match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(subject, body))
-            .await
-        {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
-                return Err(self.no_service(serving(subject)).into());
-            }
-            Ok(Err(e)) if e.kind() != RequestErrorKind::TimedOut => {
-                return Err(ErrorBody::new(
-                    ErrorCode::Unavailable,
-                    format!("request to {subject} failed: {e}"),
-                )
-                .into())
-            }
-            Ok(Err(_)) | Err(_) => {
-                return Err(ErrorBody::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "no reply on {subject} within {}",
-                        humantime::format_duration(REQUEST_TIMEOUT)
-                    ),
-                )
-                .into())
-            }
-        };
+        let reply =
+            match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(subject, body)).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
+                    return Err(self.no_service(serving(subject)).into());
+                }
+                Ok(Err(e)) if e.kind() != RequestErrorKind::TimedOut => {
+                    return Err(ErrorBody::new(
+                        ErrorCode::Unavailable,
+                        format!("request to {subject} failed: {e}"),
+                    )
+                    .into())
+                }
+                Ok(Err(_)) | Err(_) => {
+                    return Err(ErrorBody::new(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "no reply on {subject} within {}",
+                            humantime::format_duration(REQUEST_TIMEOUT)
+                        ),
+                    )
+                    .into())
+                }
+            };
         let decoded: ApiReply<T> = serde_json::from_slice(&reply.payload).map_err(|e| {
             ErrorBody::new(
                 ErrorCode::Internal,

@@ -148,7 +148,8 @@ pub async fn report(global: &Global, args: ReportArgs) -> anyhow::Result<ExitCod
 }
 
 /// What `cost` and `report` say when the log aggregator has no price table.
-const NO_PRICES: &str = "No price table is configured, so every cost is 0: give the log aggregator \
+const NO_PRICES: &str =
+    "No price table is configured, so every cost is 0: give the log aggregator \
      analytics.prices in its configuration, or start the fleet with `clawfleet up --prices FILE` \
      (see docs/configuration.md, \"Log aggregator\").";
 

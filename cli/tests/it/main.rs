@@ -53,13 +53,18 @@ impl Fleet {
     }
 
     /// Starts a health monitor beside the fleet.
-    pub async fn with_monitor(mut self) -> Fleet {
-        self._monitor = Some(
-            clawfleet_testkit::start_health_monitor(clawfleet_testkit::monitor_config(
-                self.server.url(),
-            ))
-            .await,
-        );
+    pub async fn with_monitor(self) -> Fleet {
+        self.with_monitor_using(|_| {}).await
+    }
+
+    /// Starts a health monitor beside the fleet, its test config changed by `change`.
+    pub async fn with_monitor_using(
+        mut self,
+        change: impl FnOnce(&mut clawfleet_health_monitor::Config),
+    ) -> Fleet {
+        let mut config = clawfleet_testkit::monitor_config(self.server.url());
+        change(&mut config);
+        self._monitor = Some(clawfleet_testkit::start_health_monitor(config).await);
         self
     }
 

@@ -34,7 +34,8 @@ async fn cost_and_report_say_when_no_price_table_is_configured() {
         let run = fleet.run(&[command]).await;
         assert_eq!(run.code, 0, "{run:#?}");
         assert!(
-            run.stdout.contains("No price table is configured, so every cost is 0")
+            run.stdout
+                .contains("No price table is configured, so every cost is 0")
                 && run.stdout.contains("clawfleet up --prices FILE"),
             "{run:#?}"
         );

@@ -182,7 +182,9 @@ async fn a_priority_in_capitals_is_accepted_and_stored_in_lowercase() {
 async fn submit_without_a_payload_is_refused_before_anything_is_queued() {
     let fleet = Fleet::start(1).await;
 
-    let run = fleet.run(&["submit", "--tenant", "acme", "--id", "empty"]).await;
+    let run = fleet
+        .run(&["submit", "--tenant", "acme", "--id", "empty"])
+        .await;
 
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.contains("--payload"), "{run:#?}");
@@ -214,9 +216,13 @@ async fn a_payload_the_simulator_cannot_run_fails_with_the_shapes_it_can() {
     assert_eq!(result["error"]["code"], "executor_rejected", "{result}");
     let message = result["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains(r#"has no "op""#), "{message}");
-    assert!(message.contains(r#"{"message":"summarise the tickets"}"#), "{message}");
     assert!(
-        message.contains(r#"{"op":"echo","data":X}"#) && message.contains(r#"{"op":"sleep","ms":N}"#),
+        message.contains(r#"{"message":"summarise the tickets"}"#),
+        "{message}"
+    );
+    assert!(
+        message.contains(r#"{"op":"echo","data":X}"#)
+            && message.contains(r#"{"op":"sleep","ms":N}"#),
         "{message}"
     );
 }

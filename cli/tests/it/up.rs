@@ -63,9 +63,7 @@ impl Up {
 
     /// Starts a fleet with more options of `up` and waits for its banner.
     async fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Up {
-        let mut child = up_command(data_dir, port, extra)
-            .spawn()
-            .expect("start up");
+        let mut child = up_command(data_dir, port, extra).spawn().expect("start up");
         let stdout = child.stdout.take().expect("stdout piped");
         let banner = tokio::time::timeout(START, first_line(stdout)).await;
         match banner {
@@ -114,10 +112,7 @@ impl Up {
     async fn stop(mut self) {
         let _ = kill(Pid::from_raw(self.pid() as i32), Signal::SIGINT);
         match tokio::time::timeout(STOP, self.child.wait()).await {
-            Ok(status) => assert!(
-                status.expect("up ran").success(),
-                "up did not stop cleanly"
-            ),
+            Ok(status) => assert!(status.expect("up ran").success(), "up did not stop cleanly"),
             Err(_) => panic!("up did not stop within {STOP:?}"),
         }
     }
@@ -131,7 +126,12 @@ impl Up {
 }
 
 async fn first_line(stdout: ChildStdout) -> Option<String> {
-    BufReader::new(stdout).lines().next_line().await.ok().flatten()
+    BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Runs `up` that is expected to give up: its exit code, stdout and stderr.
@@ -179,7 +179,10 @@ async fn a_second_fleet_on_the_same_data_dir_is_refused_naming_the_first_fleets_
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("error: the data directory ")
-            && last.contains(&format!("in use by another fleet (clawfleet up, pid {})", first.pid()))
+            && last.contains(&format!(
+                "in use by another fleet (clawfleet up, pid {})",
+                first.pid()
+            ))
             && last.contains("--data-dir"),
         "{stderr}"
     );
@@ -227,9 +230,15 @@ async fn two_fleets_with_their_own_data_dirs_run_side_by_side_on_distinct_metric
     }
     // Only the second was given a price table.
     let cost = first.cli_json(&["cost"]).await;
-    assert_eq!((&cost["priced"], &cost["currency"]), (&false.into(), &"USD".into()));
+    assert_eq!(
+        (&cost["priced"], &cost["currency"]),
+        (&false.into(), &"USD".into())
+    );
     let cost = second.cli_json(&["cost"]).await;
-    assert_eq!((&cost["priced"], &cost["currency"]), (&true.into(), &"EUR".into()));
+    assert_eq!(
+        (&cost["priced"], &cost["currency"]),
+        (&true.into(), &"EUR".into())
+    );
     second.stop().await;
     first.stop().await;
 }
@@ -250,7 +259,10 @@ async fn up_exits_with_an_error_when_a_service_it_needs_cannot_start() {
             .starts_with("error: the log aggregator exited as the fleet started")),
         "{stderr}"
     );
-    assert!(stderr.contains("while creating the log index directory"), "{stderr}");
+    assert!(
+        stderr.contains("while creating the log index directory"),
+        "{stderr}"
+    );
 
     // A metrics port that is taken is refused before anything starts.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -272,8 +284,12 @@ async fn up_exits_with_an_error_when_a_service_it_needs_cannot_start() {
     // So is a price table the log aggregator would refuse.
     let prices = empty.path().join("prices.toml");
     std::fs::write(&prices, "per_agent_hour = -1\n").unwrap();
-    let (code, _, stderr) =
-        run_failing_up(empty.path(), free_port(), &["--prices", prices.to_str().unwrap()]).await;
+    let (code, _, stderr) = run_failing_up(
+        empty.path(),
+        free_port(),
+        &["--prices", prices.to_str().unwrap()],
+    )
+    .await;
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.starts_with("error: in the price table ") && stderr.contains("per_agent_hour"),

@@ -75,6 +75,9 @@ mod tests {
             usual: 1,
         }])
         .unwrap_err();
-        assert!(refused.to_string().starts_with(&format!("--a {port}: ")), "{refused}");
+        assert!(
+            refused.to_string().starts_with(&format!("--a {port}: ")),
+            "{refused}"
+        );
     }
 }
