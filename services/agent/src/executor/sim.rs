@@ -52,10 +52,9 @@ fn unsupported(payload: &Value) -> ExecError {
     let problem = match payload.get("op") {
         _ if !payload.is_object() => "the payload is not a JSON object".to_string(),
         None => "the payload has no \"op\"".to_string(),
-        Some(Value::String(op)) => format!(
-            "unsupported sim op {}",
-            quote(&Value::String(op.clone()))
-        ),
+        Some(Value::String(op)) => {
+            format!("unsupported sim op {}", quote(&Value::String(op.clone())))
+        }
         Some(other) => format!("\"op\" must be a string, not {}", quote(other)),
     };
     ExecError::Fatal(format!(

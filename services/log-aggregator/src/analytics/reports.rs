@@ -265,9 +265,8 @@ pub struct Pricing {
 impl Pricing {
     /// The pricing of `prices`.
     pub fn of(prices: &Prices) -> Pricing {
-        let model_priced = |m: &crate::config::ModelPrice| {
-            m.input_per_million > 0.0 || m.output_per_million > 0.0
-        };
+        let model_priced =
+            |m: &crate::config::ModelPrice| m.input_per_million > 0.0 || m.output_per_million > 0.0;
         Pricing {
             currency: prices.currency.clone(),
             priced: prices.per_agent_hour > 0.0
