@@ -158,6 +158,7 @@ async fn list(global: &Global, api: &Api, failing: bool) -> anyhow::Result<ExitC
         "state",
         "capabilities",
         "region",
+        "pid",
         "in-flight",
         "done",
         "failed",
@@ -190,6 +191,7 @@ async fn list(global: &Global, api: &Api, failing: bool) -> anyhow::Result<ExitC
                 .unwrap_or_else(|| "gone".into()),
             i.map(|i| output::list(&i.capabilities)).unwrap_or_default(),
             output::or_dash(i.and_then(|i| i.region.as_deref())),
+            i.map(|i| i.pid.to_string()).unwrap_or_default(),
             i.map(|i| format!("{}/{}", i.in_flight, i.max_concurrency))
                 .unwrap_or_default(),
             i.map(|i| i.completed.to_string()).unwrap_or_default(),

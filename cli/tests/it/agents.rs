@@ -59,6 +59,17 @@ async fn agents_shows_health_and_an_operator_can_quarantine_and_release_an_agent
         line.contains("quarantined") && line.contains("disk check"),
         "{table:#?}"
     );
+    // The pid to `kill -9` it by.
+    let pid = all["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["health"]["agent_id"] == "general-1")
+        .map(|a| a["info"]["pid"].to_string())
+        .unwrap();
+    let header = table.stdout.lines().next().unwrap_or_default();
+    assert!(header.split_whitespace().any(|h| h == "pid"), "{table:#?}");
+    assert!(line.contains(&format!("  {pid}  ")), "{table:#?}");
     // The agent itself stops taking work.
     fleet
         .poll_json(&["agents"], |r| r["agents"][0]["info"]["pulling"] == false)
