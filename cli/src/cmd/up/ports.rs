@@ -35,7 +35,7 @@ pub fn choose(wanted: &[Wanted]) -> anyhow::Result<Vec<SocketAddr>> {
         held.push(listener);
     }
     held.iter()
-        .map(|l| Ok(l.local_addr()?))
+        .map(|l| l.local_addr())
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(|e| anyhow::anyhow!("while choosing metrics ports: {e}"))
 }
