@@ -143,7 +143,7 @@ async fn without_a_dispatcher_commands_say_so_and_exit_2() {
     for args in [
         &["agents"][..],
         &["task", "get", "x"],
-        &["submit", "--tenant", "acme"],
+        &["submit", "--tenant", "acme", "--payload", "{}"],
     ] {
         let run = fleet.run(args).await;
         assert_eq!(run.code, 2, "{run:#?}");
