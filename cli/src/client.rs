@@ -19,6 +19,31 @@ use serde::Serialize;
 /// How long a dispatcher may take to answer one request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The service that answers `subject`, for "no ... is running".
+fn serving(subject: &str) -> &'static str {
+    const MONITOR: [&str; 3] = [
+        subjects::API_FLEET_STATE,
+        subjects::API_AGENT_QUARANTINE,
+        subjects::API_AGENT_RELEASE,
+    ];
+    const LOG_AGGREGATOR: [&str; 7] = [
+        subjects::API_LOGS_SEARCH,
+        subjects::API_LOGS_STATS,
+        subjects::API_ANALYTICS_SUMMARY,
+        subjects::API_ANALYTICS_COST,
+        subjects::API_ANALYTICS_BELOW_AVERAGE,
+        subjects::API_ANALYTICS_BASELINES,
+        subjects::API_ANALYTICS_CORRELATIONS,
+    ];
+    if MONITOR.contains(&subject) {
+        "health monitor"
+    } else if LOG_AGGREGATOR.contains(&subject) {
+        "log aggregator"
+    } else {
+        "dispatcher"
+    }
+}
+
 /// A connection to the fleet's NATS server.
 #[derive(Clone)]
 pub struct Api {
@@ -76,44 +101,30 @@ impl Api {
         subject: &'static str,
         body: Bytes,
     ) -> anyhow::Result<Result<T, ErrorBody>> {
-        let reply = match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(subject, body))
-            .await
-        {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
-                let service = if [
-                    subjects::API_FLEET_STATE,
-                    subjects::API_AGENT_QUARANTINE,
-                    subjects::API_AGENT_RELEASE,
-                ]
-                .contains(&subject)
-                {
-                    "health monitor"
-                } else if [subjects::API_LOGS_SEARCH, subjects::API_LOGS_STATS].contains(&subject) {
-                    "log aggregator"
-                } else {
-                    "dispatcher"
-                };
-                return Err(self.no_service(service).into());
-            }
-            Ok(Err(e)) if e.kind() != RequestErrorKind::TimedOut => {
-                return Err(ErrorBody::new(
-                    ErrorCode::Unavailable,
-                    format!("request to {subject} failed: {e}"),
-                )
-                .into())
-            }
-            Ok(Err(_)) | Err(_) => {
-                return Err(ErrorBody::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "no reply on {subject} within {}",
-                        humantime::format_duration(REQUEST_TIMEOUT)
-                    ),
-                )
-                .into())
-            }
-        };
+        let reply =
+            match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(subject, body)).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
+                    return Err(self.no_service(serving(subject)).into());
+                }
+                Ok(Err(e)) if e.kind() != RequestErrorKind::TimedOut => {
+                    return Err(ErrorBody::new(
+                        ErrorCode::Unavailable,
+                        format!("request to {subject} failed: {e}"),
+                    )
+                    .into())
+                }
+                Ok(Err(_)) | Err(_) => {
+                    return Err(ErrorBody::new(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "no reply on {subject} within {}",
+                            humantime::format_duration(REQUEST_TIMEOUT)
+                        ),
+                    )
+                    .into())
+                }
+            };
         let decoded: ApiReply<T> = serde_json::from_slice(&reply.payload).map_err(|e| {
             ErrorBody::new(
                 ErrorCode::Internal,

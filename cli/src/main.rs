@@ -37,9 +37,26 @@ struct Cli {
     command: cmd::Command,
 }
 
+/// Lets a client command end quietly when its reader goes away
+/// (`clawfleet task get X | head -1`), as `cat` or `ls` do: the default
+/// action of SIGPIPE ends the process, where Rust's ignored SIGPIPE would
+/// make the next `println!` panic. Sockets are unaffected (Rust writes to
+/// them with `MSG_NOSIGNAL`). The services and `up` keep SIGPIPE ignored:
+/// an agent writes to its executor's pipes, and `up` must stop its fleet
+/// in order.
+fn quiet_on_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: this installs the default action, not a handler, so no code
+    // of ours ever runs in signal context.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.is_client() {
+        quiet_on_closed_pipe();
+    }
     let global = cmd::Global {
         nats_url: cli.nats_url,
         json: cli.json,

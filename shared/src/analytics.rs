@@ -148,6 +148,10 @@ pub struct SummaryReply {
     pub until: Timestamp,
     /// Currency of the cost figures.
     pub currency: String,
+    /// Whether the log aggregator has a price table with any price above
+    /// zero; without one every cost is 0.
+    #[serde(default)]
+    pub priced: bool,
     /// One row per group, largest number of attempts first (cost reports:
     /// highest cost first; time groupings: in time order).
     pub groups: Vec<GroupStats>,

@@ -1,6 +1,7 @@
 //! `clawfleet dispatcher` (hidden): a dispatcher in this process, as `up`
 //! starts it. Same configuration layers as the `clawfleet-dispatcher` binary.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,6 +16,9 @@ pub struct ServiceArgs {
     /// TOML config file.
     #[arg(long, env = "CLAWFLEET_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where to serve `/metrics` and `/healthz`.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// Options of the hidden `dispatcher` subcommand.
@@ -25,6 +29,8 @@ pub type DispatcherArgs = ServiceArgs;
 struct Overrides<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     nats_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// A service's config from its layers, with the global `--nats-url` on top.
@@ -34,6 +40,7 @@ where
 {
     let overrides = Overrides {
         nats_url: global.nats_url.as_deref(),
+        metrics_addr: args.metrics_addr,
     };
     Ok(clawfleet_shared::config::load(
         args.config.as_deref(),

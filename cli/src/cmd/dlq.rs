@@ -56,7 +56,7 @@ pub struct Filters {
     #[arg(long)]
     tenant: Option<String>,
     /// Only those with this reason.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     reason: Option<Reason>,
     /// Only those dead-lettered since this time: RFC 3339, or a duration back from now (`1h`).
     #[arg(long, value_parser = super::logs::parse_when, value_name = "TIME|DURATION")]

@@ -44,10 +44,10 @@ pub struct LogsArgs {
     #[arg(long)]
     tenant: Option<String>,
     /// Only lines at least this severe.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     level: Option<LevelArg>,
     /// Only this service's lines (dispatcher, agent, log-aggregator, ...).
-    #[arg(long)]
+    #[arg(long, value_parser = super::lowercase)]
     service: Option<String>,
     /// Only lines logged since then: a duration ago ("15m", "2h") or an RFC 3339 time.
     #[arg(long, value_name = "WHEN", value_parser = parse_when, conflicts_with = "follow")]

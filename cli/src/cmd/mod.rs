@@ -22,6 +22,13 @@ use clawfleet_shared::config::DEFAULT_NATS_URL;
 
 use crate::bench;
 
+/// Value parser of flags naming one of a fixed set of words (a priority, a
+/// service): any case is accepted, and the word is sent in lowercase, the
+/// spelling the fleet stores.
+pub(crate) fn lowercase(s: &str) -> Result<String, String> {
+    Ok(s.to_lowercase())
+}
+
 /// Flags every subcommand sees.
 #[derive(Debug, Clone)]
 pub struct Global {
@@ -83,6 +90,19 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether this is a client command, which only reads and writes the
+    /// fleet's subjects and its own stdout and stderr (not `up`, not a service).
+    pub fn is_client(&self) -> bool {
+        !matches!(
+            self,
+            Command::Up(_)
+                | Command::Dispatcher(_)
+                | Command::Agent(_)
+                | Command::HealthMonitor(_)
+                | Command::LogAggregator(_)
+        )
+    }
+
     /// Runs the subcommand; the exit code says whether what it did succeeded.
     pub async fn run(self, global: Global) -> anyhow::Result<ExitCode> {
         match self {

@@ -33,8 +33,8 @@ pub struct RuleArgs {
     /// Only this tenant's queues.
     #[arg(long)]
     tenant: Option<String>,
-    /// Only queues of this priority.
-    #[arg(long)]
+    /// Only queues of this priority: critical, high, normal or low (any case).
+    #[arg(long, value_parser = parse_priority)]
     priority: Option<Priority>,
     /// Only queues whose tasks require this capability.
     #[arg(long)]
@@ -42,6 +42,10 @@ pub struct RuleArgs {
     /// Every queue (the rule with no filter, which must be asked for).
     #[arg(long, conflicts_with_all = ["tenant", "priority", "capability"])]
     all: bool,
+}
+
+fn parse_priority(s: &str) -> Result<Priority, String> {
+    s.to_lowercase().parse()
 }
 
 /// Runs `clawfleet queues`.

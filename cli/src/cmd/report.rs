@@ -50,7 +50,12 @@ impl WindowArgs {
 }
 
 fn parse_group(s: &str) -> Result<GroupBy, String> {
-    GroupBy::parse(s).ok_or_else(|| {
+    // The grouping in any case; a label's key as written.
+    let spelled = match s.split_once(':') {
+        Some((kind, key)) => format!("{}:{key}", kind.to_lowercase()),
+        None => s.to_lowercase(),
+    };
+    GroupBy::parse(&spelled).ok_or_else(|| {
         format!(
             "{s:?}: use agent, capability, tenant, priority, model, region, hour, day or label:KEY"
         )
@@ -135,8 +140,18 @@ pub async fn report(global: &Global, args: ReportArgs) -> anyhow::Result<ExitCod
         return Ok(ExitCode::SUCCESS);
     }
     print_report(&report);
+    if !report.summary.priced {
+        println!();
+        println!("{NO_PRICES}");
+    }
     Ok(ExitCode::SUCCESS)
 }
+
+/// What `cost` and `report` say when the log aggregator has no price table.
+const NO_PRICES: &str =
+    "No price table is configured, so every cost is 0: give the log aggregator \
+     analytics.prices in its configuration, or start the fleet with `clawfleet up --prices FILE` \
+     (see docs/configuration.md, \"Log aggregator\").";
 
 fn rate(r: Option<f64>) -> String {
     r.map_or("-".into(), |r| format!("{:.1}%", r * 100.0))
@@ -296,5 +311,8 @@ pub async fn cost(global: &Global, args: CostArgs) -> anyhow::Result<ExitCode> {
     }
     t.row(row(&reply.total));
     t.print();
+    if !reply.priced {
+        println!("{NO_PRICES}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -26,8 +26,8 @@ pub struct SubmitArgs {
     /// Owning tenant.
     #[arg(long, required_unless_present = "file")]
     tenant: Option<String>,
-    /// critical, high, normal or low.
-    #[arg(long)]
+    /// critical, high, normal or low (any case).
+    #[arg(long, value_parser = super::lowercase)]
     priority: Option<String>,
     /// Capabilities an agent needs, comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "CAP,...")]
@@ -35,8 +35,10 @@ pub struct SubmitArgs {
     /// Only agents of this region may run it.
     #[arg(long)]
     region: Option<String>,
-    /// Input for the executor, as JSON.
-    #[arg(long, value_name = "JSON")]
+    /// Input for the executor, as JSON (required unless --file gives the task);
+    /// the simulator of `clawfleet up` runs e.g. {"op":"echo","data":"hi"}
+    /// or {"op":"sleep","ms":1000}.
+    #[arg(long, value_name = "JSON", required_unless_present = "file")]
     payload: Option<String>,
     /// Deadline for one attempt, e.g. 30s.
     #[arg(long, value_name = "DURATION")]
@@ -242,9 +244,25 @@ mod tests {
     #[test]
     fn unset_flags_are_left_out() {
         assert_eq!(
-            body(&["--tenant", "acme"]),
-            serde_json::json!({"tenant": "acme"})
+            body(&["--tenant", "acme", "--payload", "{}"]),
+            serde_json::json!({"tenant": "acme", "payload": {}})
         );
+    }
+
+    #[test]
+    fn a_priority_in_any_case_is_sent_in_lowercase() {
+        let task = body(&["--tenant", "acme", "--priority", "HiGh", "--payload", "{}"]);
+        assert_eq!(task["priority"], "high");
+    }
+
+    #[test]
+    fn a_payload_is_required_unless_a_file_gives_the_task() {
+        let missing = Cli::try_parse_from(["submit", "--tenant", "acme"]).err();
+        assert!(
+            missing.is_some_and(|e| e.to_string().contains("--payload")),
+            "submit without --payload must be refused"
+        );
+        assert!(Cli::try_parse_from(["submit", "--file", "task.json"]).is_ok());
     }
 
     #[test]

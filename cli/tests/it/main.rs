@@ -8,7 +8,9 @@ mod bench;
 mod control;
 mod logs;
 mod read;
+mod report;
 mod submit;
+mod up;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -51,13 +53,18 @@ impl Fleet {
     }
 
     /// Starts a health monitor beside the fleet.
-    pub async fn with_monitor(mut self) -> Fleet {
-        self._monitor = Some(
-            clawfleet_testkit::start_health_monitor(clawfleet_testkit::monitor_config(
-                self.server.url(),
-            ))
-            .await,
-        );
+    pub async fn with_monitor(self) -> Fleet {
+        self.with_monitor_using(|_| {}).await
+    }
+
+    /// Starts a health monitor beside the fleet, its test config changed by `change`.
+    pub async fn with_monitor_using(
+        mut self,
+        change: impl FnOnce(&mut clawfleet_health_monitor::Config),
+    ) -> Fleet {
+        let mut config = clawfleet_testkit::monitor_config(self.server.url());
+        change(&mut config);
+        self._monitor = Some(clawfleet_testkit::start_health_monitor(config).await);
         self
     }
 
@@ -127,6 +134,32 @@ impl Fleet {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
+    }
+}
+
+impl Fleet {
+    /// Runs `clawfleet args...` with its stdout already closed by the reader,
+    /// as in `clawfleet ... | head -1` once `head` has exited: returns the exit
+    /// status and what it wrote on stderr.
+    pub async fn run_into_closed_pipe(&self, args: &[&str]) -> (std::process::ExitStatus, String) {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clawfleet"))
+            .args(args)
+            .env("NATS_URL", self.server.url())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start clawfleet");
+        drop(child.stdout.take());
+        let output = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("clawfleet {args:?} did not finish within {RUN_TIMEOUT:?}"))
+            .expect("clawfleet ran");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
 }
 

@@ -143,7 +143,7 @@ async fn without_a_dispatcher_commands_say_so_and_exit_2() {
     for args in [
         &["agents"][..],
         &["task", "get", "x"],
-        &["submit", "--tenant", "acme"],
+        &["submit", "--tenant", "acme", "--payload", "{}"],
     ] {
         let run = fleet.run(args).await;
         assert_eq!(run.code, 2, "{run:#?}");
@@ -152,5 +152,41 @@ async fn without_a_dispatcher_commands_say_so_and_exit_2() {
             fleet.server.url()
         );
         assert!(run.stderr.starts_with(&expected), "{run:#?}");
+    }
+}
+
+#[tokio::test]
+async fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let fleet = Fleet::start(1).await;
+    let submitted = fleet
+        .run(&[
+            "submit",
+            "--tenant",
+            "acme",
+            "--id",
+            "piped",
+            "--payload",
+            r#"{"op":"echo","data":"x"}"#,
+            "--wait",
+        ])
+        .await;
+    assert_eq!(submitted.code, 0, "{submitted:#?}");
+
+    for args in [
+        &["task", "get", "piped"][..],
+        &["--json", "task", "get", "piped"],
+        &["agents"],
+        &["queues"],
+        &["dlq", "list"],
+    ] {
+        let (status, stderr) = fleet.run_into_closed_pipe(args).await;
+        // Like `cat` into a closed pipe: ended by SIGPIPE, nothing said.
+        assert!(
+            status.success() || status.signal() == Some(nix::libc::SIGPIPE),
+            "clawfleet {args:?}: {status:?}, stderr {stderr:?}"
+        );
+        assert_eq!(stderr, "", "clawfleet {args:?}");
     }
 }

@@ -72,7 +72,15 @@ async fn submit_with_a_bad_priority_exits_2_with_invalid_priority() {
     let fleet = Fleet::start(1).await;
 
     let run = fleet
-        .run(&["submit", "--tenant", "acme", "--priority", "urgent"])
+        .run(&[
+            "submit",
+            "--tenant",
+            "acme",
+            "--priority",
+            "urgent",
+            "--payload",
+            r#"{"op":"echo"}"#,
+        ])
         .await;
 
     assert_eq!(run.code, 2, "{run:#?}");
@@ -138,4 +146,83 @@ async fn submit_reads_a_task_from_stdin() {
 
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(run.json()["result"], serde_json::json!([1, 2]));
+}
+
+#[tokio::test]
+async fn a_priority_in_capitals_is_accepted_and_stored_in_lowercase() {
+    let fleet = Fleet::start(1).await;
+
+    let run = fleet
+        .run(&[
+            "submit",
+            "--tenant",
+            "acme",
+            "--id",
+            "loud",
+            "--priority",
+            "HIGH",
+            "--payload",
+            r#"{"op":"echo"}"#,
+        ])
+        .await;
+
+    assert_eq!(run.code, 0, "{run:#?}");
+    let record = fleet.poll_json(&["task", "get", "loud"], |_| true).await;
+    assert_eq!(record["priority"], "high");
+    let paused = fleet
+        .run(&["--json", "queues", "pause", "--priority", "Low"])
+        .await;
+    assert_eq!(paused.code, 0, "{paused:#?}");
+    assert_eq!(paused.json()["paused"][0]["priority"], "low", "{paused:#?}");
+    let dlq = fleet.run(&["dlq", "list", "--reason", "FAILED"]).await;
+    assert_eq!(dlq.code, 0, "{dlq:#?}");
+}
+
+#[tokio::test]
+async fn submit_without_a_payload_is_refused_before_anything_is_queued() {
+    let fleet = Fleet::start(1).await;
+
+    let run = fleet
+        .run(&["submit", "--tenant", "acme", "--id", "empty"])
+        .await;
+
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("--payload"), "{run:#?}");
+    let record = fleet.run(&["task", "get", "empty"]).await;
+    assert!(
+        record.stderr.starts_with("error: not_found: "),
+        "{record:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_payload_the_simulator_cannot_run_fails_with_the_shapes_it_can() {
+    let fleet = Fleet::start(1).await;
+
+    let run = fleet
+        .run(&[
+            "submit",
+            "--tenant",
+            "acme",
+            "--payload",
+            r#"{"message":"summarise the tickets"}"#,
+            "--wait",
+        ])
+        .await;
+
+    assert_eq!(run.code, 1, "{run:#?}");
+    let result = run.json();
+    assert_eq!(result["status"], "failed");
+    assert_eq!(result["error"]["code"], "executor_rejected", "{result}");
+    let message = result["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(r#"has no "op""#), "{message}");
+    assert!(
+        message.contains(r#"{"message":"summarise the tickets"}"#),
+        "{message}"
+    );
+    assert!(
+        message.contains(r#"{"op":"echo","data":X}"#)
+            && message.contains(r#"{"op":"sleep","ms":N}"#),
+        "{message}"
+    );
 }

@@ -62,6 +62,9 @@ pub enum DispatcherError {
     /// The API subscriptions could not be made.
     #[error("while subscribing to the API: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
+    /// The metrics endpoint could not be started.
+    #[error(transparent)]
+    Metrics(#[from] clawfleet_shared::observe::ServeError),
 }
 
 /// A started dispatcher.
@@ -192,8 +195,7 @@ pub async fn start(
                 clawfleet_shared::observe::nats_connected(client.clone()),
                 shutdown.clone(),
             )
-            .await
-            .map_err(|e| DispatcherError::Consumer(e.to_string()))?;
+            .await?;
             tracker.spawn(report_queues(js.clone(), shutdown.clone()));
             Some(bound)
         }

@@ -74,6 +74,9 @@ pub enum MonitorError {
     /// The stored health entries could not be read.
     #[error("while loading stored health: {0}")]
     Load(String),
+    /// The metrics endpoint could not be started.
+    #[error(transparent)]
+    Metrics(#[from] clawfleet_shared::observe::ServeError),
 }
 
 /// A started monitor.
@@ -184,8 +187,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 clawfleet_shared::observe::nats_connected(client.clone()),
                 stop.clone(),
             )
-            .await
-            .map_err(|e| MonitorError::Load(e.to_string()))?,
+            .await?,
         ),
         None => None,
     };

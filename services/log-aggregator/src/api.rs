@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::analytics::reports::{self, ReportError};
+use crate::analytics::reports::{self, Pricing, ReportError};
 use crate::search::{self, Query};
 use crate::store::{self, counter, time_of};
 
@@ -40,8 +40,8 @@ pub struct Api {
     pub(crate) search_timeout: Duration,
     /// Read connections to the attempts database.
     pub(crate) analytics: Pool,
-    /// Currency of the price table.
-    pub(crate) currency: String,
+    /// The price table's currency, and whether it has any price.
+    pub(crate) pricing: Pricing,
 }
 
 type Reply = Result<Bytes, ErrorBody>;
@@ -195,7 +195,7 @@ impl Api {
     where
         R: serde::de::DeserializeOwned + Send + 'static,
         T: Serialize + Send + 'static,
-        F: FnOnce(&Connection, R, String) -> Result<T, ReportError> + Send + 'static,
+        F: FnOnce(&Connection, R, Pricing) -> Result<T, ReportError> + Send + 'static,
     {
         let body: &[u8] = if payload.iter().all(u8::is_ascii_whitespace) {
             b"{}"
@@ -208,14 +208,14 @@ impl Api {
                 format!("bad analytics request: {e}"),
             )
         })?;
-        let currency = self.currency.clone();
+        let pricing = self.pricing.clone();
         let down = |e: &dyn std::fmt::Display| {
             ErrorBody::new(ErrorCode::Unavailable, format!("attempts database: {e}"))
         };
         let conn = self.analytics.get().await.map_err(|e| down(&e))?;
         let reply = conn
             .interact(move |c| {
-                f(c, req, currency).map_err(|e| match e {
+                f(c, req, pricing).map_err(|e| match e {
                     ReportError::Invalid(m) => ErrorBody::new(ErrorCode::InvalidRequest, m),
                     e @ ReportError::Sqlite(_) => {
                         ErrorBody::new(ErrorCode::Unavailable, e.to_string())

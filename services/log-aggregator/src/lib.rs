@@ -219,7 +219,7 @@ pub async fn start(
         readers,
         search_timeout: config.search_timeout,
         analytics: analytics_readers,
-        currency: config.analytics.prices.currency.clone(),
+        pricing: analytics::reports::Pricing::of(&config.analytics.prices),
     });
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     tracker.spawn(api.serve(shutdown.clone(), ready_tx));

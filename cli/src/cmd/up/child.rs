@@ -6,6 +6,7 @@
 //! leaves nothing behind.
 
 use std::ffi::OsStr;
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 use nix::sys::signal::{self, Signal};
@@ -28,6 +29,22 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
         });
     }
     cmd
+}
+
+/// Lets the child inherit descriptor `fd` (which Rust opens close-on-exec),
+/// so that it shares what `fd` holds, such as the data directory's lock.
+pub fn inherit(cmd: &mut Command, fd: RawFd) {
+    // SAFETY: the closure runs between fork and exec and makes a single
+    // async-signal-safe system call (fcntl) on a descriptor the parent keeps
+    // open for as long as it starts children.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Sends `sig` to the child, if it is still running.

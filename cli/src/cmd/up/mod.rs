@@ -10,32 +10,47 @@
 //! A log aggregator runs too (the hidden `log-aggregator` subcommand), with
 //! its index in `<data-dir>/logs`.
 //!
+//! One fleet per data directory: `up` locks it first ([`lock`]). The
+//! dispatcher, health monitor and log aggregator serve `/metrics` on their
+//! usual ports, or on free ones when another fleet has those ([`ports`]);
+//! the banner names them. If one of these three exits while the fleet
+//! starts, or keeps exiting later until its supervisor gives up on it, `up`
+//! stops the whole fleet and exits with an error: it never runs half a fleet.
+//!
 //! Ctrl-C stops the fleet in dependency order: agents first (they drain and
 //! hand back what they hold), then the health monitor, then the dispatcher,
 //! then the log aggregator (so it indexes their last lines), then the
 //! server. A second Ctrl-C kills everything at once.
 
 mod child;
+mod lock;
 pub(crate) mod nats_server;
+mod ports;
 mod profile;
 mod supervisor;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
 use clawfleet_shared::api::AgentsReply;
+use clawfleet_shared::health::FleetState;
+use clawfleet_shared::logs::LogStatsReply;
 use clawfleet_shared::subjects;
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
+use self::lock::DataDirLock;
 use self::nats_server::NatsServer;
+use self::ports::Wanted;
 use self::profile::{AgentSpec, Profile};
-use self::supervisor::Supervised;
+use self::supervisor::{Spec, Supervised};
 use super::Global;
 use crate::client::Api;
 
@@ -47,8 +62,13 @@ const DISPATCHER_GRACE: Duration = Duration::from_secs(15);
 const LOG_AGGREGATOR_GRACE: Duration = Duration::from_secs(15);
 /// How long nats-server may take to flush its store.
 const SERVER_GRACE: Duration = Duration::from_secs(10);
-/// How long to wait for every agent to register before printing the banner.
+/// How long to wait for the services to answer and every agent to register
+/// before printing the banner.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The usual metrics ports (the services' `metrics_addr` defaults).
+const DISPATCHER_METRICS_PORT: u16 = 9180;
+const MONITOR_METRICS_PORT: u16 = 9182;
+const LOGS_METRICS_PORT: u16 = 9183;
 
 /// Options of `clawfleet up`.
 #[derive(Debug, clap::Args)]
@@ -71,6 +91,21 @@ pub struct UpArgs {
     /// Port of the fleet's own nats-server.
     #[arg(long, default_value_t = 4222)]
     port: u16,
+    /// A price table for the log aggregator, which `clawfleet cost` reports with: a TOML file
+    /// of `currency`, `per_agent_hour`, `[models.<model>]` and `[default_model]` (see
+    /// docs/configuration.md). Without one every cost is 0.
+    #[arg(long, value_name = "FILE")]
+    prices: Option<PathBuf>,
+    /// Port of the dispatcher's /metrics and /healthz on 127.0.0.1 [default: 9180, or a free
+    /// port when another fleet has it; 0: any free port].
+    #[arg(long, value_name = "PORT")]
+    dispatcher_metrics_port: Option<u16>,
+    /// Port of the health monitor's /metrics and /healthz [default: 9182, or a free port].
+    #[arg(long, value_name = "PORT")]
+    monitor_metrics_port: Option<u16>,
+    /// Port of the log aggregator's /metrics and /healthz [default: 9183, or a free port].
+    #[arg(long, value_name = "PORT")]
+    logs_metrics_port: Option<u16>,
 }
 
 /// Runs the fleet until Ctrl-C.
@@ -81,14 +116,42 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         (None, true) => Profile::defaults(),
     };
     let agents = profile::agents(&profiles).map_err(anyhow::Error::msg)?;
+    let prices = match &args.prices {
+        Some(path) => {
+            super::log_aggregator::read_prices(path)?;
+            Some(std::path::absolute(path).context("while locating the price table")?)
+        }
+        None => None,
+    };
+    let metrics = ports::choose(&[
+        Wanted {
+            flag: "--dispatcher-metrics-port",
+            given: args.dispatcher_metrics_port,
+            usual: DISPATCHER_METRICS_PORT,
+        },
+        Wanted {
+            flag: "--monitor-metrics-port",
+            given: args.monitor_metrics_port,
+            usual: MONITOR_METRICS_PORT,
+        },
+        Wanted {
+            flag: "--logs-metrics-port",
+            given: args.logs_metrics_port,
+            usual: LOGS_METRICS_PORT,
+        },
+    ])?;
     let exe = std::env::current_exe().context("while locating the clawfleet executable")?;
     clawfleet_shared::telemetry::init("up");
     let (stop, kill) = on_signals()?;
 
+    let lock = tokio::select! {
+        lock = DataDirLock::acquire(&args.data_dir) => lock?,
+        _ = stop.cancelled() => return Ok(ExitCode::SUCCESS),
+    };
     let mut server = match &global.nats_url {
         Some(_) => None,
         None => {
-            let start = NatsServer::start(&args.data_dir, args.port);
+            let start = NatsServer::start(&args.data_dir, args.port, lock.fd());
             tokio::select! {
                 s = start => Some(s?),
                 _ = stop.cancelled() => return Ok(ExitCode::SUCCESS),
@@ -99,34 +162,58 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map_or_else(|| global.url().to_string(), |s| s.url.clone());
 
-    let service_args = |rest: &[&str]| -> Vec<OsString> {
-        ["--nats-url", url.as_str()]
+    let service = |name: &str, rest: &[&str], grace: Duration, inherit: Option<RawFd>| Spec {
+        name: name.to_string(),
+        program: exe.clone(),
+        args: ["--nats-url", url.as_str()]
             .iter()
             .chain(rest)
             .map(OsString::from)
-            .collect()
+            .collect(),
+        grace,
+        inherit,
     };
+    let [dispatcher_metrics, monitor_metrics, logs_metrics] =
+        [metrics[0], metrics[1], metrics[2]].map(|a| a.to_string());
     let dispatcher = Supervised::start(
-        "dispatcher".into(),
-        exe.clone(),
-        service_args(&["dispatcher"]),
-        DISPATCHER_GRACE,
+        service(
+            "dispatcher",
+            &["dispatcher", "--metrics-addr", &dispatcher_metrics],
+            DISPATCHER_GRACE,
+            None,
+        ),
         kill.clone(),
     );
     let monitor = Supervised::start(
-        "health-monitor".into(),
-        exe.clone(),
-        service_args(&["health-monitor"]),
-        DISPATCHER_GRACE,
+        service(
+            "health-monitor",
+            &["health-monitor", "--metrics-addr", &monitor_metrics],
+            DISPATCHER_GRACE,
+            None,
+        ),
         kill.clone(),
     );
     let logs_dir = args.data_dir.join("logs");
     let logs_dir_arg = logs_dir.to_string_lossy().into_owned();
+    let mut log_aggregator_args = vec![
+        "log-aggregator",
+        "--data-dir",
+        &logs_dir_arg,
+        "--metrics-addr",
+        &logs_metrics,
+    ];
+    let prices_arg = prices.as_ref().map(|p| p.to_string_lossy().into_owned());
+    if let Some(p) = &prices_arg {
+        log_aggregator_args.extend(["--prices", p]);
+    }
+    // It writes into the data directory, so it holds the lock too.
     let log_aggregator = Supervised::start(
-        "log-aggregator".into(),
-        exe.clone(),
-        service_args(&["log-aggregator", "--data-dir", &logs_dir_arg]),
-        LOG_AGGREGATOR_GRACE,
+        service(
+            "log-aggregator",
+            &log_aggregator_args,
+            LOG_AGGREGATOR_GRACE,
+            Some(lock.fd()),
+        ),
         kill.clone(),
     );
     let max_concurrency = args.max_concurrency.to_string();
@@ -147,51 +234,63 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
             if let Some(region) = &a.region {
                 rest.extend(["--region", region]);
             }
-            Supervised::start(
-                a.id.clone(),
-                exe.clone(),
-                service_args(&rest),
-                AGENT_GRACE,
-                kill.clone(),
-            )
+            Supervised::start(service(&a.id, &rest, AGENT_GRACE, None), kill.clone())
         })
         .collect();
 
-    // Kept until the end: dropping it early would log a stray "closed" line.
-    let api = tokio::select! {
-        api = wait_ready(&url, &agents) => api,
-        _ = stop.cancelled() => None,
-    };
-    if !stop.is_cancelled() {
-        banner(
-            global,
-            &url,
-            server.as_ref(),
-            Services {
-                dispatcher: &dispatcher,
-                monitor: &monitor,
-                log_aggregator: &log_aggregator,
-                logs_dir: &logs_dir,
-            },
-            &agents,
-            &fleet,
-        );
-    }
-
-    let outcome = tokio::select! {
-        _ = stop.cancelled() => Ok(()),
-        status = async {
-            match server.as_mut() {
-                Some(s) => s.exited().await,
-                None => std::future::pending().await,
-            }
-        } => Err(anyhow::anyhow!(
-            "nats-server exited unexpectedly ({}); stopping the fleet",
-            status.map_or_else(|e| e.to_string(), |s| s.to_string())
+    let needed = [
+        ("the dispatcher", &dispatcher),
+        ("the health monitor", &monitor),
+        ("the log aggregator", &log_aggregator),
+    ];
+    let started = tokio::select! {
+        api = wait_ready(&url, &agents) => api.map(Some),
+        (name, status) = first_to_exit(&needed, false) => Err(anyhow::anyhow!(
+            "{name} exited as the fleet started ({status}); its error is above"
         )),
+        _ = stop.cancelled() => Ok(None),
+    };
+    // Kept until the end: dropping it early would log a stray "closed" line.
+    let (api, outcome) = match started {
+        Err(e) => (None, Err(e)),
+        Ok(None) => (None, Ok(())),
+        Ok(Some(api)) => {
+            banner(
+                global,
+                &url,
+                server.as_ref(),
+                Services {
+                    dispatcher: &dispatcher,
+                    monitor: &monitor,
+                    log_aggregator: &log_aggregator,
+                    metrics: &metrics,
+                    data_dir: &args.data_dir,
+                    logs_dir: &logs_dir,
+                    prices: args.prices.as_deref(),
+                },
+                &agents,
+                &fleet,
+            );
+            let outcome = tokio::select! {
+                _ = stop.cancelled() => Ok(()),
+                status = async {
+                    match server.as_mut() {
+                        Some(s) => s.exited().await,
+                        None => std::future::pending().await,
+                    }
+                } => Err(anyhow::anyhow!(
+                    "nats-server exited unexpectedly ({})",
+                    status.map_or_else(|e| e.to_string(), |s| s.to_string())
+                )),
+                (name, status) = first_to_exit(&needed, true) => Err(anyhow::anyhow!(
+                    "{name} kept exiting ({status}) and was given up on"
+                )),
+            };
+            (Some(api), outcome)
+        }
     };
     if let Err(e) = &outcome {
-        tracing::error!("{e:#}");
+        tracing::error!("{e:#}; stopping the fleet");
     }
 
     tracing::info!("stopping agents");
@@ -207,12 +306,32 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("stopping nats-server");
         server.stop(SERVER_GRACE, &kill).await;
     }
+    drop(lock);
     outcome?;
     if kill.is_cancelled() {
         return Ok(ExitCode::from(130));
     }
     tracing::info!("fleet stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves when the first of `services` has exited (`given_up`: has been
+/// given up on), with its name and last exit status.
+async fn first_to_exit(
+    services: &[(&'static str, &Supervised)],
+    given_up: bool,
+) -> (&'static str, String) {
+    let waits = services.iter().map(|&(name, s)| {
+        Box::pin(async move {
+            let status = if given_up {
+                s.given_up().await
+            } else {
+                s.exited().await
+            };
+            (name, status)
+        })
+    });
+    futures::future::select_all(waits).await.0
 }
 
 /// `stop` fires on the first SIGINT or SIGTERM, `kill` on the second.
@@ -234,35 +353,69 @@ fn on_signals() -> anyhow::Result<(CancellationToken, CancellationToken)> {
     Ok((stop, kill))
 }
 
-/// Waits until every agent has registered (or [`READY_TIMEOUT`] passed);
-/// returns the connection it used.
-async fn wait_ready(url: &str, agents: &[AgentSpec]) -> Option<Api> {
+/// Waits until the dispatcher, the health monitor and the log aggregator
+/// answer and every agent has registered; returns the connection it used.
+/// Services that do not answer within [`READY_TIMEOUT`] are an error;
+/// agents that have not registered by then only a warning.
+async fn wait_ready(url: &str, agents: &[AgentSpec]) -> anyhow::Result<Api> {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     let mut api = None;
+    let mut waiting_for = "NATS";
     loop {
         if api.is_none() {
             api = Api::connect(url).await.ok();
         }
         if let Some(api) = &api {
-            if let Ok(reply) = api
-                .request::<AgentsReply>(subjects::API_AGENTS_LIST, Bytes::new())
-                .await
-            {
-                if agents
-                    .iter()
-                    .all(|a| reply.agents.iter().any(|r| r.agent_id == a.id))
-                {
-                    return Some(api.clone());
-                }
-            }
+            waiting_for = match ready(api, agents).await {
+                Ok(()) => return Ok(api.clone()),
+                Err(what) => what,
+            };
         }
         if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(
-                "not every agent registered within {READY_TIMEOUT:?}; check the log lines above"
+            if let (Some(api), "agents") = (&api, waiting_for) {
+                tracing::warn!(
+                    "not every agent registered within {READY_TIMEOUT:?}; check the log lines above"
+                );
+                return Ok(api.clone());
+            }
+            anyhow::bail!(
+                "{waiting_for} did not answer within {READY_TIMEOUT:?}; check the log lines above"
             );
-            return api;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `Ok` once every service answers and every agent has registered, else
+/// what is still missing.
+async fn ready(api: &Api, agents: &[AgentSpec]) -> Result<(), &'static str> {
+    let Ok(reply) = api
+        .request::<AgentsReply>(subjects::API_AGENTS_LIST, Bytes::new())
+        .await
+    else {
+        return Err("the dispatcher");
+    };
+    if api
+        .request::<FleetState>(subjects::API_FLEET_STATE, Bytes::new())
+        .await
+        .is_err()
+    {
+        return Err("the health monitor");
+    }
+    if api
+        .request::<LogStatsReply>(subjects::API_LOGS_STATS, Bytes::new())
+        .await
+        .is_err()
+    {
+        return Err("the log aggregator");
+    }
+    if agents
+        .iter()
+        .all(|a| reply.agents.iter().any(|r| r.agent_id == a.id))
+    {
+        Ok(())
+    } else {
+        Err("agents")
     }
 }
 
@@ -271,7 +424,11 @@ struct Services<'a> {
     dispatcher: &'a Supervised,
     monitor: &'a Supervised,
     log_aggregator: &'a Supervised,
-    logs_dir: &'a std::path::Path,
+    /// The dispatcher's, the monitor's and the log aggregator's.
+    metrics: &'a [SocketAddr],
+    data_dir: &'a Path,
+    logs_dir: &'a Path,
+    prices: Option<&'a Path>,
 }
 
 fn banner(
@@ -282,7 +439,8 @@ fn banner(
     agents: &[AgentSpec],
     fleet: &[Supervised],
 ) {
-    if global.json {
+    let metrics = |i: usize| services.metrics[i].to_string();
+    let text = if global.json {
         let agents: Vec<_> = agents
             .iter()
             .zip(fleet)
@@ -291,14 +449,32 @@ fn banner(
         let banner = json!({
             "nats_url": url,
             "nats_server_pid": server.map(|s| s.pid),
+            "data_dir": services.data_dir,
             "dispatcher_pid": services.dispatcher.pid(),
+            "dispatcher_metrics": metrics(0),
             "health_monitor_pid": services.monitor.pid(),
+            "health_monitor_metrics": metrics(1),
             "log_aggregator_pid": services.log_aggregator.pid(),
+            "log_aggregator_metrics": metrics(2),
+            "prices": services.prices,
             "agents": agents,
         });
-        println!("{banner}");
-        return;
-    }
+        format!("{banner}\n")
+    } else {
+        banner_text(url, server, &services, agents, fleet)
+    };
+    // Nobody reading the banner (`up | head -3`) is no reason to stop the fleet.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+}
+
+fn banner_text(
+    url: &str,
+    server: Option<&NatsServer>,
+    services: &Services<'_>,
+    agents: &[AgentSpec],
+    fleet: &[Supervised],
+) -> String {
+    let metrics = |i: usize| format!("metrics http://{}/metrics", services.metrics[i]);
     let mut out = String::from("\nclawfleet is up\n\n");
     match server {
         Some(s) => out.push_str(&format!(
@@ -310,13 +486,23 @@ fn banner(
         None => out.push_str(&format!("  NATS        {url}\n")),
     }
     out.push_str(&format!(
-        "  dispatcher  pid {}\n",
-        services.dispatcher.pid()
+        "  dispatcher  pid {:<7}  {}\n",
+        services.dispatcher.pid(),
+        metrics(0)
     ));
-    out.push_str(&format!("  monitor     pid {}\n", services.monitor.pid()));
     out.push_str(&format!(
-        "  logs        pid {}  (log aggregator, index {})\n",
+        "  monitor     pid {:<7}  {}\n",
+        services.monitor.pid(),
+        metrics(1)
+    ));
+    let prices = match services.prices {
+        Some(p) => format!("prices {}", p.display()),
+        None => "no price table".to_string(),
+    };
+    out.push_str(&format!(
+        "  logs        pid {:<7}  {}  (log aggregator, index {}, {prices})\n",
         services.log_aggregator.pid(),
+        metrics(2),
         services.logs_dir.display()
     ));
     let width = agents.iter().map(|a| a.id.len()).max().unwrap_or(0);
@@ -347,5 +533,5 @@ fn banner(
          \x20 clawfleet logs --level debug; clawfleet logs --follow\n\
          \nCtrl-C stops the fleet (twice: at once).\n"
     ));
-    print!("{out}");
+    out
 }

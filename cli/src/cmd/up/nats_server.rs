@@ -5,6 +5,7 @@
 //! log to `<data-dir>/nats-server.log`.
 
 use std::net::TcpStream;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -66,33 +67,33 @@ fn accepting(port: u16) -> bool {
 }
 
 impl NatsServer {
-    /// Starts the server on `port` and returns once it accepts connections.
-    pub async fn start(data_dir: &Path, port: u16) -> anyhow::Result<NatsServer> {
+    /// Starts the server on `port` with its store in `data_dir` (which this
+    /// fleet has locked: the server inherits `lock`) and returns once it
+    /// accepts connections.
+    pub async fn start(data_dir: &Path, port: u16, lock: RawFd) -> anyhow::Result<NatsServer> {
         let binary = find_binary()?;
         if accepting(port) {
             anyhow::bail!(
-                "port {port} is in use (is a fleet running already?): pass --port, or set \
-                 NATS_URL=nats://127.0.0.1:{port} to use the server there"
+                "port {port} is in use (by another fleet's nats-server?): pass --port with a free one \
+                 (and --data-dir for a second fleet), or set NATS_URL=nats://127.0.0.1:{port} to use \
+                 the server there"
             );
         }
         let store = data_dir.join("nats");
         std::fs::create_dir_all(&store)
             .with_context(|| format!("while creating {}", store.display()))?;
-        // Fleet state is never source: keep it out of version control.
-        let ignore = data_dir.join(".gitignore");
-        if !ignore.exists() {
-            std::fs::write(&ignore, "*\n")
-                .with_context(|| format!("while writing {}", ignore.display()))?;
-        }
         let log = data_dir.join("nats-server.log");
         let out = std::fs::File::create(&log)
             .with_context(|| format!("while creating {}", log.display()))?;
         let err = out.try_clone()?;
-        let mut child = child::command(&binary)
+        let mut command = child::command(&binary);
+        command
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(&store)
             .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
+            .stderr(Stdio::from(err));
+        child::inherit(&mut command, lock);
+        let mut child = command
             .spawn()
             .with_context(|| format!("while starting {}", binary.display()))?;
         let pid = child.id().unwrap_or_default();

@@ -9,7 +9,7 @@
 //! | `{"op":"fatal","message":M}` | fatal failure `M` (not retried) |
 //! | `{"op":"crash"}` | the executor "dies": retryable failure, and it reports `down` until the agent restarts it |
 //! | `{"op":"block","ms":N}` | blocks its thread for N ms (a blocking call in async code, which wedges the agent) |
-//! | anything else | fatal failure (unsupported) |
+//! | anything else | fatal failure naming these shapes |
 //!
 //! A payload may add `"usage": {"tokens_in": I, "tokens_out": O, "model": M}`:
 //! a successful attempt then reports that usage, as a model-backed executor
@@ -31,6 +31,37 @@ use clawfleet_shared::TaskSpec;
 use serde_json::{json, Value};
 
 use super::{sleep_or_cancel, Attempt, ExecError, Executor, Health, Output};
+
+/// The payloads the simulator understands, for the error that refuses others.
+const SHAPES: &str = r#"{"op":"echo","data":X}, {"op":"sleep","ms":N}, {"op":"fail","message":M}, {"op":"flaky","fail_attempts":K,"data":X}, {"op":"fatal","message":M}, {"op":"crash"} or {"op":"block","ms":N}"#;
+
+/// How much of a payload or op the refusal quotes.
+const QUOTE_CHARS: usize = 80;
+
+/// `value` as JSON, cut to [`QUOTE_CHARS`] characters.
+fn quote(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(QUOTE_CHARS) {
+        Some((end, _)) => format!("{}... ({} bytes)", &text[..end], text.len()),
+        None => text,
+    }
+}
+
+/// Why the simulator cannot run `payload`, naming what it would run.
+fn unsupported(payload: &Value) -> ExecError {
+    let problem = match payload.get("op") {
+        _ if !payload.is_object() => "the payload is not a JSON object".to_string(),
+        None => "the payload has no \"op\"".to_string(),
+        Some(Value::String(op)) => {
+            format!("unsupported sim op {}", quote(&Value::String(op.clone())))
+        }
+        Some(other) => format!("\"op\" must be a string, not {}", quote(other)),
+    };
+    ExecError::Fatal(format!(
+        "{problem} (payload {}): the simulator executor runs {SHAPES}",
+        quote(payload)
+    ))
+}
 
 /// The simulator.
 #[derive(Debug, Default)]
@@ -108,11 +139,7 @@ impl Executor for SimExecutor {
                 std::thread::sleep(Duration::from_millis(ms()));
                 json!({ "blocked_ms": ms() })
             }
-            other => {
-                return Err(ExecError::Fatal(format!(
-                "unsupported sim op {other:?}; use echo, sleep, fail, flaky, fatal, crash or block"
-            )))
-            }
+            _ => return Err(unsupported(p)),
         };
         let usage = p
             .get("usage")

@@ -16,6 +16,7 @@ use clawfleet_shared::timefmt::{self, Timestamp};
 use rusqlite::{params, Connection};
 
 use super::store::micros;
+use crate::config::Prices;
 
 const FINISHED: &str = "outcome IN ('succeeded', 'failed', 'timeout')";
 const DAY: time::Duration = time::Duration::days(1);
@@ -257,13 +258,36 @@ fn merge(into: &mut Acc, acc: &Acc) {
     }
 }
 
+/// What cost replies say about the price table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pricing {
+    /// Currency of the cost figures.
+    pub currency: String,
+    /// Whether any price is above zero.
+    pub priced: bool,
+}
+
+impl Pricing {
+    /// The pricing of `prices`.
+    pub fn of(prices: &Prices) -> Pricing {
+        let model_priced =
+            |m: &crate::config::ModelPrice| m.input_per_million > 0.0 || m.output_per_million > 0.0;
+        Pricing {
+            currency: prices.currency.clone(),
+            priced: prices.per_agent_hour > 0.0
+                || model_priced(&prices.default_model)
+                || prices.models.values().any(model_priced),
+        }
+    }
+}
+
 /// Performance and cost per group; `by_cost` orders by cost instead of
 /// attempts (time groupings are always in time order).
 pub fn summary(
     conn: &Connection,
     window: &Window,
     by: &GroupBy,
-    currency: &str,
+    pricing: &Pricing,
     by_cost: bool,
 ) -> Result<SummaryReply, ReportError> {
     let scope = Scope::of(window)?;
@@ -286,7 +310,8 @@ pub fn summary(
     Ok(SummaryReply {
         since: scope.since,
         until: scope.until,
-        currency: currency.to_string(),
+        currency: pricing.currency.clone(),
+        priced: pricing.priced,
         groups: rows.into_iter().map(|(_, s)| s).collect(),
         total: total.stats("total".into()),
     })
@@ -587,6 +612,25 @@ mod tests {
         }
     }
 
+    fn usd() -> Pricing {
+        Pricing::of(&Prices::default())
+    }
+
+    #[test]
+    fn only_a_price_above_zero_makes_a_price_table() {
+        assert!(!usd().priced);
+        let mut prices = Prices::default();
+        prices.models.insert("free".into(), Default::default());
+        assert!(!Pricing::of(&prices).priced);
+        prices.default_model.output_per_million = 0.5;
+        assert!(Pricing::of(&prices).priced);
+        let hourly = Prices {
+            per_agent_hour: 1.0,
+            ..Prices::default()
+        };
+        assert!(Pricing::of(&hourly).priced);
+    }
+
     #[test]
     fn percentiles_come_from_the_histogram_within_a_bucket() {
         let dir = tempfile::tempdir().unwrap();
@@ -597,7 +641,7 @@ mod tests {
         assert!(store::insert(&mut conn, &rows).unwrap().iter().all(|a| *a));
         // The same reports again are kept once.
         assert!(store::insert(&mut conn, &rows).unwrap().iter().all(|a| !*a));
-        let s = summary(&conn, &window(), &GroupBy::Agent, "USD", false).unwrap();
+        let s = summary(&conn, &window(), &GroupBy::Agent, &usd(), false).unwrap();
         let a = &s.groups[0];
         assert_eq!(a.attempts, 100);
         assert_eq!(a.cost, 700.0 / 1e6);
@@ -609,13 +653,13 @@ mod tests {
             &conn,
             &window(),
             &GroupBy::Label("team".into()),
-            "USD",
+            &usd(),
             false,
         )
         .unwrap();
         assert_eq!(by_label.groups[0].key, "team=web");
         let by_other =
-            summary(&conn, &window(), &GroupBy::Label("x".into()), "USD", false).unwrap();
+            summary(&conn, &window(), &GroupBy::Label("x".into()), &usd(), false).unwrap();
         assert_eq!(by_other.groups[0].key, "x unset");
     }
 }

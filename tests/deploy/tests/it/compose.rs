@@ -180,8 +180,8 @@ fn containers_serve_metrics_on_all_interfaces_and_health_checks_use_that_port() 
             "{name}: exec form, no shell in the image needed"
         );
         if config.get("metrics_addr").is_none() {
-            // No /healthz to ask (the log aggregator): the check must be a
-            // CLI command, which check_invocation ran through clap.
+            // No /healthz to ask: the check must be a CLI command, which
+            // check_invocation ran through clap.
             let inv = Invocation {
                 what: format!("health check of {name}"),
                 program: &test[1],

@@ -56,6 +56,20 @@ fn the_build_command_is_the_readme_s_and_builds_every_binary() {
         build.contains("--release") && build.contains("--locked"),
         "{build}"
     );
+    // scripts/fleet builds with it too, so that neither rebuilds what the
+    // other built (other packages would resolve other features).
+    let fleet = read("scripts/fleet");
+    assert!(
+        fleet.lines().any(|l| l.trim() == build),
+        "scripts/fleet does not build with the README's command:\n  {build}"
+    );
+    assert!(
+        !fleet
+            .lines()
+            .any(|l| l.trim_start().starts_with("cargo run")
+                || l.trim_start().starts_with("exec cargo")),
+        "scripts/fleet builds a second time"
+    );
 
     let words: Vec<&str> = build.split_whitespace().collect();
     let packages: BTreeSet<&str> = words

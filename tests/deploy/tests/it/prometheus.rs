@@ -88,7 +88,7 @@ fn compose_scrape_targets_are_the_services_metrics_ports() {
         }
     }
     // Every service that serves /metrics is scraped; the others have no
-    // metrics_addr at all (the log aggregator, for now).
+    // metrics_addr at all.
     for (name, config) in &fleet.configs {
         if config.get("metrics_addr").is_some() {
             assert!(
