@@ -454,7 +454,7 @@ pub fn raw_task(body: &[u8]) -> (Value, Option<BodySummary>) {
         let task =
             json.unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into_owned()));
         // Escaping can make a string's encoding up to six times its size.
-        if serde_json::to_vec(&task).map_or(false, |v| v.len() <= DLQ_TASK_MAX_BYTES) {
+        if serde_json::to_vec(&task).is_ok_and(|v| v.len() <= DLQ_TASK_MAX_BYTES) {
             return (task, None);
         }
     }

@@ -870,6 +870,46 @@ mod tests {
     }
 
     #[test]
+    fn repeated_keys_and_non_objects_are_refused_and_errors_quote_little() {
+        assert_eq!(
+            code(r#"{"tenant":"a","tenant":"b"}"#),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","labels":{"k":"1","k":"2"}}"#),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(code("[]"), ErrorCode::InvalidTask);
+        assert_eq!(code("null"), ErrorCode::InvalidTask);
+        for body in [
+            format!(r#"{{"tenant":"{}"}}"#, "x".repeat(1 << 20)),
+            format!(r#"{{"tenant":"a","priority":"{}"}}"#, "p".repeat(1 << 20)),
+            format!(r#"{{"tenant":"a","{}":1}}"#, "k".repeat(1 << 20)),
+            format!(r#"{{"tenant":"a","requires":["{}"]}}"#, "C".repeat(1 << 20)),
+            format!(r#"{{"tenant":"a","delay":"{}"}}"#, "9".repeat(1 << 20)),
+        ] {
+            let e = parse(body.as_bytes(), None, &bounds()).unwrap_err();
+            assert!(e.message.len() < 400, "{}: {}", e.code, e.message.len());
+        }
+    }
+
+    #[test]
+    fn times_near_the_ends_of_the_calendar_are_refused_not_a_panic() {
+        assert_eq!(
+            code(r#"{"tenant":"a","prefer_region":"eu","submitted_at":"9999-12-31T23:59:59Z"}"#),
+            ErrorCode::InvalidTask
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","not_before":"9999-12-31T23:59:59Z"}"#),
+            ErrorCode::InvalidDelay
+        );
+        assert_eq!(
+            code(r#"{"tenant":"a","delay":"18446744073709551615s"}"#),
+            ErrorCode::InvalidDelay
+        );
+    }
+
+    #[test]
     fn the_subject_tenant_fills_in_and_must_match() {
         let draft = parse(b"{}", Some("acme"), &bounds()).unwrap();
         assert_eq!(draft.spec.tenant, "acme");

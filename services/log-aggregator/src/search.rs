@@ -153,7 +153,7 @@ pub fn run(
                 ..q.clone()
             };
             lines.extend(query(conn, &about)?);
-            lines.sort_by(|a, b| b.id.cmp(&a.id));
+            lines.sort_by_key(|l| std::cmp::Reverse(l.id));
             lines.dedup_by_key(|l| l.id);
         }
         Ok(lines)

@@ -32,6 +32,12 @@ pub enum ReportError {
     Sqlite(#[from] rusqlite::Error),
 }
 
+/// Whether a time can be written in RFC 3339 (years 0 to 9999), as every
+/// time in a reply must be.
+fn representable(t: &Timestamp) -> bool {
+    (0..=9999).contains(&t.year())
+}
+
 /// A resolved window.
 #[derive(Debug, Clone)]
 struct Scope {
@@ -45,9 +51,14 @@ impl Scope {
         let until = w.until.unwrap_or_else(timefmt::now);
         let since = match w.since {
             Some(since) => since,
-            None => until.checked_sub(DAY).ok_or_else(|| {
-                ReportError::Invalid("`until` is too early for the default window of a day".into())
-            })?,
+            None => until
+                .checked_sub(DAY)
+                .filter(representable)
+                .ok_or_else(|| {
+                    ReportError::Invalid(
+                        "`until` is too early for the default window of a day".into(),
+                    )
+                })?,
         };
         if since >= until {
             return Err(ReportError::Invalid(
@@ -431,9 +442,13 @@ pub fn baselines(conn: &Connection, req: &BaselinesRequest) -> Result<BaselinesR
             "`recent` and `baseline_days` reach back before the earliest time there is".into(),
         )
     };
-    let recent_since = until.checked_sub(recent).ok_or_else(out_of_range)?;
+    let recent_since = until
+        .checked_sub(recent)
+        .filter(representable)
+        .ok_or_else(out_of_range)?;
     let baseline_since = recent_since
         .checked_sub(DAY * req.baseline_days as i32)
+        .filter(representable)
         .ok_or_else(out_of_range)?;
     let scope = |since, until| Scope {
         since,

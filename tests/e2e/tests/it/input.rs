@@ -10,7 +10,7 @@ use clawfleet_testkit::client::{
 use clawfleet_testkit::wait_for;
 use serde_json::json;
 
-use crate::{Fleet, FINISH};
+use crate::{stream_subject_count, Fleet, FINISH};
 
 async fn dlq(fleet: &Fleet, req: DlqListRequest) -> DlqListReply {
     request(
@@ -245,4 +245,252 @@ async fn a_profile_declared_in_config_queues_work_before_any_agent_offers_it() {
     .await;
     let record = wait_final(&client, &reply.id, FINISH).await;
     assert_eq!(record.result, Some(json!(3)));
+}
+
+#[tokio::test]
+async fn dead_letters_too_large_to_list_at_once_are_paged_within_the_reply_budget() {
+    let fleet = Fleet::new().await;
+    // 300 bodies of 70 KB that are not JSON: each is kept as its summary,
+    // about 2.5 KB listed, so all of them are several times the budget.
+    let count = 300;
+    for i in 0..count {
+        // Control bytes are escaped six-fold in the listed head.
+        let mut body = format!("not json {i:04} ").into_bytes();
+        body.resize(70_000, 1);
+        fleet
+            .js
+            .publish(subjects::intake("acme"), body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    wait_for("every body dead-lettered", FINISH * 3, || async {
+        (stream_subject_count(&fleet, subjects::STREAM_DLQ, "clawfleet.dlq.rejected.acme").await
+            == count)
+            .then_some(())
+    })
+    .await;
+    let budget = clawfleet_shared::api::reply_budget(fleet.client.server_info().max_payload);
+    let mut req = DlqListRequest {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let mut seqs = Vec::new();
+    let mut pages = 0;
+    loop {
+        let reply = fleet
+            .client
+            .request(
+                subjects::API_DLQ_LIST,
+                serde_json::to_vec(&req).unwrap().into(),
+            )
+            .await
+            .expect("a reply, however many entries match");
+        assert!(
+            reply.payload.len() <= budget,
+            "{} bytes",
+            reply.payload.len()
+        );
+        let page: DlqListReply = serde_json::from_slice(&reply.payload).unwrap();
+        pages += 1;
+        for e in &page.entries {
+            let summary = e.body.as_ref().expect("a large body is summarised");
+            assert_eq!(summary.bytes, 70_000);
+            assert!(e.task.is_null());
+        }
+        seqs.extend(page.entries.iter().map(|e| e.seq.unwrap()));
+        match page.next_cursor {
+            Some(cursor) => {
+                assert!(page.truncated, "a page cut short says so");
+                req.cursor = Some(cursor);
+            }
+            None => break,
+        }
+    }
+    assert!(pages > 1, "the listing needed more than one page");
+    let mut unique = seqs.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len() as u64, count, "every entry once, none twice");
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first");
+
+    // The whole entry, by sequence, carries the digest of what was sent.
+    let entry: clawfleet_shared::api::DlqEntry = request(
+        &fleet.client,
+        subjects::API_DLQ_GET,
+        serde_json::to_vec(&json!({"seq": seqs[0]})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let summary = entry.body.unwrap();
+    assert!(
+        summary.head.starts_with("not json 0299 "),
+        "{}",
+        &summary.head[..20]
+    );
+    let mut sent = b"not json 0299 ".to_vec();
+    sent.resize(70_000, 1);
+    assert_eq!(
+        summary.sha256,
+        clawfleet_shared::api::BodySummary::of(&sent).sha256
+    );
+    assert_eq!(summary.sha256.len(), 64);
+}
+
+#[tokio::test]
+async fn a_delayed_task_is_counted_delayed_not_running_also_once_cancelled() {
+    use clawfleet_shared::api::{QueuesReply, TaskCancelReply};
+    let mut fleet = Fleet::new().await;
+    fleet.agent("a1", &["code"], None).await;
+    let later = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "requires": ["code"], "delay": "1h", "payload": {"op": "echo"}}),
+    )
+    .await
+    .unwrap();
+    let busy = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "requires": ["code"], "payload": {"op": "sleep", "ms": 60000}}),
+    )
+    .await
+    .unwrap();
+    clawfleet_testkit::client::wait_running(&fleet.client, &busy.id, FINISH).await;
+    // The agent took the delayed task and handed it back until its time;
+    // the sleeping one runs, and its agent's heartbeat says so.
+    let queue = wait_for("one running and one delayed", FINISH, || async {
+        let reply: QueuesReply = request(&fleet.client, subjects::API_QUEUES_LIST, vec![])
+            .await
+            .ok()?;
+        let q = reply
+            .queues
+            .into_iter()
+            .find(|q| q.tenant == "acme" && q.priority == clawfleet_shared::Priority::Normal)?;
+        (q.running == 1 && q.delayed == 1 && q.waiting == 0).then_some(q)
+    })
+    .await;
+    assert_eq!(queue.requires, vec!["code".to_string()]);
+
+    let cancelled: TaskCancelReply = request(
+        &fleet.client,
+        subjects::API_TASK_CANCEL,
+        serde_json::to_vec(&json!({"id": later.id})).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    let reply: QueuesReply = request(&fleet.client, subjects::API_QUEUES_LIST, vec![])
+        .await
+        .unwrap();
+    let q = reply
+        .queues
+        .iter()
+        .find(|q| q.tenant == "acme" && q.priority == clawfleet_shared::Priority::Normal)
+        .unwrap();
+    assert_eq!(
+        (q.running, q.delayed),
+        (1, 1),
+        "a cancelled delayed task is not running"
+    );
+}
+
+#[tokio::test]
+async fn requests_must_be_one_object_with_each_key_once() {
+    use clawfleet_shared::api::{PauseRule, PausedReply};
+    let fleet = Fleet::new().await;
+    let call = |subject: &'static str, body: &'static str| {
+        let client = fleet.client.clone();
+        async move {
+            request::<serde_json::Value>(&client, subject, body.as_bytes().to_vec())
+                .await
+                .err()
+                .map(|e| e.code)
+        }
+    };
+    // `[]` once paused every queue.
+    assert_eq!(
+        call(subjects::API_QUEUES_PAUSE, "[]").await,
+        Some(ErrorCode::InvalidRequest)
+    );
+    assert_eq!(
+        call(subjects::API_QUEUES_PAUSE, "").await,
+        Some(ErrorCode::InvalidRequest)
+    );
+    assert_eq!(
+        call(subjects::API_QUEUES_PAUSE, "{}").await,
+        Some(ErrorCode::InvalidRequest),
+        "pausing everything must say all"
+    );
+    let paused: PausedReply = request(
+        &fleet.client,
+        subjects::API_QUEUES_RESUME,
+        br#"{"tenant": "acme"}"#.to_vec(),
+    )
+    .await
+    .map(|_: PausedReply| unreachable!("nothing was paused"))
+    .unwrap_or_else(|e| {
+        assert_eq!(e.code, ErrorCode::NotFound);
+        PausedReply::default()
+    });
+    assert!(paused.paused.is_empty());
+    let all: PausedReply = request(
+        &fleet.client,
+        subjects::API_QUEUES_PAUSE,
+        br#"{"all": true}"#.to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        all.paused,
+        vec![PauseRule {
+            all: true,
+            ..Default::default()
+        }]
+    );
+    for (subject, body) in [
+        (subjects::API_TASK_GET, r#"["x"]"#),
+        (subjects::API_TASK_GET, r#"{"id":"a","id":"b"}"#),
+        (subjects::API_DLQ_GET, "[1]"),
+        (subjects::API_DLQ_GET, r#"{"seq": 0}"#),
+        (subjects::API_DLQ_LIST, r#"{"tenant":"a","tenant":"b"}"#),
+        (subjects::API_TASK_CANCEL, "null"),
+        (
+            subjects::API_SUBMIT,
+            r#"{"tenant":"acme","tenant":"globex"}"#,
+        ),
+    ] {
+        assert_eq!(
+            call(subject, body).await,
+            Some(ErrorCode::InvalidRequest),
+            "{subject} {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_error_about_a_huge_input_quotes_a_little_of_it_and_still_arrives() {
+    let mut fleet = Fleet::new().await;
+    fleet.agent("a1", &["code"], None).await;
+    for body in [
+        format!(r#"{{"tenant": "{}"}}"#, "x".repeat(1_000_000)),
+        format!(
+            r#"{{"tenant": "acme", "requires": ["{}"]}}"#,
+            "C".repeat(1_000_000)
+        ),
+        format!(r#"{{"tenant": "acme", "id": "{}"}}"#, "i".repeat(1_000_000)),
+    ] {
+        let reply = fleet
+            .client
+            .request(subjects::API_SUBMIT, body.into_bytes().into())
+            .await
+            .expect("an answer");
+        assert!(reply.payload.len() < 2048, "{} bytes", reply.payload.len());
+        let error: clawfleet_shared::error::ErrorReply =
+            serde_json::from_slice(&reply.payload).unwrap();
+        assert!(
+            error.error.message.contains("bytes)"),
+            "{}",
+            error.error.message
+        );
+    }
 }

@@ -336,6 +336,20 @@ async fn a_tasks_whole_story_across_agents_is_found_by_its_id() {
         .map(|l| l.id)
         .min();
     assert!(last_a1 < first_a2, "{found:#?}");
+
+    // The id as text (what `clawfleet logs story-1` sends) finds the same
+    // story: the lines about the task, not only those that mention it.
+    let by_text = LogSearchRequest {
+        text: Some("\"story-1\"".into()),
+        ..req()
+    };
+    let told = search_logs(&fleet.client, &by_text).await.unwrap();
+    for (agent, message) in &steps {
+        assert!(
+            has(&told, |l| says(l, *agent, message)),
+            "{message} missing from {told:#?}"
+        );
+    }
 }
 
 /// Publishes a line as any NATS client may, with its own time.

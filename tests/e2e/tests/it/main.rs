@@ -3,6 +3,7 @@
 
 mod analytics;
 mod control;
+mod corpus;
 mod failures;
 mod health;
 mod input;
