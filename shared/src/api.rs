@@ -508,6 +508,27 @@ pub struct PauseRule {
     pub all: bool,
 }
 
+impl std::fmt::Display for PauseRule {
+    /// `tenant acme, priority low`, or `every queue`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(t) = &self.tenant {
+            parts.push(format!("tenant {t}"));
+        }
+        if let Some(p) = self.priority {
+            parts.push(format!("priority {p}"));
+        }
+        if let Some(c) = &self.capability {
+            parts.push(format!("capability {c}"));
+        }
+        if parts.is_empty() {
+            f.write_str("every queue")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
 /// Prefix of pause-rule keys in the queue registry bucket.
 pub const PAUSE_PREFIX: &str = "pause.";
 

@@ -70,28 +70,10 @@ pub async fn run(global: &Global, args: QueuesArgs) -> anyhow::Result<ExitCode> 
     } else {
         println!("paused:");
         for r in &reply.paused {
-            println!("  {}", describe(r));
+            println!("  {}", r);
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn describe(r: &PauseRule) -> String {
-    let mut parts = Vec::new();
-    if let Some(t) = &r.tenant {
-        parts.push(format!("tenant {t}"));
-    }
-    if let Some(p) = r.priority {
-        parts.push(format!("priority {p}"));
-    }
-    if let Some(c) = &r.capability {
-        parts.push(format!("capability {c}"));
-    }
-    if parts.is_empty() {
-        "every queue".to_string()
-    } else {
-        parts.join(", ")
-    }
 }
 
 async fn list(global: &Global, api: &Api) -> anyhow::Result<ExitCode> {

@@ -308,7 +308,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &AgentEvent::new(AgentEventKind::Joined, &config.agent_id, None),
     )
     .await;
-    tracing::info!(agent_id = %config.agent_id, capabilities = ?config.capabilities, region = ?config.region, tenants = ?config.tenants, "agent ready");
+    tracing::info!(agent_id = %config.agent_id, capabilities = %config.capabilities.join(","), region = config.region.as_deref().unwrap_or(subjects::ANY), tenants = %config.tenants.join(","), "agent ready");
 
     let agent_id = config.agent_id.clone();
     let done = tokio::spawn(async move {

@@ -141,7 +141,7 @@ pub async fn watch(
                 match entry.operation {
                     kv::Operation::Put => match serde_json::from_slice::<PauseRule>(&entry.value) {
                         Ok(rule) => {
-                            tracing::info!(?rule, "queues paused");
+                            tracing::info!(rule = %rule, "queues paused");
                             e.paused.insert(key, rule);
                         }
                         Err(err) => tracing::warn!(error = %err, "ignoring an unreadable pause rule"),
@@ -186,7 +186,7 @@ pub async fn watch(
                     }
                     e.keys.push(queue.key.clone());
                     drop(e);
-                    tracing::info!(queue = %queue.key, tenant = %queue.tenant, requires = ?queue.requires, region = ?queue.region, strategy = queue.strategy.as_str(), "serving queue");
+                    tracing::info!(queue = %queue.key, tenant = %queue.tenant, requires = %subjects::capkey(&queue.requires), region = queue.region.as_deref().unwrap_or(subjects::ANY), strategy = queue.strategy.as_str(), "serving queue");
                     changed.notify_one();
                 }
                 Err(e) => {

@@ -306,7 +306,7 @@ impl Api {
                 .put(rule.key(), bytes.into())
                 .await
                 .map_err(|e| internal("while pausing", e))?;
-            tracing::info!(?rule, "queues paused");
+            tracing::info!(rule = %rule, "queues paused");
         } else {
             let key = rule.key();
             let exists = matches!(self.queues.get(&key).await, Ok(Some(_)));
@@ -320,7 +320,7 @@ impl Api {
                 .delete(&key)
                 .await
                 .map_err(|e| internal("while resuming", e))?;
-            tracing::info!(?rule, "queues resumed");
+            tracing::info!(rule = %rule, "queues resumed");
         }
         ok(&PausedReply {
             paused: self.pause_rules().await?,

@@ -273,7 +273,13 @@ impl Api {
                 // A dry run reports a duplicate only when the task exists.
                 report.duplicate = if dry_run { status.is_some() } else { duplicate };
                 report.status = status;
-                tracing::info!(seq, id = ?report.id, dry_run, duplicate = report.duplicate, "dead letter replayed");
+                tracing::info!(
+                    seq,
+                    id = report.id.as_deref().unwrap_or(""),
+                    dry_run,
+                    duplicate = report.duplicate,
+                    "dead letter replayed"
+                );
             }
             Err(error) => report.error = Some(error),
         }

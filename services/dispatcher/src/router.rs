@@ -151,7 +151,13 @@ impl Router {
                 key: key.to_string(),
                 source,
             })?;
-        tracing::info!(queue = %key, tenant, ?region, ?requires, "queue created");
+        tracing::info!(
+            queue = %key,
+            tenant,
+            region = region.unwrap_or(subjects::ANY),
+            requires = %subjects::capkey(requires),
+            "queue created"
+        );
         Ok(())
     }
 }
