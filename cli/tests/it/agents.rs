@@ -82,6 +82,10 @@ async fn agents_shows_health_and_an_operator_can_quarantine_and_release_an_agent
     assert!(again.stderr.starts_with("error: not_found: "), "{again:#?}");
     let unknown = fleet.run(&["agents", "quarantine", "nobody"]).await;
     assert_eq!(unknown.code, 2, "{unknown:#?}");
+    assert!(
+        unknown.stderr.starts_with("error: not_found: ") && unknown.stderr.contains("\"nobody\""),
+        "{unknown:#?}"
+    );
 }
 
 #[tokio::test]
@@ -92,7 +96,11 @@ async fn agents_without_a_health_monitor_lists_registrations_and_says_health_is_
     assert!(run.stdout.contains("general-1"), "{run:#?}");
     assert!(run.stdout.contains("no health monitor"), "{run:#?}");
     let failing = fleet.run(&["agents", "--failing"]).await;
-    assert_ne!(failing.code, 0, "{failing:#?}");
+    assert_eq!(failing.code, 2, "{failing:#?}");
+    assert!(
+        failing.stderr.contains("--failing needs a health monitor"),
+        "{failing:#?}"
+    );
 }
 
 /// Submits `task` `n` times (one attempt each), then waits until the

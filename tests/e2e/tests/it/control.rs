@@ -340,7 +340,7 @@ async fn cancelling_a_finished_or_unknown_task_is_refused_and_changes_nothing() 
 async fn a_delayed_task_stays_queued_until_its_time_then_runs() {
     let mut fleet = Fleet::new().await;
     fleet.agent("a1", &[], None).await;
-    let task = json!({"tenant": "acme", "id": "later-1", "delay": "1s", "payload": {"op": "echo", "data": "on time"}});
+    let task = json!({"tenant": "acme", "id": "later-1", "delay": "2s", "payload": {"op": "echo", "data": "on time"}});
     submit(&fleet.client, &task).await.unwrap();
 
     let waiting = wait_for("the task's record", FINISH, || async {
@@ -350,10 +350,32 @@ async fn a_delayed_task_stays_queued_until_its_time_then_runs() {
     let not_before = waiting.spec.not_before.expect("not_before is recorded");
     let wait = not_before - waiting.spec.submitted_at;
     assert!(
-        wait >= time::Duration::milliseconds(990) && wait <= time::Duration::milliseconds(1100),
-        "delay 1s became a wait of {wait}"
+        wait >= time::Duration::milliseconds(1990) && wait <= time::Duration::milliseconds(2100),
+        "delay 2s became a wait of {wait}"
     );
-    // Meanwhile the agent has received it and handed it back, untouched.
+    // The agent received it and handed it back until its time: the queue
+    // holds it delivered and unacknowledged, nothing waiting, nothing running.
+    wait_for("the agent to hand the task back until its time", FINISH, || async {
+        let reply: clawfleet_shared::api::QueuesReply =
+            request(&fleet.client, subjects::API_QUEUES_LIST, vec![])
+                .await
+                .ok()?;
+        reply
+            .queues
+            .iter()
+            .any(|q| {
+                q.tenant == "acme"
+                    && q.priority == clawfleet_shared::Priority::Normal
+                    && (q.waiting, q.running, q.delayed) == (0, 0, 1)
+            })
+            .then_some(())
+    })
+    .await;
+    assert!(
+        clawfleet_shared::timefmt::now() < not_before,
+        "seen handed back before its time"
+    );
+    // Meanwhile the record is untouched.
     while clawfleet_shared::timefmt::now() < not_before - time::Duration::milliseconds(150) {
         let record = task_get(&fleet.client, "later-1").await.unwrap();
         assert_eq!(record.status, TaskStatus::Queued);

@@ -1,9 +1,8 @@
 //! The happy path: submit both ways, results readable after the fact, idempotency.
 
-use std::time::Duration;
-
 use clawfleet_shared::{subjects, TaskStatus};
 use clawfleet_testkit::client::{publish_intake, submit, task_get, wait_final};
+use clawfleet_testkit::wait_for;
 use futures::StreamExt;
 use serde_json::json;
 
@@ -116,8 +115,24 @@ async fn the_same_id_submitted_twice_runs_once() {
     assert!(third.duplicate);
     assert_eq!(third.status, TaskStatus::Succeeded);
     // And by intake, beyond the request path: ignored, still one attempt.
-    publish_intake(&fleet.js, "acme", serde_json::to_vec(&task).unwrap()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seq = fleet
+        .js
+        .publish(subjects::intake("acme"), serde_json::to_vec(&task).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    // Once the dispatcher has acknowledged that message, it has decided.
+    wait_for("the dispatcher to handle the duplicate", FINISH, || async {
+        let stream = fleet.js.get_stream(subjects::STREAM_INTAKE).await.ok()?;
+        let info = stream
+            .consumer_info(subjects::CONSUMER_DISPATCHER)
+            .await
+            .ok()?;
+        (info.ack_floor.stream_sequence >= seq).then_some(())
+    })
+    .await;
     let record = task_get(&fleet.client, "once").await.unwrap();
     assert_eq!(record.attempts.len(), 1, "a duplicate never runs again");
     assert_eq!(record.status, TaskStatus::Succeeded);
