@@ -157,6 +157,11 @@ pub struct SummaryReply {
     pub groups: Vec<GroupStats>,
     /// Everything in the window together.
     pub total: GroupStats,
+    /// `true` when rows were left out (the last ones, in the reply's order)
+    /// to keep the reply within the reply bound (see
+    /// [`crate::api::reply_budget`]); narrow the window or the grouping.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// `clawfleet.api.analytics.cost`: cost per group (default: agent).
@@ -251,6 +256,11 @@ pub struct BelowAverageReply {
     pub below: Vec<AgentComparison>,
     /// Every judged agent (flagged or not), by agent id.
     pub agents: Vec<AgentComparison>,
+    /// `true` when rows were left out (the last ones, in the reply's order)
+    /// to keep the reply within the reply bound (see
+    /// [`crate::api::reply_budget`]); narrow the window or the grouping.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// `clawfleet.api.analytics.baselines`: per capability, the last `recent`
@@ -325,6 +335,11 @@ pub struct BaselinesReply {
     pub until: Timestamp,
     /// One per capability set seen in either period.
     pub capabilities: Vec<Baseline>,
+    /// `true` when rows were left out (the last ones, in the reply's order)
+    /// to keep the reply within the reply bound (see
+    /// [`crate::api::reply_budget`]); narrow the window or the grouping.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// `clawfleet.api.analytics.correlations`: failure rate by task
@@ -381,6 +396,11 @@ pub struct CorrelationsReply {
     pub fleet_failure_rate: Option<f64>,
     /// Highest failure rate first.
     pub correlations: Vec<Correlation>,
+    /// `true` when rows were left out (the last ones, in the reply's order)
+    /// to keep the reply within the reply bound (see
+    /// [`crate::api::reply_budget`]); narrow the window or the grouping.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 #[cfg(test)]

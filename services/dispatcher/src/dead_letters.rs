@@ -29,7 +29,7 @@ use clawfleet_shared::api::{
     DlqReplayRequest, ReplayedEntry, DLQ_LIST_TASK_MAX_BYTES,
 };
 use clawfleet_shared::names::Tenant;
-use clawfleet_shared::strict::echo;
+use clawfleet_shared::strict::{self, echo};
 use clawfleet_shared::task::ReplayOf;
 use clawfleet_shared::timefmt::Timestamp;
 use clawfleet_shared::{subjects, ErrorBody, ErrorCode, TaskSpec};
@@ -43,6 +43,8 @@ use crate::validate::{self, MAX_ID_LEN};
 /// `dlq.replay` selects by filter (or takes by sequence).
 const DLQ_DEFAULT_LIMIT: usize = 100;
 const DLQ_MAX_LIMIT: usize = 1000;
+/// Longest error message of one entry of a `dlq.replay` reply.
+const REPLAY_MESSAGE_BYTES: usize = 200;
 /// Longest a request spends reading the dead-letter stream.
 const READ_BUDGET: Duration = Duration::from_secs(5);
 
@@ -281,7 +283,11 @@ impl Api {
                     "dead letter replayed"
                 );
             }
-            Err(error) => report.error = Some(error),
+            // Up to 1000 entries share one reply: each says why briefly.
+            Err(mut error) => {
+                strict::cut_in_place(&mut error.message, REPLAY_MESSAGE_BYTES);
+                report.error = Some(error);
+            }
         }
         report
     }

@@ -224,7 +224,13 @@ impl Api {
             })
             .await
             .map_err(|e| down(&e))??;
-        ok(&reply)
+        let mut value = serde_json::to_value(&reply)
+            .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?;
+        fit(
+            &mut value,
+            reply_budget(self.client.server_info().max_payload),
+        );
+        ok(&value)
     }
 
     async fn stats(&self) -> Reply {
@@ -233,6 +239,32 @@ impl Api {
             .await?;
         ok(&stats)
     }
+}
+
+/// Cuts a report to `budget` bytes of JSON: while it is larger, the last
+/// row of its longest list goes, and the report says `truncated`. Rows come
+/// most significant first, so what is left is the head of the report.
+fn fit(report: &mut serde_json::Value, budget: usize) {
+    let size = |v: &serde_json::Value| serde_json::to_vec(v).map_or(usize::MAX, |b| b.len());
+    let mut excess = size(report).saturating_sub(budget);
+    if excess == 0 {
+        return;
+    }
+    let Some(obj) = report.as_object_mut() else {
+        return;
+    };
+    while excess > 0 {
+        let longest = obj
+            .iter_mut()
+            .filter_map(|(_, v)| v.as_array_mut())
+            .max_by_key(|a| a.len());
+        let Some(rows) = longest.filter(|a| !a.is_empty()) else {
+            break;
+        };
+        let row = rows.pop().expect("not empty");
+        excess = excess.saturating_sub(size(&row) + 1);
+    }
+    obj.insert("truncated".into(), serde_json::Value::Bool(true));
 }
 
 /// Reads the stats reply from the index.
@@ -291,4 +323,24 @@ pub fn read_stats(conn: &Connection) -> Result<LogStatsReply, rusqlite::Error> {
     stats.removed_by_age = by_age;
     stats.removed_by_size = by_size;
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_too_large_for_its_reply_keeps_its_first_rows_and_says_so() {
+        let rows: Vec<serde_json::Value> = (0..10_000)
+            .map(|i| serde_json::json!({"key": format!("label-value-{i}"), "attempts": i}))
+            .collect();
+        let mut report = serde_json::json!({"since": "x", "groups": rows, "total": {}});
+        fit(&mut report, 64 * 1024);
+        assert!(serde_json::to_vec(&report).unwrap().len() <= 64 * 1024);
+        assert_eq!(report["truncated"], true);
+        assert_eq!(report["groups"][0]["key"], "label-value-0");
+        let mut small = serde_json::json!({"groups": [1, 2]});
+        fit(&mut small, 64 * 1024);
+        assert!(small.get("truncated").is_none());
+    }
 }

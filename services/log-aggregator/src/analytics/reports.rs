@@ -319,6 +319,7 @@ pub fn summary(
         }
     }
     Ok(SummaryReply {
+        truncated: false,
         since: scope.since,
         until: scope.until,
         currency: pricing.currency.clone(),
@@ -416,6 +417,7 @@ pub fn below_average(
         )
     });
     Ok(BelowAverageReply {
+        truncated: false,
         since: scope.since,
         until: scope.until,
         fleet_success_rate: fleet_stats.success_rate,
@@ -497,6 +499,7 @@ pub fn baselines(conn: &Connection, req: &BaselinesRequest) -> Result<BaselinesR
         })
         .collect();
     Ok(BaselinesReply {
+        truncated: false,
         baseline_since,
         recent_since,
         until,
@@ -583,6 +586,7 @@ pub fn correlations(
             .then(b.attempts.cmp(&a.attempts))
     });
     Ok(CorrelationsReply {
+        truncated: false,
         since: scope.since,
         until: scope.until,
         fleet_failure_rate: fleet_rate,

@@ -355,21 +355,25 @@ async fn a_delayed_task_stays_queued_until_its_time_then_runs() {
     );
     // The agent received it and handed it back until its time: the queue
     // holds it delivered and unacknowledged, nothing waiting, nothing running.
-    wait_for("the agent to hand the task back until its time", FINISH, || async {
-        let reply: clawfleet_shared::api::QueuesReply =
-            request(&fleet.client, subjects::API_QUEUES_LIST, vec![])
-                .await
-                .ok()?;
-        reply
-            .queues
-            .iter()
-            .any(|q| {
-                q.tenant == "acme"
-                    && q.priority == clawfleet_shared::Priority::Normal
-                    && (q.waiting, q.running, q.delayed) == (0, 0, 1)
-            })
-            .then_some(())
-    })
+    wait_for(
+        "the agent to hand the task back until its time",
+        FINISH,
+        || async {
+            let reply: clawfleet_shared::api::QueuesReply =
+                request(&fleet.client, subjects::API_QUEUES_LIST, vec![])
+                    .await
+                    .ok()?;
+            reply
+                .queues
+                .iter()
+                .any(|q| {
+                    q.tenant == "acme"
+                        && q.priority == clawfleet_shared::Priority::Normal
+                        && (q.waiting, q.running, q.delayed) == (0, 0, 1)
+                })
+                .then_some(())
+        },
+    )
     .await;
     assert!(
         clawfleet_shared::timefmt::now() < not_before,

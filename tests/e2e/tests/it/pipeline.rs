@@ -117,7 +117,10 @@ async fn the_same_id_submitted_twice_runs_once() {
     // And by intake, beyond the request path: ignored, still one attempt.
     let seq = fleet
         .js
-        .publish(subjects::intake("acme"), serde_json::to_vec(&task).unwrap().into())
+        .publish(
+            subjects::intake("acme"),
+            serde_json::to_vec(&task).unwrap().into(),
+        )
         .await
         .unwrap()
         .await
