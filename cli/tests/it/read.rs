@@ -129,7 +129,7 @@ async fn dlq_list_shows_a_task_that_failed_for_good() {
     let entries = reply["entries"].as_array().cloned().unwrap();
     assert_eq!(entries.len(), 1, "{reply}");
     assert_eq!(entries[0]["id"], "bad");
-    assert_eq!(entries[0]["error"]["message"], "boom");
+    assert_eq!(entries[0]["failure"]["message"], "boom");
     assert!(
         human.stdout.contains("failed") && human.stdout.contains("boom"),
         "{human:#?}"
