@@ -69,7 +69,8 @@ impl FromStr for Priority {
             "normal" => Ok(Priority::Normal),
             "low" => Ok(Priority::Low),
             other => Err(format!(
-                "unknown priority {other:?}: expected critical, high, normal or low"
+                "unknown priority {}: expected critical, high, normal or low",
+                crate::strict::echo(other)
             )),
         }
     }

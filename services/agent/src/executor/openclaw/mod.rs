@@ -324,7 +324,8 @@ impl OpenclawExecutor {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
             if !ok {
                 return Err(ExecError::Fatal(format!(
-                    "payload.session {s:?} must match [A-Za-z0-9._-]{{1,{MAX_SESSION}}}"
+                    "payload.session {} must match [A-Za-z0-9._-]{{1,{MAX_SESSION}}}",
+                    clawfleet_shared::strict::echo(s)
                 )));
             }
         }
