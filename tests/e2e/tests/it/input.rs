@@ -324,12 +324,10 @@ async fn dead_letters_too_large_to_list_at_once_are_paged_within_the_reply_budge
     .await
     .unwrap();
     let summary = entry.body.unwrap();
-    assert!(
-        summary.head.starts_with("not json 0299 "),
-        "{}",
-        &summary.head[..20]
-    );
-    let mut sent = b"not json 0299 ".to_vec();
+    // Dead letters are stored concurrently, so the newest may be any body.
+    let prefix = &summary.head[..14];
+    assert!(prefix.starts_with("not json "), "{prefix}");
+    let mut sent = prefix.as_bytes().to_vec();
     sent.resize(70_000, 1);
     assert_eq!(
         summary.sha256,
