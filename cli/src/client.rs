@@ -21,23 +21,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The service that answers `subject`, for "no ... is running".
 fn serving(subject: &str) -> &'static str {
-    const MONITOR: [&str; 3] = [
-        subjects::API_FLEET_STATE,
-        subjects::API_AGENT_QUARANTINE,
-        subjects::API_AGENT_RELEASE,
-    ];
-    const LOG_AGGREGATOR: [&str; 7] = [
-        subjects::API_LOGS_SEARCH,
-        subjects::API_LOGS_STATS,
-        subjects::API_ANALYTICS_SUMMARY,
-        subjects::API_ANALYTICS_COST,
-        subjects::API_ANALYTICS_BELOW_AVERAGE,
-        subjects::API_ANALYTICS_BASELINES,
-        subjects::API_ANALYTICS_CORRELATIONS,
-    ];
-    if MONITOR.contains(&subject) {
+    if subjects::MONITOR_API.contains(&subject) {
         "health monitor"
-    } else if LOG_AGGREGATOR.contains(&subject) {
+    } else if subjects::LOG_AGGREGATOR_API.contains(&subject) {
         "log aggregator"
     } else {
         "dispatcher"
@@ -158,80 +144,79 @@ impl Api {
 
     /// Every registered agent, following `agents.list`'s pages.
     pub async fn agents(&self) -> anyhow::Result<AgentsReply> {
-        let mut all: AgentsReply = self
-            .request_json(subjects::API_AGENTS_LIST, &ListRequest::default())
-            .await?;
-        let mut pages = 1;
-        while let Some(cursor) = all.next_cursor.take() {
-            anyhow::ensure!(
-                pages < MAX_PAGES,
-                "agents.list returned more than {MAX_PAGES} pages"
-            );
-            let next: AgentsReply = self
-                .request_json(
-                    subjects::API_AGENTS_LIST,
-                    &ListRequest {
-                        cursor: Some(cursor),
-                    },
-                )
-                .await?;
-            all.agents.extend(next.agents);
-            all.next_cursor = next.next_cursor;
-            pages += 1;
-        }
-        Ok(all)
+        Ok(self.all_pages(subjects::API_AGENTS_LIST).await??)
     }
 
     /// Every queue, following `queues.list`'s pages.
     pub async fn queues(&self) -> anyhow::Result<QueuesReply> {
-        let mut all: QueuesReply = self
-            .request_json(subjects::API_QUEUES_LIST, &ListRequest::default())
-            .await?;
-        let mut pages = 1;
-        while let Some(cursor) = all.next_cursor.take() {
-            anyhow::ensure!(
-                pages < MAX_PAGES,
-                "queues.list returned more than {MAX_PAGES} pages"
-            );
-            let next: QueuesReply = self
-                .request_json(
-                    subjects::API_QUEUES_LIST,
-                    &ListRequest {
-                        cursor: Some(cursor),
-                    },
-                )
-                .await?;
-            all.queues.extend(next.queues);
-            all.next_cursor = next.next_cursor;
-            pages += 1;
-        }
-        Ok(all)
+        Ok(self.all_pages(subjects::API_QUEUES_LIST).await??)
     }
-}
 
-impl Api {
     /// The health monitor's whole fleet state, following its pages. The
     /// outer error is a transport failure, the inner one an error reply.
     pub async fn fleet_state(&self) -> anyhow::Result<Result<FleetState, ErrorBody>> {
+        self.all_pages(subjects::API_FLEET_STATE).await
+    }
+
+    /// Every page of a listing, joined into the first.
+    async fn all_pages<T: Paged + DeserializeOwned>(
+        &self,
+        subject: &'static str,
+    ) -> anyhow::Result<Result<T, ErrorBody>> {
         let mut request = ListRequest::default();
-        let mut all: Option<FleetState> = None;
+        let mut all: Option<T> = None;
         for _ in 0..MAX_PAGES {
             let body = serde_json::to_vec(&request)?.into();
-            let mut page: FleetState = match self.call(subjects::API_FLEET_STATE, body).await? {
+            let mut page: T = match self.call(subject, body).await? {
                 Ok(page) => page,
                 Err(e) => return Ok(Err(e)),
             };
-            let next = page.next_cursor.take();
+            let next = page.take_cursor();
             match &mut all {
                 None => all = Some(page),
-                Some(all) => all.agents.extend(page.agents),
+                Some(all) => all.absorb(page),
             }
             match next {
                 Some(cursor) => request.cursor = Some(cursor),
                 None => return Ok(Ok(all.expect("one page was read"))),
             }
         }
-        anyhow::bail!("fleet.state returned more than {MAX_PAGES} pages")
+        anyhow::bail!("{subject} returned more than {MAX_PAGES} pages")
+    }
+}
+
+/// A listing reply that comes in pages.
+trait Paged {
+    /// The cursor of the next page, taken out of this one.
+    fn take_cursor(&mut self) -> Option<String>;
+    /// Appends a later page's items.
+    fn absorb(&mut self, next: Self);
+}
+
+impl Paged for AgentsReply {
+    fn take_cursor(&mut self) -> Option<String> {
+        self.next_cursor.take()
+    }
+    fn absorb(&mut self, next: Self) {
+        self.agents.extend(next.agents);
+    }
+}
+
+impl Paged for QueuesReply {
+    fn take_cursor(&mut self) -> Option<String> {
+        self.next_cursor.take()
+    }
+    fn absorb(&mut self, next: Self) {
+        self.queues.extend(next.queues);
+    }
+}
+
+impl Paged for FleetState {
+    fn take_cursor(&mut self) -> Option<String> {
+        self.next_cursor.take()
+    }
+    fn absorb(&mut self, next: Self) {
+        self.agents.extend(next.agents);
     }
 }
 

@@ -95,6 +95,31 @@ pub const API_ANALYTICS_BELOW_AVERAGE: &str = "clawfleet.api.analytics.below_ave
 pub const API_ANALYTICS_BASELINES: &str = "clawfleet.api.analytics.baselines";
 /// Fleet analytics: failure rate by task characteristic (log aggregator).
 pub const API_ANALYTICS_CORRELATIONS: &str = "clawfleet.api.analytics.correlations";
+/// Every request/reply subject the dispatchers serve.
+pub const DISPATCHER_API: [&str; 10] = [
+    API_SUBMIT,
+    API_TASK_GET,
+    API_AGENTS_LIST,
+    API_QUEUES_LIST,
+    API_DLQ_LIST,
+    API_QUEUES_PAUSE,
+    API_QUEUES_RESUME,
+    API_TASK_CANCEL,
+    API_DLQ_GET,
+    API_DLQ_REPLAY,
+];
+/// Every request/reply subject the health monitors serve.
+pub const MONITOR_API: [&str; 3] = [API_FLEET_STATE, API_AGENT_QUARANTINE, API_AGENT_RELEASE];
+/// Every request/reply subject the log aggregators serve.
+pub const LOG_AGGREGATOR_API: [&str; 7] = [
+    API_LOGS_SEARCH,
+    API_LOGS_STATS,
+    API_ANALYTICS_SUMMARY,
+    API_ANALYTICS_COST,
+    API_ANALYTICS_BELOW_AVERAGE,
+    API_ANALYTICS_BASELINES,
+    API_ANALYTICS_CORRELATIONS,
+];
 /// Durable consumer of attempt reports on `CLAWFLEET_EVENTS` (log aggregator).
 pub const ATTEMPTS_CONSUMER: &str = "log-aggregator-attempts";
 /// Queue group the log aggregators share for their request/reply API.

@@ -90,18 +90,7 @@ impl Api {
     ) -> Result<(), async_nats::SubscribeError> {
         let group = subjects::DISPATCHER_QUEUE_GROUP.to_string();
         let mut subs = Vec::new();
-        for subject in [
-            subjects::API_SUBMIT,
-            subjects::API_TASK_GET,
-            subjects::API_AGENTS_LIST,
-            subjects::API_QUEUES_LIST,
-            subjects::API_DLQ_LIST,
-            subjects::API_QUEUES_PAUSE,
-            subjects::API_QUEUES_RESUME,
-            subjects::API_TASK_CANCEL,
-            subjects::API_DLQ_GET,
-            subjects::API_DLQ_REPLAY,
-        ] {
+        for subject in subjects::DISPATCHER_API {
             match self.client.queue_subscribe(subject, group.clone()).await {
                 Ok(sub) => subs.push(sub),
                 Err(e) => {

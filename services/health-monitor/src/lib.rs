@@ -156,11 +156,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let events = client.subscribe(subjects::TASK_EVENTS_ALL).await?;
     let group = subjects::MONITOR_QUEUE_GROUP.to_string();
     let mut api = Vec::new();
-    for subject in [
-        subjects::API_FLEET_STATE,
-        subjects::API_AGENT_QUARANTINE,
-        subjects::API_AGENT_RELEASE,
-    ] {
+    for subject in subjects::MONITOR_API {
         api.push(client.queue_subscribe(subject, group.clone()).await?);
     }
     // The server has the subscriptions once it answers a later request.

@@ -66,15 +66,7 @@ impl Api {
     ) {
         let group = subjects::LOG_AGGREGATOR_QUEUE_GROUP.to_string();
         let mut subs = Vec::new();
-        for subject in [
-            subjects::API_LOGS_SEARCH,
-            subjects::API_LOGS_STATS,
-            subjects::API_ANALYTICS_SUMMARY,
-            subjects::API_ANALYTICS_COST,
-            subjects::API_ANALYTICS_BELOW_AVERAGE,
-            subjects::API_ANALYTICS_BASELINES,
-            subjects::API_ANALYTICS_CORRELATIONS,
-        ] {
+        for subject in subjects::LOG_AGGREGATOR_API {
             match self.client.queue_subscribe(subject, group.clone()).await {
                 Ok(sub) => subs.push(sub),
                 Err(e) => {

@@ -22,30 +22,6 @@ use serde_json::{json, Value};
 
 use crate::{Fleet, FINISH};
 
-/// Every request/reply subject of the API.
-const API: [&str; 20] = [
-    subjects::API_SUBMIT,
-    subjects::API_TASK_GET,
-    subjects::API_AGENTS_LIST,
-    subjects::API_QUEUES_LIST,
-    subjects::API_DLQ_LIST,
-    subjects::API_QUEUES_PAUSE,
-    subjects::API_QUEUES_RESUME,
-    subjects::API_TASK_CANCEL,
-    subjects::API_DLQ_GET,
-    subjects::API_DLQ_REPLAY,
-    subjects::API_FLEET_STATE,
-    subjects::API_AGENT_QUARANTINE,
-    subjects::API_AGENT_RELEASE,
-    subjects::API_LOGS_SEARCH,
-    subjects::API_LOGS_STATS,
-    subjects::API_ANALYTICS_SUMMARY,
-    subjects::API_ANALYTICS_COST,
-    subjects::API_ANALYTICS_BELOW_AVERAGE,
-    subjects::API_ANALYTICS_BASELINES,
-    subjects::API_ANALYTICS_CORRELATIONS,
-];
-
 /// Largest error reply: an error quotes its input only briefly.
 const MAX_ERROR_REPLY: usize = 64 * 1024;
 /// Largest dead letter the corpus may produce: a summary, never the body.
@@ -125,7 +101,12 @@ impl Case {
 
     fn subjects(&self) -> Vec<String> {
         match &self.to {
-            To::Kind(k) if k == "api" => API.iter().map(|s| s.to_string()).collect(),
+            To::Kind(k) if k == "api" => subjects::DISPATCHER_API
+                .iter()
+                .chain(&subjects::MONITOR_API)
+                .chain(&subjects::LOG_AGGREGATOR_API)
+                .map(|s| s.to_string())
+                .collect(),
             To::Kind(k) => vec![k.clone()],
             To::Subjects(list) => list.clone(),
         }
