@@ -66,21 +66,48 @@ pub struct AgentInfo {
     /// The tasks it is running, with their ack subjects (see [`Lease`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub running: Vec<Lease>,
+    /// The other queue messages it holds: fetched and not recorded running
+    /// yet, waiting for a slot of their tenant, or being handed back. With
+    /// `running`, every message the health monitor hands back should the
+    /// agent go down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Lease>,
 }
 
 fn yes() -> bool {
     true
 }
 
-/// A task an agent holds: the queue message's ack subject lets the health
-/// monitor hand the task back (`-NAK`) the moment the agent is declared down,
+/// A queue message an agent holds: its ack subject lets the health monitor
+/// hand the task back (`-NAK`) the moment the agent is declared down,
 /// instead of waiting for JetStream's ack deadline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
-    /// Task id.
+    /// Task id (empty for a message that is not a task).
     pub task_id: String,
-    /// The delivered message's reply (ack) subject.
+    /// The delivered message's reply (ack) subject, unique to this delivery.
     pub ack: String,
+}
+
+/// What an agent tells the health monitors on
+/// [`crate::subjects::agent_lease`]: the messages one pull gave it, and the
+/// ones it handed back since its last announcement. Sent with a reply
+/// subject; a monitor that recorded it answers with an empty message, and
+/// the agent sends what is not confirmed again until one does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseUpdate {
+    /// The announcing process, as in its registration, so a monitor does
+    /// not file a new process's messages under the one it replaced.
+    pub pid: u32,
+    /// When that process started, as in its registration.
+    #[serde(with = "timefmt")]
+    pub started_at: Timestamp,
+    /// Messages it now holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Lease>,
+    /// Ack subjects of messages it handed back (naked) or gave up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released: Vec<String>,
 }
 
 /// Health of an executor as its agent last probed it.

@@ -133,6 +133,10 @@ pub struct AgentStatus {
     pub health: HealthEntry,
     /// Failure statistics over the window.
     pub stats: FailureStats,
+    /// Queue messages the monitor knows the agent holds: what it would hand
+    /// back were the agent to go down now.
+    #[serde(default)]
+    pub leases: usize,
 }
 
 /// Reply of `clawfleet.api.fleet.state` (request: a

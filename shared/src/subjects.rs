@@ -247,9 +247,10 @@ pub fn agent_ping(agent_id: &str) -> String {
     format!("clawfleet.agent.ping.{agent_id}")
 }
 
-/// `clawfleet.agent.lease.<agent_id>`: an agent announces each task it starts,
-/// with the message's ack subject, so the monitor can hand the task back at
-/// once if the agent dies.
+/// `clawfleet.agent.lease.<agent_id>`: an agent announces the queue messages
+/// of each pull the moment it has them, with their ack subjects, and the
+/// ones it hands back (a [`crate::agent::LeaseUpdate`]), so a monitor can
+/// hand everything the agent held back at once if it dies.
 pub fn agent_lease(agent_id: &str) -> String {
     format!("clawfleet.agent.lease.{agent_id}")
 }

@@ -17,6 +17,7 @@
 mod cancels;
 pub mod config;
 pub mod executor;
+mod leases;
 pub mod metrics;
 mod peers;
 mod preempt;
@@ -126,6 +127,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     let peers = Arc::new(peers::Peers::default());
     let cancels = Arc::new(cancels::Cancels::default());
+    let started_at = timefmt::now();
+    let leases = Arc::new(leases::Leases::new(
+        client.clone(),
+        &config.agent_id,
+        std::process::id(),
+        started_at,
+    ));
+    // Before the first pull: the monitors' confirmations of what it holds.
+    let lease_replies = client.subscribe(leases.replies()).await?;
 
     let runner = Arc::new(runner::Runner {
         agent_id: config.agent_id.clone(),
@@ -134,6 +144,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tasks: topo.tasks.clone(),
         executor: executor.clone(),
         vitals: vitals.clone(),
+        leases: leases.clone(),
         peers: peers.clone(),
         avoid_for: config.avoid_for,
         avoiding: Mutex::new(HashMap::new()),
@@ -153,7 +164,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tracing::warn!(error = %e, "could not clear this agent's old running-set entries");
     }
     let slots = Arc::new(Semaphore::new(config.max_concurrency as usize));
-    let now = timefmt::now();
+    let now = started_at;
     let beating = registry::Heartbeat {
         info: AgentInfo {
             agent_id: config.agent_id.clone(),
@@ -178,8 +189,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             pulling: true,
             config_hash: config.hash(),
             running: Vec::new(),
+            held: Vec::new(),
         },
         vitals: vitals.clone(),
+        leases: leases.clone(),
         slots: slots.clone(),
         interval: config.heartbeat_interval,
         nats_url: config.nats_url.clone(),
@@ -257,6 +270,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         cancels,
         leaving.clone(),
     ));
+    // Held messages are announced while draining too, until the agent leaves.
+    background.spawn(leases.clone().follow(lease_replies, leaving.clone()));
     background.spawn(supervisor::answer_pings(
         client.clone(),
         config.agent_id.clone(),

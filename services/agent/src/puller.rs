@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use clawfleet_shared::agent::Strategy;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -277,12 +277,13 @@ impl Shared {
         };
         let mut batch = std::pin::pin!(batch);
         let mut got = 0;
-        loop {
+        let mut ended = false;
+        while !ended {
             // A no-wait fetch is answered at once; a reply that never
             // comes (the server restarted mid-request) must not stall
             // the loop. Anything delivered late is redelivered after
             // its ack wait.
-            let msg = match tokio::time::timeout(FETCH_REPLY_TIMEOUT, batch.next()).await {
+            let first = match tokio::time::timeout(FETCH_REPLY_TIMEOUT, batch.next()).await {
                 Ok(Some(Ok(m))) => m,
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
@@ -294,13 +295,39 @@ impl Shared {
                     break;
                 }
             };
-            let Some(slot) = permits.split(1) else {
-                // More than asked for cannot happen; hand it back rather than hoard.
-                let _ = msg.ack_with(AckKind::Nak(None)).await;
-                continue;
-            };
-            got += 1;
-            self.start(msg, ack_wait, q.entry.max_running, slot);
+            // The rest of the reply that is here already: held and
+            // announced together, before any of it is worked on.
+            let mut arrived = vec![first];
+            loop {
+                match batch.next().now_or_never() {
+                    Some(Some(Ok(m))) => arrived.push(m),
+                    Some(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "fetch ended");
+                        ended = true;
+                        break;
+                    }
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let mut taken = Vec::with_capacity(arrived.len());
+            for msg in arrived {
+                match permits.split(1) {
+                    Some(slot) => taken.push((msg, slot)),
+                    // More than asked for cannot happen; hand it back rather than hoard.
+                    None => {
+                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    }
+                }
+            }
+            self.runner.leases.hold(taken.iter().map(|(m, _)| m)).await;
+            for (msg, slot) in taken {
+                got += 1;
+                self.start(msg, ack_wait, q.entry.max_running, slot);
+            }
         }
         q.set_maybe_empty(got < wanted);
         got
@@ -359,7 +386,10 @@ async fn serve_round_robin(this: Arc<Shared>, q: Arc<Served>) {
         };
         let Some(Some(msg)) = answer else { continue };
         match this.slots.clone().try_acquire_owned() {
-            Ok(slot) => this.start(msg, ack_wait, q.entry.max_running, slot),
+            Ok(slot) => {
+                this.runner.leases.hold([&msg]).await;
+                this.start(msg, ack_wait, q.entry.max_running, slot);
+            }
             // Another queue took the last slot meanwhile: give it back at once.
             Err(_) => {
                 let _ = msg.ack_with(AckKind::Nak(None)).await;

@@ -20,6 +20,7 @@ use clawfleet_shared::{nats, subjects, timefmt};
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::leases::Leases;
 use crate::vitals::Vitals;
 
 /// What the heartbeat thread needs.
@@ -28,6 +29,8 @@ pub struct Heartbeat {
     pub info: AgentInfo,
     /// Shared agent state.
     pub vitals: Arc<Vitals>,
+    /// The queue messages the agent holds.
+    pub leases: Arc<Leases>,
     /// The agent's slots (free permits = free capacity).
     pub slots: Arc<Semaphore>,
     /// Time between beats.
@@ -156,7 +159,7 @@ impl Heartbeat {
         info.restarts = v.restarts.load(Ordering::Relaxed);
         info.executor_health = v.executor_health();
         info.pulling = v.pulling() && info.state == AgentState::Ready;
-        info.running = v.leases();
+        (info.running, info.held) = self.leases.listed();
         info.last_seen = timefmt::now();
         let labels = [("agent", info.agent_id.clone())];
         ::metrics::gauge!(crate::metrics::SLOTS_BUSY, &labels).set(f64::from(info.in_flight));

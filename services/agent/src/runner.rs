@@ -18,7 +18,16 @@
 //!
 //! A crash between any two steps leaves the message unacked; the next agent
 //! to get it resumes from the record (and publishes a result the record
-//! has but the results stream lacks).
+//! has but the results stream lacks). The message is held in
+//! [`crate::leases`] from the moment the pull returned it, so a health
+//! monitor hands it back as soon as it finds this agent down.
+//!
+//! Every way out of [`Runner::handle`] settles the message: acked (done, or
+//! a stale copy), terminated (final failure, cancelled, poison), handed back
+//! with a nak (not due, no slot, passed over, retry, returned, or the
+//! bookkeeping failed: then after [`BOOKKEEPING_RETRY`]), or left alone
+//! because the task moved to another agent, whose delivery it now is (an
+//! ack or nak of this one would act on that one).
 //!
 //! Two kinds of task control meet the runner:
 //! - a task delivered before its `not_before` is handed back at once with a
@@ -37,7 +46,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv, AckKind};
 use async_nats::HeaderMap;
-use clawfleet_shared::agent::Lease;
 use clawfleet_shared::api::{DlqEntry, DlqReason};
 use clawfleet_shared::events::{AttemptReport, TaskEvent, TaskEventKind};
 use clawfleet_shared::task::{Attempt as AttemptRecord, Outcome, RetryOn};
@@ -50,6 +58,7 @@ use tracing::Instrument;
 
 use crate::cancels::Cancels;
 use crate::executor::{self, ExecError, Executor};
+use crate::leases::Leases;
 use crate::peers::Peers;
 use crate::records::{self, RecordError, Versioned};
 use crate::tenant_slots::TenantSlots;
@@ -73,6 +82,10 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Deliveries of a poison message after which one that still cannot be
 /// dead-lettered is terminated (and counted) rather than tried again.
 const MAX_DEAD_LETTER_TRIES: i64 = 5;
+/// How long a task whose record could not be read or written (NATS trouble)
+/// stays back in its queue before any agent tries again: short, because
+/// the next try is likely to work, and the ack wait is far longer.
+pub(crate) const BOOKKEEPING_RETRY: Duration = Duration::from_secs(1);
 
 /// What every attempt needs.
 pub struct Runner {
@@ -82,6 +95,8 @@ pub struct Runner {
     pub(crate) tasks: kv::Store,
     pub(crate) executor: Arc<dyn Executor>,
     pub(crate) vitals: Arc<Vitals>,
+    /// The queue messages this agent holds, as the health monitors know them.
+    pub(crate) leases: Arc<Leases>,
     pub(crate) peers: Arc<Peers>,
     /// How long a task that failed here is left to other agents.
     pub(crate) avoid_for: Duration,
@@ -117,9 +132,26 @@ enum Ended {
 }
 
 impl Runner {
-    /// Handles one delivered queue message. `ack_wait` is the consumer's,
-    /// `max_running` the queue's tenant's quota.
+    /// Handles one delivered queue message, held in [`Runner::leases`]
+    /// already. `ack_wait` is the consumer's, `max_running` the queue's
+    /// tenant's quota.
     pub async fn handle(
+        &self,
+        msg: jetstream::Message,
+        ack_wait: Duration,
+        max_running: Option<u32>,
+        cancel: CancellationToken,
+    ) {
+        let ack = msg.reply.as_ref().map(|a| a.to_string());
+        self.process(msg, ack_wait, max_running, cancel).await;
+        if let Some(ack) = ack {
+            // Acked, terminated or handed back by now (a hand-back was
+            // announced already).
+            self.leases.forget(&ack);
+        }
+    }
+
+    async fn process(
         &self,
         msg: jetstream::Message,
         ack_wait: Duration,
@@ -137,14 +169,14 @@ impl Runner {
         if let Some(wait) = spec.wait_left(timefmt::now()) {
             // Not due yet: back to the queue until then, record untouched.
             tracing::debug!(task_id = %spec.id, wait_ms = wait.as_millis() as u64, "task not due yet; handing it back until its not_before");
-            let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
+            self.hand_back(&msg, Some(wait)).await;
             return;
         }
         let delivery = msg.info().map(|i| i.delivered).unwrap_or(1);
         if let Some(wait) = self.not_yet(&msg, &spec) {
             // Not this agent's turn yet: back to the queue, unseen by anyone
             // until then, with no attempt recorded.
-            let _ = msg.ack_with(AckKind::Nak(Some(wait))).await;
+            self.hand_back(&msg, Some(wait)).await;
             return;
         }
         if let Some(max) = max_running {
@@ -171,16 +203,15 @@ impl Runner {
             .attempt(&msg, spec, ack_wait, cancel)
             .instrument(span.clone())
             .await;
-        self.vitals.release(&id);
+        self.vitals.untrack(&id);
         if max_running.is_some() {
             self.tenant_slots.release(&tenant, &id);
         }
         if let Err(e) = attempt {
-            // Leave the message to be redelivered; the record tells the next agent where things stand.
-            tracing::warn!(parent: &span, error = %e, "could not complete the attempt's bookkeeping; the task will be redelivered");
-            let _ = msg
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await;
+            // Back to the queue for another try soon; the record tells the
+            // next agent where things stand.
+            tracing::warn!(parent: &span, error = %e, "could not complete the attempt's bookkeeping; handing the task back for another try");
+            self.hand_back(&msg, Some(BOOKKEEPING_RETRY)).await;
         }
     }
 
@@ -203,14 +234,12 @@ impl Runner {
                         .lock()
                         .expect("held lock")
                         .insert(msg.subject.to_string(), Instant::now() + SLOT_RETRY);
-                    let _ = msg.ack_with(AckKind::Nak(Some(SLOT_RETRY))).await;
+                    self.hand_back(msg, Some(SLOT_RETRY)).await;
                     return false;
                 }
                 Err(e) => {
-                    tracing::warn!(task_id = %spec.id, error = %e, "could not join the tenant's running set; the task will be redelivered");
-                    let _ = msg
-                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
+                    tracing::warn!(task_id = %spec.id, error = %e, "could not join the tenant's running set; handing the task back for another try");
+                    self.hand_back(msg, Some(BOOKKEEPING_RETRY)).await;
                     return false;
                 }
             }
@@ -267,7 +296,7 @@ impl Runner {
                     .lock()
                     .expect("held lock")
                     .insert(msg.subject.to_string(), Instant::now() + self.hold_off);
-                let _ = msg.ack_with(AckKind::Nak(Some(AVOID_DELAY))).await;
+                self.hand_back(msg, Some(AVOID_DELAY)).await;
                 return Ok(());
             }
 
@@ -331,7 +360,9 @@ impl Runner {
                 Err(e) => return Err(e),
             }
         };
-        self.announce(msg, &spec.id).await;
+        if let Some(ack) = msg.reply.as_ref() {
+            self.leases.running(ack);
+        }
         let running = Arc::new(RunningTask {
             priority: spec.priority,
             preemptible: spec.preemptible,
@@ -394,7 +425,10 @@ impl Runner {
                     Settled::Cancelled(record) => {
                         return self.conclude_cancelled(msg, &record, Some(attempt)).await
                     }
-                    Settled::MovedOn => return Ok(()),
+                    Settled::MovedOn => {
+                        self.moved_on(msg).await;
+                        return Ok(());
+                    }
                 }
                 self.publish_result(&result).await?;
                 self.vitals.completed.fetch_add(1, Ordering::Relaxed);
@@ -450,13 +484,16 @@ impl Runner {
                             event.error = Some(error);
                             emit::task_event(&self.client, &event).await;
                         }
-                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        self.hand_back(msg, None).await;
                         Ok(())
                     }
                     Settled::Cancelled(record) => {
                         self.conclude_cancelled(msg, &record, Some(attempt)).await
                     }
-                    Settled::MovedOn => Ok(()),
+                    Settled::MovedOn => {
+                        self.moved_on(msg).await;
+                        Ok(())
+                    }
                 }
             }
             other => {
@@ -508,7 +545,10 @@ impl Runner {
                     Settled::Cancelled(record) => {
                         return self.conclude_cancelled(msg, &record, Some(attempt)).await
                     }
-                    Settled::MovedOn => return Ok(()),
+                    Settled::MovedOn => {
+                        self.moved_on(msg).await;
+                        return Ok(());
+                    }
                 }
                 if retry {
                     let delay = backoff(&spec.retry, attempt);
@@ -522,7 +562,7 @@ impl Runner {
                     event.error = Some(error);
                     event.retry_in_ms = Some(delay.as_millis() as u64);
                     emit::task_event(&self.client, &event).await;
-                    let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+                    self.hand_back(msg, Some(delay)).await;
                     Ok(())
                 } else {
                     self.conclude_failure(msg, &spec, attempt, error, ended_at)
@@ -694,9 +734,7 @@ impl Runner {
             }
             Err(e) if msg.info().map_or(1, |i| i.delivered) < MAX_DEAD_LETTER_TRIES => {
                 tracing::warn!(error = %e, "could not dead-letter a poison message; it will come back");
-                let _ = msg
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                    .await;
+                self.hand_back(&msg, Some(Duration::from_secs(5))).await;
             }
             Err(e) => {
                 // Never loop on a message that can be neither run nor kept.
@@ -836,24 +874,25 @@ impl Runner {
         Ok(())
     }
 
-    /// Records the running task and tells the health monitor which message
-    /// to hand back should this agent die.
-    async fn announce(&self, msg: &jetstream::Message, task_id: &str) {
-        let Some(ack) = msg.reply.as_ref() else {
-            return;
-        };
-        self.vitals.lease(task_id, ack);
-        let lease = Lease {
-            task_id: task_id.to_string(),
-            ack: ack.to_string(),
-        };
-        let bytes = serde_json::to_vec(&lease).expect("lease encodes");
-        if let Err(e) = self
-            .client
-            .publish(subjects::agent_lease(&self.agent_id), bytes.into())
-            .await
-        {
-            tracing::debug!(error = %e, "could not announce a lease");
+    /// Hands the message back to its queue, to be delivered again after
+    /// `delay`. The health monitors are told first that this agent no longer
+    /// holds it: once the nak is through, the next delivery may be another
+    /// agent's, and a monitor's nak of this one would disturb it.
+    async fn hand_back(&self, msg: &jetstream::Message, delay: Option<Duration>) {
+        if let Some(ack) = msg.reply.as_ref() {
+            self.leases.release(ack).await;
+        }
+        if let Err(e) = msg.ack_with(AckKind::Nak(delay)).await {
+            tracing::warn!(error = %e, "could not hand a task back; it returns after its ack wait");
+        }
+    }
+
+    /// The task moved to another agent while this attempt ran: this
+    /// delivery is stale and stays as it is (acking or naking it would act
+    /// on the other agent's). The monitors are told this agent let go of it.
+    async fn moved_on(&self, msg: &jetstream::Message) {
+        if let Some(ack) = msg.reply.as_ref() {
+            self.leases.release(ack).await;
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
-use clawfleet_shared::agent::{ExecutorHealth, Lease};
+use clawfleet_shared::agent::ExecutorHealth;
 use clawfleet_shared::Priority;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -27,8 +27,6 @@ pub struct RunningTask {
 
 /// Shared, live state of one agent.
 pub struct Vitals {
-    /// Running tasks: task id → the message's ack subject.
-    leases: Mutex<HashMap<String, String>>,
     /// Running tasks: task id → what preemption needs.
     running: Mutex<HashMap<String, std::sync::Arc<RunningTask>>>,
     /// Attempts that succeeded since start.
@@ -51,7 +49,6 @@ pub struct Vitals {
 impl Default for Vitals {
     fn default() -> Self {
         Self {
-            leases: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -74,17 +71,8 @@ fn health_code(h: ExecutorHealth) -> u8 {
 }
 
 impl Vitals {
-    /// Records a task this agent started.
-    pub fn lease(&self, task_id: &str, ack: &str) {
-        self.leases
-            .lock()
-            .expect("leases lock")
-            .insert(task_id.to_string(), ack.to_string());
-    }
-
     /// Forgets a task this agent finished or handed back.
-    pub fn release(&self, task_id: &str) {
-        self.leases.lock().expect("leases lock").remove(task_id);
+    pub fn untrack(&self, task_id: &str) {
         self.running.lock().expect("running lock").remove(task_id);
     }
 
@@ -111,19 +99,6 @@ impl Vitals {
             })
             .max_by_key(|(_, t)| (t.priority, t.started))
             .map(|(id, t)| (id.clone(), t.clone()))
-    }
-
-    /// The tasks running now.
-    pub fn leases(&self) -> Vec<Lease> {
-        self.leases
-            .lock()
-            .expect("leases lock")
-            .iter()
-            .map(|(task_id, ack)| Lease {
-                task_id: task_id.clone(),
-                ack: ack.clone(),
-            })
-            .collect()
     }
 
     /// The executor's health at its last probe.

@@ -4,8 +4,10 @@
 //! Inputs, all from NATS:
 //! - the agents bucket (`clawfleet-agents`): every heartbeat, with the
 //!   agent's workload, executor health, restart count and running tasks;
-//! - lease announcements (`clawfleet.agent.lease.<id>`): each task an agent
-//!   starts, with the ack subject of its queue message;
+//! - lease announcements (`clawfleet.agent.lease.<id>`): the queue messages
+//!   of each pull an agent makes, with their ack subjects, and the ones it
+//!   hands back; the monitor confirms each (a reply), and an agent sends
+//!   again what is not confirmed;
 //! - task events (`clawfleet.events.task.>`): attempt outcomes per agent;
 //! - its own pings (`clawfleet.agent.ping.<id>`), answered from the agent's
 //!   main runtime while its heartbeats come from a thread of their own, so a
@@ -16,7 +18,8 @@
 //!   agent itself watches; a down, recovering or quarantined agent stops
 //!   pulling work;
 //! - hand-backs: when an agent goes down the monitor sends `-NAK` to the ack
-//!   subject of every task it held, so JetStream redelivers them at once to
+//!   subject of every message it held (running, or fetched a moment before
+//!   and not started yet), so JetStream redelivers them at once to
 //!   healthy agents instead of after the ack wait (task records fence the
 //!   old agent out should it come back);
 //! - agent events (`clawfleet.events.agent.<kind>.<id>`): suspect, down,
@@ -39,7 +42,7 @@ use std::time::Instant;
 use async_nats::jetstream::kv;
 use async_nats::Message;
 use bytes::Bytes;
-use clawfleet_shared::agent::{AgentInfo, Lease, PingReply};
+use clawfleet_shared::agent::{AgentInfo, Lease, LeaseUpdate, PingReply};
 use clawfleet_shared::api::{reply_budget, ListRequest};
 use clawfleet_shared::config::ConfigError;
 use clawfleet_shared::error::ErrorReply;
@@ -262,8 +265,17 @@ impl Monitor {
             let Some(agent_id) = msg.subject.as_str().rsplit('.').next() else {
                 continue;
             };
-            if let Ok(lease) = serde_json::from_slice::<Lease>(&msg.payload) {
-                self.fleet().lease(agent_id, lease, Instant::now());
+            let now = Instant::now();
+            if let Ok(update) = serde_json::from_slice::<LeaseUpdate>(&msg.payload) {
+                let recorded = self.fleet().leases(agent_id, &update, now);
+                // Confirmed only once recorded: the agent sends it again otherwise.
+                if let (true, Some(reply)) = (recorded, msg.reply) {
+                    if let Err(e) = self.client.publish(reply, Bytes::new()).await {
+                        tracing::debug!(%agent_id, error = %e, "could not confirm a lease announcement");
+                    }
+                }
+            } else if let Ok(lease) = serde_json::from_slice::<Lease>(&msg.payload) {
+                self.fleet().lease(agent_id, &lease, now);
             }
         }
     }

@@ -21,7 +21,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use clawfleet_shared::agent::{AgentInfo, ExecutorHealth, Lease};
+use clawfleet_shared::agent::{AgentInfo, ExecutorHealth, Lease, LeaseUpdate};
 use clawfleet_shared::events::AgentEventKind;
 use clawfleet_shared::health::{
     AgentStatus, FailureStats, FleetState, HealthEntry, HealthState, Quarantine,
@@ -58,6 +58,14 @@ pub enum Action {
 /// How long a lease announced before a heartbeat but missing from it is
 /// kept anyway (the beat may have been taken just before the announcement).
 const LEASE_GRACE: Duration = Duration::from_secs(2);
+/// How long the ack subject of a message an agent released, or the monitor
+/// handed back, is not taken from that agent's heartbeats again: a beat
+/// taken before the release may arrive after it, and a hung agent lists
+/// what was handed back until it lets go. An ack subject names one
+/// delivery, so ignoring it later is always right.
+const GONE_FOR: Duration = Duration::from_secs(10);
+/// Such ack subjects kept per agent at most (the oldest go first).
+const MAX_GONE: usize = 8192;
 
 struct Tracked {
     info: Option<AgentInfo>,
@@ -66,7 +74,11 @@ struct Tracked {
     entry: HealthEntry,
     /// When the current state began (for `down_for`).
     state_since: Instant,
+    /// The queue messages it holds: ack subject → (task id, since when the
+    /// monitor knows).
     leases: HashMap<String, (String, Instant)>,
+    /// Ack subjects it released or that were handed back, since when.
+    gone: HashMap<String, Instant>,
     ping_misses: u32,
     ping_streak: u32,
     /// Attempt outcomes in the window: (when, failed).
@@ -92,10 +104,43 @@ impl Tracked {
             },
             state_since: now,
             leases: HashMap::new(),
+            gone: HashMap::new(),
             ping_misses: 0,
             ping_streak: 0,
             outcomes: VecDeque::new(),
             restarts: VecDeque::new(),
+        }
+    }
+
+    /// Everything it is known to hold, now handed back: never taken from it again.
+    fn hand_back(&mut self, now: Instant) -> Vec<Lease> {
+        let leases: Vec<Lease> = self
+            .leases
+            .drain()
+            .map(|(ack, (task_id, _))| Lease { task_id, ack })
+            .collect();
+        for l in &leases {
+            self.gone.insert(l.ack.clone(), now);
+        }
+        self.bound_gone();
+        leases
+    }
+
+    /// Records a message it holds, unless it let go of it already.
+    fn hold(&mut self, lease: &Lease, now: Instant) {
+        if !self.gone.contains_key(&lease.ack) {
+            self.leases
+                .entry(lease.ack.clone())
+                .or_insert_with(|| (lease.task_id.clone(), now));
+        }
+    }
+
+    fn bound_gone(&mut self) {
+        if self.gone.len() > MAX_GONE {
+            let mut ages: Vec<Instant> = self.gone.values().copied().collect();
+            ages.sort_unstable();
+            let cut = ages[self.gone.len() - MAX_GONE];
+            self.gone.retain(|_, at| *at >= cut);
         }
     }
 
@@ -161,11 +206,7 @@ impl Fleet {
                     old.pid, old.host, info.pid, info.host
                 );
                 tracing::warn!(agent_id = %info.agent_id, %reason, "agent restarted");
-                let leases: Vec<Lease> = t
-                    .leases
-                    .drain()
-                    .map(|(task_id, (ack, _))| Lease { task_id, ack })
-                    .collect();
+                let leases = t.hand_back(now);
                 actions.push(Action::Event {
                     kind: AgentEventKind::Down,
                     agent_id: info.agent_id.clone(),
@@ -194,15 +235,19 @@ impl Fleet {
         }
         t.last_beat = now;
         // Leases the beat does not list, and that are older than the grace, ended.
-        let running: std::collections::HashSet<&str> =
-            info.running.iter().map(|l| l.task_id.as_str()).collect();
-        t.leases.retain(|task, (_, at)| {
-            running.contains(task.as_str()) || now.duration_since(*at) < LEASE_GRACE
+        let listed: std::collections::HashSet<&str> = info
+            .running
+            .iter()
+            .chain(&info.held)
+            .map(|l| l.ack.as_str())
+            .collect();
+        t.leases.retain(|ack, (_, at)| {
+            listed.contains(ack.as_str()) || now.duration_since(*at) < LEASE_GRACE
         });
-        for l in &info.running {
-            t.leases
-                .entry(l.task_id.clone())
-                .or_insert_with(|| (l.ack.clone(), now));
+        t.gone
+            .retain(|ack, at| listed.contains(ack.as_str()) || now.duration_since(*at) < GONE_FOR);
+        for l in info.running.iter().chain(&info.held) {
+            t.hold(l, now);
         }
         t.restarts.push_back((now, info.restarts));
         let window = self.config.window;
@@ -225,10 +270,37 @@ impl Fleet {
         }
     }
 
-    /// An agent announced a task it started.
-    pub fn lease(&mut self, agent_id: &str, lease: Lease, now: Instant) {
+    /// An agent announced the messages it took and the ones it released.
+    /// `false`: the agent, or this process of it, is not known yet (its
+    /// first heartbeat is still on its way); the update is ignored and the
+    /// agent sends it again, as it does whatever is not confirmed.
+    pub fn leases(&mut self, agent_id: &str, update: &LeaseUpdate, now: Instant) -> bool {
+        let Some(t) = self.agents.get_mut(agent_id) else {
+            return false;
+        };
+        let same_process = t
+            .info
+            .as_ref()
+            .is_some_and(|i| i.pid == update.pid && i.started_at == update.started_at);
+        if !same_process {
+            return false;
+        }
+        for ack in &update.released {
+            t.leases.remove(ack);
+            t.gone.insert(ack.clone(), now);
+        }
+        t.bound_gone();
+        for l in &update.held {
+            t.hold(l, now);
+        }
+        true
+    }
+
+    /// An agent that sends one announcement per task it starts (an older
+    /// version) announced one.
+    pub fn lease(&mut self, agent_id: &str, lease: &Lease, now: Instant) {
         if let Some(t) = self.agents.get_mut(agent_id) {
-            t.leases.insert(lease.task_id, (lease.ack, now));
+            t.hold(lease, now);
         }
     }
 
@@ -236,7 +308,7 @@ impl Fleet {
     pub fn outcome(&mut self, agent_id: &str, task_id: &str, failed: bool, now: Instant) {
         let window = self.config.window;
         if let Some(t) = self.agents.get_mut(agent_id) {
-            t.leases.remove(task_id);
+            t.leases.retain(|_, (task, _)| task != task_id);
             t.outcomes.push_back((now, failed));
             while t
                 .outcomes
@@ -411,11 +483,7 @@ impl Fleet {
                     reason,
                 });
                 if state == HealthState::Down && !t.leases.is_empty() {
-                    let leases = t
-                        .leases
-                        .drain()
-                        .map(|(task_id, (ack, _))| Lease { task_id, ack })
-                        .collect();
+                    let leases = t.hand_back(now);
                     actions.push(Action::HandBack {
                         agent_id: id.clone(),
                         leases,
@@ -539,6 +607,7 @@ impl Fleet {
                 info: t.info.clone(),
                 health: t.entry.clone(),
                 stats: t.stats(),
+                leases: t.leases.len(),
             })
             .collect();
         agents.sort_by(|a, b| a.health.agent_id.cmp(&b.health.agent_id));
@@ -599,14 +668,39 @@ mod tests {
             restarts: 0,
             pulling: true,
             config_hash: String::new(),
-            running: running
-                .iter()
-                .map(|t| Lease {
-                    task_id: t.to_string(),
-                    ack: format!("$JS.ACK.{t}"),
-                })
-                .collect(),
+            running: running.iter().map(|t| lease(t)).collect(),
+            held: Vec::new(),
         }
+    }
+
+    fn lease(task: &str) -> Lease {
+        Lease {
+            task_id: task.to_string(),
+            ack: format!("$JS.ACK.{task}"),
+        }
+    }
+
+    fn update(info: &AgentInfo, held: &[&str], released: &[&str]) -> LeaseUpdate {
+        LeaseUpdate {
+            pid: info.pid,
+            started_at: info.started_at,
+            held: held.iter().map(|t| lease(t)).collect(),
+            released: released.iter().map(|t| lease(t).ack).collect(),
+        }
+    }
+
+    fn handed_back(actions: &[Action]) -> Vec<String> {
+        let mut tasks: Vec<String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::HandBack { leases, .. } => Some(leases),
+                _ => None,
+            })
+            .flatten()
+            .map(|l| l.task_id.clone())
+            .collect();
+        tasks.sort();
+        tasks
     }
 
     fn states(actions: &[Action]) -> Vec<(AgentEventKind, String)> {
@@ -710,7 +804,7 @@ mod tests {
         let _ = f.beat(info("a", &[]), t0);
         f.lease(
             "a",
-            Lease {
+            &Lease {
                 task_id: "t9".into(),
                 ack: "x".into(),
             },
@@ -719,6 +813,75 @@ mod tests {
         let _ = f.beat(info("a", &[]), t0 + Duration::from_secs(5));
         let down = f.check(t0 + Duration::from_secs(9));
         assert!(!down.iter().any(|a| matches!(a, Action::HandBack { .. })));
+    }
+
+    #[test]
+    fn messages_announced_before_they_were_recorded_running_are_handed_back_when_the_agent_goes_down(
+    ) {
+        let t0 = Instant::now();
+        let mut f = Fleet::new(config());
+        let a = info("a", &["t1"]);
+        let _ = f.beat(a.clone(), t0);
+        assert!(f.leases("a", &update(&a, &["t2", "t3"], &[]), t0));
+        assert_eq!(f.state().agents[0].leases, 3);
+        let down = f.check(t0 + Duration::from_secs(3));
+        assert_eq!(handed_back(&down), vec!["t1", "t2", "t3"]);
+        assert_eq!(f.state().agents[0].leases, 0);
+    }
+
+    #[test]
+    fn an_announcement_from_a_process_not_seen_beating_yet_is_refused() {
+        let t0 = Instant::now();
+        let mut f = Fleet::new(config());
+        let old = info("a", &[]);
+        let mut new = old.clone();
+        new.pid = 2;
+        assert!(
+            !f.leases("a", &update(&new, &["t1"], &[]), t0),
+            "unknown agent"
+        );
+        let _ = f.beat(old, t0);
+        assert!(
+            !f.leases("a", &update(&new, &["t1"], &[]), t0),
+            "not this process"
+        );
+        assert_eq!(f.state().agents[0].leases, 0);
+        // Its first beat hands back the old process's messages, none of the new one's.
+        let restarted = f.beat(new.clone(), t0 + Duration::from_millis(100));
+        assert!(handed_back(&restarted).is_empty());
+        assert!(f.leases("a", &update(&new, &["t1"], &[]), t0));
+        assert_eq!(f.state().agents[0].leases, 1);
+    }
+
+    #[test]
+    fn a_message_released_or_handed_back_is_never_taken_again_from_a_later_heartbeat() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut f = Fleet::new(config());
+        let a = info("a", &[]);
+        let _ = f.beat(a.clone(), t0);
+        assert!(f.leases("a", &update(&a, &["t1", "t2"], &[]), t0));
+        assert!(f.leases("a", &update(&a, &[], &["t1"]), at(10)));
+        // A beat taken before the release, arriving after it.
+        let _ = f.beat(info("a", &["t1", "t2"]), at(20));
+        assert_eq!(f.state().agents[0].leases, 1);
+        // Down: t2 is handed back, t1 (released) is not.
+        f.ping("a", false);
+        f.ping("a", false);
+        assert_eq!(handed_back(&f.check(at(30))), vec!["t2"]);
+        // Hung, it still lists t2: not taken again, not handed back twice.
+        let _ = f.beat(info("a", &["t2"]), at(500));
+        f.ping("a", true);
+        f.ping("a", true);
+        let _ = f.check(at(600));
+        let _ = f.check(at(700));
+        assert_eq!(f.state().agents[0].health.state, HealthState::Healthy);
+        assert_eq!(f.state().agents[0].leases, 0);
+        f.ping("a", false);
+        f.ping("a", false);
+        let again = f.check(at(800));
+        assert_eq!(states(&again), vec![(AgentEventKind::Down, "a".into())]);
+        assert!(handed_back(&again).is_empty());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub struct NatsServer {
     dir: TempDir,
     port: u16,
     url: String,
+    config: Option<PathBuf>,
 }
 
 /// Finds the `nats-server` binary: `$NATS_SERVER_BIN`, then the project's
@@ -32,17 +33,39 @@ pub fn nats_server_binary() -> PathBuf {
 impl NatsServer {
     /// Starts a server on a free port and waits until it accepts clients.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a server with this configuration file text as well (users
+    /// and permissions, say; the port, store and JetStream are set as in
+    /// [`NatsServer::start`]).
+    pub fn start_with_config(text: &str) -> Self {
+        Self::start_with(Some(text))
+    }
+
+    fn start_with(text: Option<&str>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("clawfleet-nats-")
             .tempdir()
             .expect("create temp dir for nats-server");
-        let (child, port) = spawn(dir.path(), None);
+        let config = text.map(|text| {
+            let path = dir.path().join("nats-server.conf");
+            std::fs::write(&path, text).expect("write the nats-server config");
+            path
+        });
+        let (child, port) = spawn(dir.path(), None, config.as_deref());
         NatsServer {
             child: Some(child),
             dir,
             port,
             url: format!("nats://127.0.0.1:{port}"),
+            config,
         }
+    }
+
+    /// The server's URL with these credentials.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -68,7 +91,7 @@ impl NatsServer {
     /// Starts the server again on the same port with the same store, as after a crash.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, port) = spawn(self.dir.path(), Some(self.port));
+        let (child, port) = spawn(self.dir.path(), Some(self.port), self.config.as_deref());
         assert_eq!(port, self.port);
         self.child = Some(child);
     }
@@ -82,7 +105,7 @@ impl Drop for NatsServer {
 
 // The child is handed to the server guard, which kills and reaps it on drop.
 #[allow(clippy::zombie_processes)]
-fn spawn(dir: &Path, port: Option<u16>) -> (Child, u16) {
+fn spawn(dir: &Path, port: Option<u16>, config: Option<&Path>) -> (Child, u16) {
     let store = dir.join("store");
     let ports_dir = dir.join("ports");
     std::fs::create_dir_all(&ports_dir).expect("create ports dir");
@@ -94,7 +117,11 @@ fn spawn(dir: &Path, port: Option<u16>) -> (Child, u16) {
     }
     let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
     let binary = nats_server_binary();
-    let mut child = Command::new(&binary)
+    let mut cmd = Command::new(&binary);
+    if let Some(config) = config {
+        cmd.arg("-c").arg(config);
+    }
+    let mut child = cmd
         .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-m", "-1", "-sd"])
         .arg(&store)
         .arg("--ports_file_dir")

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use clawfleet_shared::agent::LeaseUpdate;
 use clawfleet_shared::api::ApiReply;
 use clawfleet_shared::events::AgentEvent;
 use clawfleet_shared::health::{AgentControl, AgentStatus, FleetState, HealthEntry, HealthState};
@@ -10,8 +11,7 @@ use clawfleet_shared::task::Outcome;
 use clawfleet_shared::{subjects, TaskRecord, TaskStatus};
 use clawfleet_testkit::client::{request, submit, task_get, wait_final, wait_running};
 use clawfleet_testkit::{
-    agent_config, dispatcher_config, monitor_config, start_dispatcher, start_health_monitor,
-    wait_for, AgentProcess, Service,
+    agent_config, monitor_config, start_health_monitor, wait_for, AgentProcess, NatsServer, Service,
 };
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -21,16 +21,50 @@ use crate::{events_per_task, Fleet, FINISH};
 /// The failover target: heartbeat timeout (1.5 s in the test config) + 1 s.
 const FAILOVER_TARGET: Duration = Duration::from_millis(2500);
 
-/// A fleet whose JetStream ack wait (30 s) is far longer than the monitor's
-/// heartbeat timeout, so only the monitor can make failover fast.
+/// The JetStream ack wait of these tests' fleets: far longer than the
+/// monitor's heartbeat timeout, so only the monitor can make failover fast.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a test waits for work the monitor (or the agent) should hand
+/// back: well inside [`ACK_WAIT`], so JetStream's redelivery cannot pass.
+const BEFORE_ACK_WAIT: Duration = Duration::from_secs(15);
+
+/// A fleet whose JetStream ack wait is [`ACK_WAIT`], with a health monitor.
 async fn fleet_with_monitor() -> (Fleet, Service) {
-    let mut fleet = Fleet::new().await;
-    fleet.dispatcher.take().unwrap().stop().await;
-    let mut config = dispatcher_config(fleet.server.url());
-    config.task_ack_wait = Duration::from_secs(30);
-    fleet.dispatcher = Some(start_dispatcher(config).await);
+    fleet_with_monitor_on(NatsServer::start()).await
+}
+
+/// [`fleet_with_monitor`] on this server.
+async fn fleet_with_monitor_on(server: NatsServer) -> (Fleet, Service) {
+    let fleet = Fleet::on(server, |c| c.task_ack_wait = ACK_WAIT).await;
     let monitor = start_health_monitor(monitor_config(fleet.server.url())).await;
     (fleet, monitor)
+}
+
+/// A server on which an agent connecting as `stalled` cannot write task
+/// records: each write waits out the client's 10 s timeout, as on a server
+/// in trouble, while the agent holds the message it fetched, unrecorded.
+/// Everyone else connects without credentials and may do anything.
+const STALLED_RECORDS: &str = r#"
+authorization {
+  users = [
+    { user: "fleet", password: "fleet" }
+    { user: "stalled", password: "stalled",
+      permissions: { publish: { deny: ["$KV.clawfleet-tasks.>"] } } }
+  ]
+}
+no_auth_user: "fleet"
+"#;
+
+/// Queue messages delivered and not acknowledged yet, over every queue.
+async fn unacked(js: &async_nats::jetstream::Context) -> u64 {
+    let stream = js.get_stream(subjects::STREAM_QUEUE).await.unwrap();
+    let mut infos = stream.consumers();
+    let mut n = 0;
+    while let Some(info) = infos.next().await {
+        n += info.unwrap().num_ack_pending as u64;
+    }
+    n
 }
 
 async fn fleet_state(client: &async_nats::Client) -> FleetState {
@@ -117,6 +151,200 @@ async fn a_sigkilled_agents_twenty_tasks_run_elsewhere_within_the_failover_targe
         .await
         .expect("still tracked");
     assert_eq!(down.health.state, HealthState::Down);
+}
+
+#[tokio::test]
+async fn tasks_an_agent_fetched_but_had_not_recorded_running_are_handed_back_when_it_is_killed() {
+    let (mut fleet, _monitor) =
+        fleet_with_monitor_on(NatsServer::start_with_config(STALLED_RECORDS)).await;
+    let victim = AgentProcess::start(
+        &fleet.server.url_as("stalled", "stalled"),
+        "stalled",
+        &[("CLAWFLEET_MAX_CONCURRENCY", "4")],
+    )
+    .await;
+    let tasks = (0..4)
+        .map(|i| json!({"tenant": "acme", "payload": {"op": "echo", "data": i}}))
+        .collect();
+    let ids = submit_ids(&fleet, tasks).await;
+    wait_for("the agent to hold all four tasks", FINISH, || async {
+        (unacked(&fleet.js).await == 4).then_some(())
+    })
+    .await;
+    for id in &ids {
+        let r = task_get(&fleet.client, id).await.unwrap();
+        assert!(
+            r.status == TaskStatus::Queued && r.attempts.is_empty(),
+            "not recorded as running: {r:?}"
+        );
+    }
+    fleet.agent("survivor", &[], None).await;
+
+    victim.kill().await;
+    for id in &ids {
+        let r = wait_final(&fleet.client, id, BEFORE_ACK_WAIT).await;
+        assert_eq!(r.status, TaskStatus::Succeeded, "{r:?}");
+        assert_eq!(
+            agents_of(&r),
+            vec![("survivor".to_string(), Some(Outcome::Succeeded))],
+            "the killed agent never recorded an attempt"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_task_whose_record_cannot_be_written_is_handed_back_and_runs_once_writes_work_again() {
+    let mut fleet = Fleet::with(|c| c.task_ack_wait = ACK_WAIT).await;
+    // An agent registers the profile the task needs, and leaves: the
+    // task waits for the next one.
+    fleet.agent("writer", &[], None).await;
+    fleet.take_agent("writer").stop().await;
+    let id = submit_ids(
+        &fleet,
+        vec![json!({"tenant": "acme", "payload": {"op": "echo", "data": "written"}})],
+    )
+    .await
+    .remove(0);
+    wait_for("the task to be queued", FINISH, || async {
+        let queued = clawfleet_testkit::client::stream_messages(&fleet.js, subjects::STREAM_QUEUE);
+        (queued.await == 1).then_some(())
+    })
+    .await;
+    // From now on every record write fails: the bucket's stream refuses
+    // messages of a record's size.
+    let records = format!("KV_{}", subjects::BUCKET_TASKS);
+    let config = fleet
+        .js
+        .get_stream(&records)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    fleet
+        .js
+        .update_stream(async_nats::jetstream::stream::Config {
+            max_message_size: 64,
+            ..config.clone()
+        })
+        .await
+        .unwrap();
+    let mut naked = fleet
+        .client
+        .subscribe(format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.{}.>",
+            subjects::STREAM_QUEUE
+        ))
+        .await
+        .unwrap();
+    fleet.agent("writer", &[], None).await;
+
+    tokio::time::timeout(BEFORE_ACK_WAIT, naked.next())
+        .await
+        .expect("the agent hands the task back when its record write fails");
+    let r = task_get(&fleet.client, &id).await.unwrap();
+    assert!(
+        r.status == TaskStatus::Queued && r.attempts.is_empty(),
+        "{r:?}"
+    );
+    fleet.js.update_stream(config).await.unwrap();
+    let r = wait_final(&fleet.client, &id, BEFORE_ACK_WAIT).await;
+    assert_eq!(r.result, Some(json!("written")), "{r:?}");
+    assert_eq!(
+        agents_of(&r),
+        vec![("writer".to_string(), Some(Outcome::Succeeded))]
+    );
+}
+
+/// The next lease announcement on `sub` that mentions `ack` (held or released).
+async fn next_about(
+    sub: &mut async_nats::Subscriber,
+    ack: Option<&str>,
+    within: Duration,
+) -> Option<(LeaseUpdate, async_nats::Message)> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, sub.next()).await.ok()??;
+        let update: LeaseUpdate = serde_json::from_slice(&msg.payload).expect("a lease update");
+        let about = ack.is_none_or(|ack| {
+            update.held.iter().any(|l| l.ack == ack) || update.released.iter().any(|a| a == ack)
+        });
+        if about {
+            return Some((update, msg));
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_agent_announces_what_it_took_again_until_a_monitor_confirms_it() {
+    // No monitor: the test answers, or does not.
+    let mut fleet = Fleet::new().await;
+    let mut announced = fleet
+        .client
+        .subscribe(subjects::agent_lease("holder"))
+        .await
+        .unwrap();
+    fleet.agent("holder", &[], None).await;
+    let id = submit_ids(
+        &fleet,
+        vec![json!({"tenant": "acme", "payload": {"op": "sleep", "ms": 6000}})],
+    )
+    .await
+    .remove(0);
+    let (first, _) = next_about(&mut announced, None, FINISH)
+        .await
+        .expect("an announcement of the pull");
+    assert_eq!(first.held.len(), 1, "{first:?}");
+    assert_eq!(first.held[0].task_id, id);
+    let ack = first.held[0].ack.clone();
+    // Unanswered, it comes again.
+    let (_, again) = next_about(&mut announced, Some(&ack), Duration::from_secs(3))
+        .await
+        .expect("the unconfirmed lease announced again");
+    let reply = again.reply.clone().expect("a reply subject");
+    fleet
+        .client
+        .publish(reply, bytes::Bytes::new())
+        .await
+        .unwrap();
+    // Confirmed: not again while the task runs (unconfirmed, it would be
+    // sent again within 0.5, 1 and 2 s).
+    let more = next_about(&mut announced, Some(&ack), Duration::from_millis(2500)).await;
+    assert!(
+        more.is_none(),
+        "announced again after a confirmation: {more:?}"
+    );
+    wait_final(&fleet.client, &id, FINISH).await;
+}
+
+#[tokio::test]
+async fn an_agent_announces_a_task_it_hands_back_as_released() {
+    let mut fleet = Fleet::new().await;
+    let mut announced = fleet
+        .client
+        .subscribe(subjects::agent_lease("holder"))
+        .await
+        .unwrap();
+    fleet.agent("holder", &[], None).await;
+    // Not due for ten minutes: handed back at once.
+    let id = submit_ids(
+        &fleet,
+        vec![json!({"tenant": "acme", "delay": "10m", "payload": {"op": "echo"}})],
+    )
+    .await
+    .remove(0);
+    let (held, _) = next_about(&mut announced, None, FINISH)
+        .await
+        .expect("an announcement of the pull");
+    assert_eq!(held.held[0].task_id, id);
+    let ack = held.held[0].ack.clone();
+    let (released, _) = next_about(&mut announced, Some(&ack), FINISH)
+        .await
+        .expect("the hand-back announced");
+    assert_eq!(released.released, vec![ack], "{released:?}");
+    assert!(released.held.is_empty(), "{released:?}");
 }
 
 #[tokio::test]

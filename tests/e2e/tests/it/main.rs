@@ -47,8 +47,15 @@ impl Fleet {
 
     /// A server and one dispatcher configured by `configure`, no agents yet.
     pub async fn with(configure: impl FnOnce(&mut clawfleet_dispatcher::Config)) -> Self {
+        Self::on(NatsServer::start(), configure).await
+    }
+
+    /// One dispatcher configured by `configure` on this server, no agents yet.
+    pub async fn on(
+        server: NatsServer,
+        configure: impl FnOnce(&mut clawfleet_dispatcher::Config),
+    ) -> Self {
         clawfleet_testkit::init_tracing();
-        let server = NatsServer::start();
         let mut config = dispatcher_config(server.url());
         configure(&mut config);
         let dispatcher = start_dispatcher(config).await;
