@@ -26,9 +26,9 @@
 //!    capability profiles and 2 regions (one agent per profile and region),
 //!    through a new dispatcher with those policies: throughput, and latency
 //!    at the same paced rate as (4). Reported next to the plain path.
-//! 6. **Failover**: agent processes SIGKILLed mid-task, with a health
-//!    monitor running; kill → task running on another agent, as
-//!    percentiles (see [`failover`]).
+//! 6. **Failover**: agent processes SIGKILLed while holding a burst of
+//!    tasks, with a health monitor running; kill → each held task running
+//!    on another agent, as percentiles (see [`failover`]).
 //!
 //! Each throughput phase keeps the server busy for the whole run: the
 //! producer never waits for a result before sending more, only for publish

@@ -133,10 +133,13 @@ impl Report {
         }
         if let Some(f) = &self.failover {
             out.push_str(&format!(
-                "\nfailover, agent SIGKILLed mid-task → task running on another agent: {} kills\n\
+                "\nfailover, agent SIGKILLed holding tasks → each task running on another agent: \
+                 {} kills, {} held tasks ({} fetched but not yet recorded running)\n\
                  \x20 health monitor heartbeat timeout {:.1} s (JetStream ack wait {:.0} s)\n\
                  \x20 p50 {:.0} ms   p99 {:.0} ms   max {:.0} ms\n",
                 f.kills,
+                f.held,
+                f.held_unrecorded,
                 seconds(f.heartbeat_timeout_ms),
                 seconds(f.ack_wait_ms),
                 f.p50_ms,
