@@ -696,8 +696,22 @@ async fn a_verdict_holds_while_the_monitor_confirms_it_and_runs_out_when_no_moni
     )
     .await
     .unwrap();
-    // Three times the 300 ms validity: confirmed all along, still held.
+    wait_for("the agent to stop pulling", FINISH, || async {
+        agent_status(&fleet.client, "held")
+            .await
+            .and_then(|s| s.info)
+            .filter(|i| !i.pulling)
+    })
+    .await;
+    // Nine times the 300 ms validity: confirmed all along, still held.
     tokio::time::sleep(Duration::from_millis(2700)).await;
+    let info = agent_status(&fleet.client, "held")
+        .await
+        .and_then(|s| s.info);
+    assert!(
+        info.is_some_and(|i| !i.pulling),
+        "the verdict ran out while the monitor confirmed it"
+    );
     let id = submit_ids(
         &fleet,
         vec![json!({"tenant": "acme", "payload": {"op": "echo"}})],
