@@ -40,6 +40,7 @@
 //! its default limits, and the tasks, records, results and events of the
 //! run stay in them: against a shared server, prefer a dedicated one.
 
+mod counters;
 mod e2e;
 mod failover;
 mod fleet;
@@ -58,6 +59,7 @@ use std::collections::BTreeMap;
 
 use clawfleet_dispatcher::validate::TenantConfig;
 
+use self::counters::Counters;
 use self::e2e::{Mix, Tasks};
 use self::fleet::{AgentSpec, Fleet};
 use self::report::{PolicyReport, Report};
@@ -218,26 +220,40 @@ async fn measure(nats_url: Option<String>, plan: &Plan) -> anyhow::Result<Report
             (Some(server), url)
         }
     };
-    let report = phases(&url, plan, server.is_some()).await;
+    let monitoring = server.as_ref().and_then(|s| s.monitoring.clone());
+    let report = phases(&url, plan, server.is_some(), monitoring).await;
     if let Some(server) = server {
         server.stop().await;
     }
     report
 }
 
-async fn phases(url: &str, plan: &Plan, own_server: bool) -> anyhow::Result<Report> {
+async fn phases(
+    url: &str,
+    plan: &Plan,
+    own_server: bool,
+    monitoring: Option<String>,
+) -> anyhow::Result<Report> {
     let probe = load::connect(url, "clawfleet-bench").await?;
     let version = probe.server_info().version;
+    let counters = Counters::new(probe.clone(), monitoring);
     let run = run_id();
     let raw_body = Tasks::new(&run, 'r', plan.payload_bytes).body(0);
 
     let raw = raw::throughput(url, plan.tasks, raw_body.clone()).await?;
-    let raw_jobs =
-        raw::job_round_trip(url, plan.tasks, plan.agents, plan.concurrency, raw_body).await?;
+    let raw_jobs = raw::job_round_trip(
+        url,
+        plan.tasks,
+        plan.agents,
+        plan.concurrency,
+        raw_body,
+        &counters,
+    )
+    .await?;
 
     let plain = vec![AgentSpec::default(); plan.agents];
     let fleet = Fleet::start(url, &plain, plan.concurrency, BTreeMap::new()).await?;
-    let measured = clawfleet(url, plan, &run, &fleet, None).await;
+    let measured = clawfleet(url, plan, &run, &fleet, &counters, None).await;
     let failover = match (&measured, plan.failover_kills) {
         (Ok(_), kills) if kills > 0 => Some(failover::measure(url, &run, kills).await),
         _ => None,
@@ -272,7 +288,7 @@ async fn phases(url: &str, plan: &Plan, own_server: bool) -> anyhow::Result<Repo
             .collect();
         let fleet = Fleet::start(url, &agents, plan.concurrency, tenants).await?;
         let rate = Some(latency.target_per_sec);
-        let measured = self::clawfleet(url, plan, &run, &fleet, Some((mix, rate))).await;
+        let measured = self::clawfleet(url, plan, &run, &fleet, &counters, Some((mix, rate))).await;
         fleet.stop().await;
         let (throughput, latency) = measured.context("during the policy phase")?;
         Some(PolicyReport {
@@ -309,6 +325,7 @@ async fn clawfleet(
     plan: &Plan,
     run: &str,
     fleet: &Fleet,
+    counters: &Counters,
     mix: Option<(Mix, Option<f64>)>,
 ) -> anyhow::Result<(e2e::ThroughputReport, e2e::LatencyReport)> {
     fleet.wait_registered(url).await?;
@@ -329,9 +346,11 @@ async fn clawfleet(
             .context("during the warm-up")?;
     }
     let tasks = Tasks::with_mix(run, t, plan.payload_bytes, mix.clone());
-    let throughput = e2e::throughput(url, &tasks, plan.tasks)
+    let before = counters.snapshot().await?;
+    let mut throughput = e2e::throughput(url, &tasks, plan.tasks)
         .await
         .context("during the throughput phase")?;
+    throughput.cost = Some(before.cost_until(&counters.snapshot().await?, plan.tasks));
     let rate = fixed_rate
         .or(plan.latency_rate)
         .unwrap_or(throughput.per_sec / 2.0);

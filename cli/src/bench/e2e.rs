@@ -40,6 +40,9 @@ pub struct ThroughputReport {
     pub per_sec: f64,
     /// Milliseconds from first submit to last result.
     pub elapsed_ms: u64,
+    /// Messages per task, from the server's counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<super::counters::CostReport>,
 }
 
 /// Submit-to-result latency at a steady, paced rate.
@@ -172,6 +175,7 @@ pub async fn throughput(url: &str, tasks: &Tasks, n: usize) -> anyhow::Result<Th
         submit_per_sec: load::per_sec(n, submitted),
         per_sec: load::per_sec(n, elapsed),
         elapsed_ms: elapsed.as_millis() as u64,
+        cost: None,
     })
 }
 

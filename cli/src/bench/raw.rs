@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::counters::Counters;
 use super::load::{self, Publisher, STALL_TIMEOUT};
 
 const RAW_STREAM: &str = "BENCH_RAW";
@@ -52,6 +53,9 @@ pub struct JobsReport {
     pub per_sec: f64,
     /// Milliseconds from first job publish to last result received.
     pub elapsed_ms: u64,
+    /// Messages per job, from the server's counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<super::counters::CostReport>,
 }
 
 /// Publishes `n` copies of `body` while a pull consumer fetches and acks them.
@@ -100,6 +104,7 @@ pub async fn job_round_trip(
     workers: usize,
     concurrency: usize,
     body: Bytes,
+    counters: &Counters,
 ) -> anyhow::Result<JobsReport> {
     let mut publisher = Publisher::connect(url, "clawfleet-bench-job-publisher").await?;
     let js = publisher.jetstream().clone();
@@ -132,6 +137,7 @@ pub async fn job_round_trip(
             ))));
         }
 
+        let before = counters.snapshot().await?;
         let start = Instant::now();
         for _ in 0..n {
             publisher.send(JOB_SUBJECT, body.clone()).await?;
@@ -143,12 +149,14 @@ pub async fn job_round_trip(
             .context("while collecting job results")?;
         drop(running);
         let elapsed = last - start;
+        let cost = before.cost_until(&counters.snapshot().await?, n);
         Ok(JobsReport {
             jobs: n,
             workers,
             concurrency,
             per_sec: load::per_sec(n, elapsed),
             elapsed_ms: elapsed.as_millis() as u64,
+            cost: Some(cost),
         })
     }
     .await;

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::counters::CostReport;
 use super::e2e::{LatencyReport, ThroughputReport};
 use super::failover::FailoverReport;
 use super::raw::{JobsReport, RawReport};
@@ -78,19 +79,20 @@ impl Report {
         ));
         out.push_str(&format!(
             "raw job round trip: {} jobs, {} workers × {} in flight, result stream, core collector\n\
-             \x20 job → result                 {:>10} jobs/s  ({:.2} s)\n\n",
+             \x20 job → result                 {:>10} jobs/s  ({:.2} s)\n{}\n",
             count(jobs.jobs),
             jobs.workers,
             jobs.concurrency,
             rate(jobs.per_sec),
             seconds(jobs.elapsed_ms),
+            cost(jobs.cost.as_ref(), "job"),
         ));
         out.push_str(&format!(
             "clawfleet end to end: {} tasks of {} bytes, 1 dispatcher, {} agents × {} slots\n\
              \x20 submit to intake             {:>10} tasks/s\n\
              \x20 submit → result              {:>10} tasks/s ({:.2} s; {} succeeded, {} failed)\n\
              \x20 vs raw JetStream             {:>10.2}\n\
-             \x20 vs raw job round trip        {:>10.2}\n\n",
+             \x20 vs raw job round trip        {:>10.2}\n{}\n",
             count(fleet.tasks),
             fleet.task_bytes,
             self.agents,
@@ -102,6 +104,7 @@ impl Report {
             count(fleet.failed),
             self.ratio,
             self.ratio_to_raw_jobs,
+            cost(fleet.cost.as_ref(), "task"),
         ));
         out.push_str(&format!(
             "latency, submit → result: {} tasks paced at {} tasks/s (achieved {}, max pacing lag {:.1} ms)\n{}",
@@ -149,6 +152,28 @@ impl Report {
         }
         out
     }
+}
+
+/// The messages-per-task lines of a phase, from the server's counters.
+fn cost(cost: Option<&CostReport>, unit: &str) -> String {
+    let Some(c) = cost else {
+        return String::new();
+    };
+    let client = c.client_per_task.map_or_else(
+        || "n/a (no monitoring endpoint)".to_string(),
+        |n| format!("{n:.1}"),
+    );
+    let streams: Vec<String> = c
+        .by_stream
+        .iter()
+        .map(|(name, n)| format!("{name} {n:.2}"))
+        .collect();
+    format!(
+        "  per {unit}: {:.2} stored messages, {client} client messages\n\
+         \x20   stored, by stream: {}\n",
+        c.stored_per_task,
+        streams.join(", ")
+    )
 }
 
 /// The percentile line of a latency report.

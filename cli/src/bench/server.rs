@@ -22,6 +22,8 @@ pub struct TempServer {
     child: Child,
     /// `nats://127.0.0.1:<port>`.
     pub url: String,
+    /// `http://127.0.0.1:<port>`: its monitoring endpoint.
+    pub monitoring: Option<String>,
     // Dropped after the child is killed: holds the store, the log and the ports file.
     dir: TempDir,
 }
@@ -39,7 +41,7 @@ impl TempServer {
             .with_context(|| format!("while creating {}", log_path.display()))?;
         let log_err = log.try_clone()?;
         let mut child = Command::new(&binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-sd"])
             .arg(dir.path().join("store"))
             .arg("--ports_file_dir")
             .arg(dir.path())
@@ -52,7 +54,13 @@ impl TempServer {
         let pid = child.id().context("nats-server exited at once")?;
         let ports_file = dir.path().join(format!("nats-server_{pid}.ports"));
         let url = wait_for_url(&mut child, &ports_file, &log_path).await?;
-        Ok(TempServer { child, url, dir })
+        let monitoring = port_url(&ports_file, "monitoring");
+        Ok(TempServer {
+            child,
+            url,
+            monitoring,
+            dir,
+        })
     }
 
     /// Kills the server and removes its store.
@@ -92,7 +100,12 @@ async fn wait_for_url(child: &mut Child, ports_file: &Path, log: &Path) -> anyho
 
 /// The client URL in a ports file (`{"nats": ["nats://127.0.0.1:4222"], ...}`).
 fn client_url(ports_file: &Path) -> Option<String> {
+    port_url(ports_file, "nats")
+}
+
+/// The first URL of `kind` in a ports file.
+fn port_url(ports_file: &Path, kind: &str) -> Option<String> {
     let text = std::fs::read_to_string(ports_file).ok()?;
     let ports: serde_json::Value = serde_json::from_str(&text).ok()?;
-    ports.get("nats")?.get(0)?.as_str().map(str::to_string)
+    ports.get(kind)?.get(0)?.as_str().map(str::to_string)
 }
