@@ -21,6 +21,7 @@ pub mod emit;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod lifecycle;
 pub mod logs;
 pub mod logship;
 pub mod metrics;

@@ -48,7 +48,8 @@ use async_nats::jetstream::{self, kv, AckKind};
 use async_nats::HeaderMap;
 use clawfleet_shared::api::{DlqEntry, DlqReason};
 use clawfleet_shared::events::{AttemptReport, TaskEvent, TaskEventKind};
-use clawfleet_shared::task::{Attempt as AttemptRecord, Outcome, RetryOn};
+use clawfleet_shared::lifecycle::{self, Admit, Started};
+use clawfleet_shared::task::{Outcome, RetryOn};
 use clawfleet_shared::{
     emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskResult, TaskSpec, TaskStatus,
 };
@@ -270,26 +271,21 @@ impl Runner {
                     Err(e) => return Err(e),
                 },
             };
-            if current.record.status.is_final() {
-                tracing::info!(task_id = %spec.id, status = %current.record.status, "already finished; dropping a stale delivery");
-                self.ensure_result(&current.record).await?;
-                let _ = msg.ack().await;
-                return Ok(());
-            }
-            let other_copy = current
-                .record
-                .attempts
-                .iter()
-                .any(|a| a.via.as_deref().is_some_and(|v| v != msg.subject.as_str()));
-            if other_copy {
-                // The task's other copy started first and owns it.
-                tracing::debug!(task_id = %spec.id, "dropping the second copy of a task");
-                let _ = msg.ack().await;
-                return Ok(());
-            }
-            if current.record.cancel.is_some() {
+            match lifecycle::admit(&current.record, msg.subject.as_str()) {
+                Admit::Proceed => {}
+                Admit::AlreadyFinal => {
+                    tracing::info!(task_id = %spec.id, status = %current.record.status, "already finished; dropping a stale delivery");
+                    self.ensure_result(&current.record).await?;
+                    let _ = msg.ack().await;
+                    return Ok(());
+                }
+                Admit::OtherCopy => {
+                    tracing::debug!(task_id = %spec.id, "dropping the second copy of a task");
+                    let _ = msg.ack().await;
+                    return Ok(());
+                }
                 // Cancelled while an agent that has since vanished ran it.
-                return self.cancel_unstarted(msg, &spec, current).await;
+                Admit::CancelRequested => return self.cancel_unstarted(msg, &spec, current).await,
             }
             if self.leave_to_others(&spec, &current.record) {
                 self.held
@@ -300,56 +296,36 @@ impl Runner {
                 return Ok(());
             }
 
-            // Attempts still open were lost with their agents and count; attempts
-            // handed back by a stopping agent do not.
-            let attempt = 1 + current
-                .record
-                .attempts
-                .iter()
-                .filter(|a| a.outcome.is_none_or(Outcome::is_charged))
-                .count() as u32;
             let now = timefmt::now();
-            let lost = current.record.attempts.iter().any(|a| a.ended_at.is_none());
-            let no_retry_on_loss = lost && !spec.retry.retries(RetryOn::AgentLost);
-            if attempt > spec.max_attempts || no_retry_on_loss {
-                // The attempts were used up by agents that vanished mid-task,
-                // or the task's policy does not retry after a lost agent.
-                let message = if no_retry_on_loss {
-                    "the agent running the task was lost and its retry policy excludes agent_lost"
-                        .to_string()
-                } else {
-                    format!(
-                        "all {} attempts were lost with their agents",
-                        spec.max_attempts
-                    )
+            let mut record = current.record.clone();
+            let attempt =
+                match lifecycle::start(&mut record, &self.agent_id, msg.subject.as_str(), now) {
+                    Started::Running { attempt } => attempt,
+                    Started::Exhausted { attempts, error } => {
+                        // The attempts were used up by agents that vanished
+                        // mid-task, or the policy does not retry after a lost agent.
+                        let via = msg.subject.to_string();
+                        let mut failed_now = false;
+                        records::update(&self.tasks, &spec.id, Some(current), |r| {
+                            failed_now = !r.status.is_final()
+                                && matches!(
+                                    lifecycle::start(r, &self.agent_id, &via, now),
+                                    Started::Exhausted { .. }
+                                );
+                            failed_now
+                        })
+                        .await?;
+                        if !failed_now {
+                            // The record changed meanwhile: the next delivery
+                            // decides from what it says now.
+                            self.hand_back(msg, None).await;
+                            return Ok(());
+                        }
+                        return self
+                            .conclude_failure(msg, &spec, attempts, error, now)
+                            .await;
+                    }
                 };
-                let error = ErrorBody::new(ErrorCode::AgentLost, message);
-                let finished_at = now;
-                records::update(&self.tasks, &spec.id, Some(current), |r| {
-                    close_open_attempts(r, now);
-                    r.status = TaskStatus::Failed;
-                    r.failure = Some(error.clone());
-                    r.finished_at = Some(finished_at);
-                    true
-                })
-                .await?;
-                return self
-                    .conclude_failure(msg, &spec, attempt - 1, error, finished_at)
-                    .await;
-            }
-
-            let mut record = current.record;
-            close_open_attempts(&mut record, now);
-            record.status = TaskStatus::Running;
-            record.attempts.push(AttemptRecord {
-                attempt,
-                agent: self.agent_id.clone(),
-                started_at: now,
-                ended_at: None,
-                outcome: None,
-                error: None,
-                via: Some(msg.subject.to_string()),
-            });
             match records::write_at(&self.tasks, &spec.id, record, current.revision).await {
                 Ok(v) => break (v, attempt, now),
                 // Someone else wrote it since the revision we had: read again.
@@ -411,14 +387,9 @@ impl Runner {
                     submitted_at: spec.submitted_at,
                     finished_at: ended_at,
                 };
+                let end = lifecycle::End::Succeeded(output.result.clone());
                 let settled = self
-                    .settle(&spec.id, started, attempt, ended_at, |r| {
-                        finish_attempt(r, attempt, ended_at, Outcome::Succeeded, None);
-                        r.status = TaskStatus::Succeeded;
-                        r.result = Some(output.result.clone());
-                        r.failure = None;
-                        r.finished_at = Some(ended_at);
-                    })
+                    .settle(&spec.id, started, attempt, ended_at, end)
                     .await?;
                 match settled {
                     Settled::Applied => {}
@@ -463,11 +434,12 @@ impl Runner {
                         ErrorBody::new(ErrorCode::Unavailable, ExecError::Cancelled.to_string()),
                     )
                 };
+                let end = lifecycle::End::HandedBack {
+                    outcome,
+                    error: error.clone(),
+                };
                 let settled = self
-                    .settle(&spec.id, started, attempt, ended_at, |r| {
-                        finish_attempt(r, attempt, ended_at, outcome, Some(error.clone()));
-                        r.status = TaskStatus::Queued;
-                    })
+                    .settle(&spec.id, started, attempt, ended_at, end)
                     .await?;
                 match settled {
                     Settled::Applied => {
@@ -522,17 +494,13 @@ impl Runner {
                 };
                 tracing::warn!(task_id = %spec.id, attempt, code = %error.code, "attempt failed: {}", error.message);
                 let retry = retryable && attempt < spec.max_attempts;
+                let end = lifecycle::End::Failed {
+                    outcome,
+                    error: error.clone(),
+                    retry,
+                };
                 let settled = self
-                    .settle(&spec.id, started, attempt, ended_at, |r| {
-                        finish_attempt(r, attempt, ended_at, outcome, Some(error.clone()));
-                        if retry {
-                            r.status = TaskStatus::Queued;
-                        } else {
-                            r.status = TaskStatus::Failed;
-                            r.failure = Some(error.clone());
-                            r.finished_at = Some(ended_at);
-                        }
-                    })
+                    .settle(&spec.id, started, attempt, ended_at, end)
                     .await?;
                 match settled {
                     Settled::Applied => {
@@ -758,57 +726,23 @@ impl Runner {
         started: Versioned,
         attempt: u32,
         ended_at: timefmt::Timestamp,
-        change: impl Fn(&mut TaskRecord),
+        end: lifecycle::End,
     ) -> Result<Settled, RecordError> {
-        #[derive(Clone, Copy)]
-        enum Verdict {
-            Applied,
-            Cancelled,
-            MovedOn,
-        }
-        let mut verdict = Verdict::MovedOn;
+        let mut verdict = lifecycle::Settled::MovedOn;
         // On a conflict (a cancel request, say) the record is read again and
-        // this is applied to what it says now.
+        // the outcome is applied to what it says now.
         let settled = records::update(&self.tasks, id, Some(started), |r| {
-            let ours = !r.status.is_final()
-                && r.attempts.last().is_some_and(|a| {
-                    a.attempt == attempt && a.agent == self.agent_id && a.ended_at.is_none()
-                });
-            if !ours {
-                verdict = Verdict::MovedOn;
-                return false;
-            }
-            match r.cancel.clone() {
-                Some(request) => {
-                    let error = request.error();
-                    finish_attempt(
-                        r,
-                        attempt,
-                        ended_at,
-                        Outcome::Cancelled,
-                        Some(error.clone()),
-                    );
-                    r.status = TaskStatus::Cancelled;
-                    r.result = None;
-                    r.failure = Some(error);
-                    r.finished_at = Some(ended_at);
-                    verdict = Verdict::Cancelled;
-                }
-                None => {
-                    change(r);
-                    verdict = Verdict::Applied;
-                }
-            }
-            true
+            verdict = lifecycle::settle(r, &self.agent_id, attempt, ended_at, &end);
+            verdict != lifecycle::Settled::MovedOn
         })
         .await?;
         Ok(match verdict {
-            Verdict::Applied => Settled::Applied,
-            Verdict::Cancelled => {
+            lifecycle::Settled::Applied => Settled::Applied,
+            lifecycle::Settled::Cancelled => {
                 tracing::info!(task_id = %id, attempt, "attempt stopped: the task was cancelled");
                 Settled::Cancelled(Box::new(settled.record))
             }
-            Verdict::MovedOn => {
+            lifecycle::Settled::MovedOn => {
                 tracing::warn!(task_id = %id, attempt, "the task moved to another agent while this attempt ran; dropping this attempt's outcome");
                 Settled::MovedOn
             }
@@ -826,16 +760,8 @@ impl Runner {
         let now = timefmt::now();
         let mut cancelled = false;
         let settled = records::update(&self.tasks, &spec.id, Some(current), |r| {
-            cancelled = false;
-            let Some(request) = r.cancel.clone().filter(|_| !r.status.is_final()) else {
-                return false;
-            };
-            close_open_attempts(r, now);
-            r.status = TaskStatus::Cancelled;
-            r.failure = Some(request.error());
-            r.finished_at = Some(now);
-            cancelled = true;
-            true
+            cancelled = lifecycle::cancel_unstarted(r, now);
+            cancelled
         })
         .await?;
         if !cancelled {
@@ -1046,30 +972,4 @@ fn backoff(policy: &clawfleet_shared::task::RetryPolicy, attempt: u32) -> Durati
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
     let jitter = rand::rng().random_range(0.8..=1.2);
     exp.mul_f64(jitter).min(policy.backoff_max)
-}
-
-/// Closes attempts that never ended: their agent vanished.
-fn close_open_attempts(r: &mut TaskRecord, now: timefmt::Timestamp) {
-    for a in r.attempts.iter_mut().filter(|a| a.ended_at.is_none()) {
-        a.ended_at = Some(now);
-        a.outcome = Some(Outcome::Lost);
-        a.error = Some(ErrorBody::new(
-            ErrorCode::AgentLost,
-            format!("agent {} stopped answering during this attempt", a.agent),
-        ));
-    }
-}
-
-fn finish_attempt(
-    r: &mut TaskRecord,
-    attempt: u32,
-    at: timefmt::Timestamp,
-    outcome: Outcome,
-    error: Option<ErrorBody>,
-) {
-    if let Some(a) = r.attempts.iter_mut().rev().find(|a| a.attempt == attempt) {
-        a.ended_at = Some(at);
-        a.outcome = Some(outcome);
-        a.error = error;
-    }
 }

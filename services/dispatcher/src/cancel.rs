@@ -23,7 +23,8 @@ use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::HeaderMap;
 use clawfleet_shared::api::{TaskCancelReply, TaskCancelRequest};
 use clawfleet_shared::events::{TaskEvent, TaskEventKind};
-use clawfleet_shared::task::{CancelNotice, CancelRequest};
+use clawfleet_shared::lifecycle::{self, CancelAsked};
+use clawfleet_shared::task::CancelNotice;
 use clawfleet_shared::{
     emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskResult, TaskStatus,
 };
@@ -85,30 +86,22 @@ impl Api {
                 ));
             }
             let mut changed = record.clone();
-            let request = changed
-                .cancel
-                .get_or_insert_with(|| CancelRequest {
-                    requested_at: timefmt::now(),
-                    reason: req.reason.clone(),
-                })
-                .clone();
-            let running = changed.open_attempt().cloned();
-            if running.is_none() {
-                changed.status = TaskStatus::Cancelled;
-                changed.failure = Some(request.error());
-                changed.finished_at = Some(request.requested_at);
-            } else if record.cancel.is_some() {
-                // Already requested: only tell the agent again (it may have
-                // missed the first notice).
-                return self.notify_agent(&record).await;
-            }
+            let running =
+                match lifecycle::request_cancel(&mut changed, req.reason.clone(), timefmt::now()) {
+                    CancelAsked::Cancelled => false,
+                    CancelAsked::Requested => true,
+                    // Already requested: only tell the agent again (it may have
+                    // missed the first notice).
+                    CancelAsked::AlreadyRequested => return self.notify_agent(&record).await,
+                    CancelAsked::AlreadyFinal => unreachable!("a final record was answered above"),
+                };
             let bytes = serde_json::to_vec(&changed).expect("task record encodes");
             match self.tasks.update(&req.id, bytes.into(), revision).await {
                 Ok(_) => {}
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(e) => return Err(internal("while writing the task record", e)),
             }
-            if running.is_some() {
+            if running {
                 tracing::info!(task_id = %req.id, "cancel requested; telling the agent running it");
                 return self.notify_agent(&changed).await;
             }
