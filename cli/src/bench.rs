@@ -44,6 +44,7 @@ mod counters;
 mod e2e;
 mod failover;
 mod fleet;
+mod idle;
 mod load;
 mod logs;
 mod raw;
@@ -134,6 +135,8 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// The log pipeline: lines/s a log aggregator indexes, and search latency over them.
     Logs(logs::LogsBenchArgs),
+    /// What an idle fleet costs (CPU of the services and nats-server), and how fast it wakes.
+    Idle(idle::IdleBenchArgs),
 }
 
 /// The options as sizes.
@@ -179,8 +182,10 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 /// Runs the benchmark against the fleet at `nats_url` (the default URL when `None`).
 pub async fn run(nats_url: Option<String>, args: BenchArgs) -> anyhow::Result<()> {
     init_logging();
-    if let Some(BenchWhat::Logs(logs)) = args.what {
-        return logs::run(nats_url, logs).await;
+    match args.what {
+        Some(BenchWhat::Logs(logs)) => return logs::run(nats_url, logs).await,
+        Some(BenchWhat::Idle(idle)) => return idle::run(idle).await,
+        None => {}
     }
     let plan = Plan::from(&args);
     let mut interrupt = signal(SignalKind::interrupt()).context("while handling SIGINT")?;

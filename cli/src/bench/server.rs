@@ -63,6 +63,11 @@ impl TempServer {
         })
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Kills the server and removes its store.
     pub async fn stop(mut self) {
         if let Err(e) = self.child.kill().await {

@@ -47,6 +47,10 @@ pub struct Config {
     /// (covers retries whose back-off has expired).
     #[serde(with = "humantime_serde")]
     pub idle_poll_interval: Duration,
+    /// An idle agent that keeps finding nothing doubles its wait between
+    /// looks, from `idle_poll_interval` up to this.
+    #[serde(with = "humantime_serde")]
+    pub idle_poll_max: Duration,
     /// How often the agent probes its executor's health.
     #[serde(with = "humantime_serde")]
     pub health_check_interval: Duration,
@@ -366,6 +370,7 @@ impl Default for Config {
             executor: ExecutorConfig::sim(),
             heartbeat_interval: Duration::from_secs(2),
             idle_poll_interval: Duration::from_millis(250),
+            idle_poll_max: Duration::from_secs(5),
             health_check_interval: Duration::from_secs(5),
             restart_backoff: Duration::from_secs(1),
             restart_backoff_max: Duration::from_secs(60),
@@ -464,6 +469,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "idle_poll_interval",
                 "must be at least 5ms",
+            ));
+        }
+        if self.idle_poll_max < self.idle_poll_interval {
+            return Err(ConfigError::invalid(
+                "idle_poll_max",
+                "must be at least idle_poll_interval",
             ));
         }
         if self.health_check_interval < Duration::from_millis(50) {

@@ -125,7 +125,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if supervisor::probe(executor.as_ref(), &vitals).await != ExecutorHealth::Ready {
         tracing::warn!("the executor is not ready yet; the agent takes work once it is");
     }
-    let peers = Arc::new(peers::Peers::default());
+    let peers = Arc::new(peers::Peers::new(topo.agents.clone()));
     let cancels = Arc::new(cancels::Cancels::default());
     let started_at = timefmt::now();
     let leases = Arc::new(leases::Leases::new(
@@ -137,6 +137,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     // Before the first pull: the monitors' confirmations of what it holds.
     let lease_replies = client.subscribe(leases.replies()).await?;
 
+    let wake = Arc::new(Notify::new());
     let runner = Arc::new(runner::Runner {
         agent_id: config.agent_id.clone(),
         client: client.clone(),
@@ -157,6 +158,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             topo.agents.clone(),
             topo.health.clone(),
         ),
+        wake: wake.clone(),
     });
     // Before taking any task: entries a previous process of this agent left
     // would count against their tenants' quotas until someone pruned them.
@@ -202,7 +204,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     .await
     .map_err(AgentError::Register)?;
 
-    let wake = Arc::new(Notify::new());
     let mut signals = client.subscribe(subjects::SIGNAL_WORK).await?;
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
@@ -241,7 +242,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         round_robin_tx,
         stop.clone(),
     ));
-    background.spawn(peers.watch(topo.agents.clone(), stop.clone()));
     // The supervisor and the ping answers go on while draining, until the agent leaves.
     let leaving = CancellationToken::new();
     background.spawn(supervisor::executor(
@@ -257,6 +257,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         leaving.clone(),
     ));
     background.spawn(supervisor::monitor_verdict(
+        client.clone(),
         topo.health.clone(),
         config.agent_id.clone(),
         vitals.clone(),
@@ -299,6 +300,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         max_concurrency: config.max_concurrency,
         wake,
         idle_poll: config.idle_poll_interval,
+        idle_poll_max: config.idle_poll_max,
         round_robin: round_robin_rx,
         stop: stop.clone(),
         abort: abort.clone(),

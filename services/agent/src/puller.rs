@@ -24,8 +24,11 @@
 //! task, so idle agents take turns.
 //!
 //! With nothing to do an agent sleeps until a dispatcher signals new work on
-//! `clawfleet.signal.work`, a new queue appears, or `idle_poll_interval`
-//! passes (retries whose back-off ended send no signal).
+//! `clawfleet.signal.work`, a new queue appears, a task it handed back with
+//! a delay is due, or its idle wait passes: `idle_poll_interval` at first,
+//! doubling while it finds nothing up to `idle_poll_max` (tasks whose
+//! retry back-off ended, or that JetStream redelivered after its ack wait,
+//! come with no signal).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +61,8 @@ pub struct Puller {
     pub(crate) max_concurrency: u32,
     pub(crate) wake: Arc<Notify>,
     pub(crate) idle_poll: Duration,
+    /// Longest wait between two looks of an idle agent.
+    pub(crate) idle_poll_max: Duration,
     /// Round-robin queues to serve, as they are discovered.
     pub(crate) round_robin: mpsc::UnboundedReceiver<Arc<Served>>,
     /// Stops pulling.
@@ -87,6 +92,10 @@ impl Puller {
             slot_freed: self.slot_freed.clone(),
         });
         let mut woken = false;
+        // Doubles after each look that found nothing, from `idle_poll` up to
+        // `idle_poll_max`: an idle fleet costs the server almost nothing,
+        // and new work arrives with a wake-up signal anyway.
+        let mut idle_wait = self.idle_poll;
         loop {
             while let Ok(q) = self.round_robin.try_recv() {
                 servers.spawn(serve_round_robin(this.clone(), q));
@@ -143,11 +152,17 @@ impl Puller {
                 break;
             }
             woken = false;
-            if started == 0 {
+            if started > 0 {
+                idle_wait = self.idle_poll;
+            } else {
                 tokio::select! {
-                    _ = self.wake.notified() => woken = true,
-                    _ = tokio::time::sleep(self.idle_poll) => {
+                    _ = self.wake.notified() => {
+                        woken = true;
+                        idle_wait = self.idle_poll;
+                    }
+                    _ = tokio::time::sleep(idle_wait) => {
                         self.eligible.read().expect("eligible lock").all_may_hold_work();
+                        idle_wait = (idle_wait * 2).min(self.idle_poll_max);
                     }
                     q = self.round_robin.recv() => if let Some(q) = q {
                         servers.spawn(serve_round_robin(this.clone(), q));

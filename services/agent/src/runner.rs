@@ -87,6 +87,9 @@ const MAX_DEAD_LETTER_TRIES: i64 = 5;
 /// stays back in its queue before any agent tries again: short, because
 /// the next try is likely to work, and the ack wait is far longer.
 pub(crate) const BOOKKEEPING_RETRY: Duration = Duration::from_secs(1);
+/// Longest delay of a hand-back after which this agent looks for work again
+/// by itself; later ones are found by its idle polls.
+const WAKE_AFTER_MAX: Duration = Duration::from_secs(60);
 
 /// What every attempt needs.
 pub struct Runner {
@@ -112,6 +115,8 @@ pub struct Runner {
     pub(crate) cancels: Arc<Cancels>,
     /// Tenants' running sets, for `max_running` across their queues.
     pub(crate) tenant_slots: TenantSlots,
+    /// Wakes this agent's pull loop.
+    pub(crate) wake: Arc<tokio::sync::Notify>,
 }
 
 /// How settling an attempt's outcome went.
@@ -287,12 +292,13 @@ impl Runner {
                 // Cancelled while an agent that has since vanished ran it.
                 Admit::CancelRequested => return self.cancel_unstarted(msg, &spec, current).await,
             }
-            if self.leave_to_others(&spec, &current.record) {
+            if self.leave_to_others(&spec, &current.record).await {
                 self.held
                     .lock()
                     .expect("held lock")
                     .insert(msg.subject.to_string(), Instant::now() + self.hold_off);
                 self.hand_back(msg, Some(AVOID_DELAY)).await;
+                self.signal_after(AVOID_DELAY, msg.subject.as_str());
                 return Ok(());
             }
 
@@ -810,7 +816,30 @@ impl Runner {
         }
         if let Err(e) = msg.ack_with(AckKind::Nak(delay)).await {
             tracing::warn!(error = %e, "could not hand a task back; it returns after its ack wait");
+            return;
         }
+        // JetStream sends no word when a delayed task is available again,
+        // and an idle agent polls less and less often: look again then.
+        if let Some(delay) = delay.filter(|d| *d <= WAKE_AFTER_MAX) {
+            let wake = self.wake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                wake.notify_one();
+            });
+        }
+    }
+
+    /// Tells every agent that `queue` has work again after `delay`: a task
+    /// this agent passed over is for the others.
+    fn signal_after(&self, delay: Duration, queue: &str) {
+        let client = self.client.clone();
+        let body = bytes::Bytes::from(queue.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = client.publish(subjects::SIGNAL_WORK, body).await {
+                tracing::debug!(error = %e, "could not signal agents");
+            }
+        });
     }
 
     /// The task moved to another agent while this attempt ran: this
@@ -926,7 +955,7 @@ impl Runner {
     /// Whether this agent should pass over a task that last failed here,
     /// leaving it to another compatible agent (the task's `different_agent`
     /// policy). It does so for at most `avoid_for`, then runs it itself.
-    fn leave_to_others(&self, spec: &TaskSpec, record: &TaskRecord) -> bool {
+    async fn leave_to_others(&self, spec: &TaskSpec, record: &TaskRecord) -> bool {
         if !spec.retry.different_agent {
             return false;
         }
@@ -934,7 +963,7 @@ impl Runner {
             a.agent == self.agent_id
                 && !matches!(a.outcome, Some(Outcome::Succeeded | Outcome::Returned))
         });
-        if !failed_here || !self.peers.another_can_run(spec, &self.agent_id) {
+        if !failed_here || !self.peers.another_can_run(spec, &self.agent_id).await {
             return false;
         }
         let mut avoiding = self.avoiding.lock().expect("avoiding lock");

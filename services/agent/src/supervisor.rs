@@ -18,7 +18,7 @@ use async_nats::jetstream::kv;
 use clawfleet_shared::agent::PingReply;
 use clawfleet_shared::events::{AgentEvent, AgentEventKind};
 use clawfleet_shared::health::HealthEntry;
-use clawfleet_shared::{emit, subjects, timefmt, watch};
+use clawfleet_shared::{emit, subjects, timefmt};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -113,38 +113,78 @@ pub async fn executor(
 /// that keeps the agent out of the pool is trusted only until it runs out
 /// (see `HealthEntry::valid_for_ms`): with no monitor confirming it any
 /// more, the agent takes work again instead of staying out forever.
+///
+/// The entry is read once, then followed with a plain subscription to its
+/// key's subject rather than a KV watch: a watch is a JetStream consumer,
+/// one per agent on the same stream, and a stream takes at most 1,000 of
+/// them by default. A write missed while the connection was down is made
+/// good by the monitor's next confirmation (every `verdict_refresh`) or by
+/// the verdict running out.
 pub async fn monitor_verdict(
+    client: async_nats::Client,
     health: kv::Store,
     agent_id: String,
     vitals: Arc<Vitals>,
     stop: CancellationToken,
 ) {
     let current: std::sync::Mutex<Option<HealthEntry>> = std::sync::Mutex::new(None);
-    let follow = watch::follow(&health, &agent_id, true, &stop, |entry| {
-        let verdict = match entry.operation {
-            kv::Operation::Put => match serde_json::from_slice::<HealthEntry>(&entry.value) {
-                Ok(h) => {
-                    if !h.takes_work() {
-                        tracing::warn!(state = %h.state, reason = %h.reason, quarantined = h.quarantine.is_some(), "the health monitor took this agent out of the pool");
-                    }
-                    Some(Some(h))
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "unreadable health entry; ignoring it");
-                    None
-                }
-            },
-            _ => Some(None),
-        };
-        if let Some(verdict) = verdict {
-            let allows = verdict
-                .as_ref()
-                .is_none_or(|h| h.takes_work() || h.expired(timefmt::now()));
-            *current.lock().expect("verdict lock") = verdict;
-            vitals.set_monitor_allows(allows);
+    let apply = |verdict: Option<HealthEntry>| {
+        if let Some(h) = verdict.as_ref().filter(|h| !h.takes_work()) {
+            tracing::warn!(state = %h.state, reason = %h.reason, quarantined = h.quarantine.is_some(), "the health monitor took this agent out of the pool");
         }
-        std::future::ready(())
-    });
+        let allows = verdict
+            .as_ref()
+            .is_none_or(|h| h.takes_work() || h.expired(timefmt::now()));
+        *current.lock().expect("verdict lock") = verdict;
+        vitals.set_monitor_allows(allows);
+    };
+    let decode = |bytes: &[u8]| match serde_json::from_slice::<HealthEntry>(bytes) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable health entry; ignoring it");
+            None
+        }
+    };
+    let follow = async {
+        let subject = format!("$KV.{}.{agent_id}", health.name);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            // Subscribed before the read, so no write falls between them.
+            let mut writes = match client.subscribe(subject.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot follow this agent's health entry; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            match health.entry(&agent_id).await {
+                Ok(Some(e)) if e.operation == kv::Operation::Put => {
+                    if let Some(h) = decode(&e.value) {
+                        apply(Some(h));
+                    }
+                }
+                Ok(_) => apply(None),
+                Err(e) => tracing::debug!(error = %e, "could not read this agent's health entry"),
+            }
+            while let Some(write) = writes.next().await {
+                let removed = write
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+                if removed {
+                    apply(None);
+                } else if let Some(h) = decode(&write.payload) {
+                    apply(Some(h));
+                }
+            }
+            // The subscription ended (the connection is closing): not in a tight loop.
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    };
     let expiry = async {
         loop {
             tokio::time::sleep(VERDICT_CHECK).await;
@@ -162,6 +202,7 @@ pub async fn monitor_verdict(
     tokio::select! {
         _ = follow => {}
         _ = expiry => {}
+        _ = stop.cancelled() => {}
     }
 }
 
