@@ -21,10 +21,14 @@ const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
 /// How long reading a snapshot may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Every agent's last heartbeat, with when it was written.
+type Heartbeats = Vec<(AgentInfo, Instant)>;
+
 /// The agents bucket, read when asked.
 pub struct Peers {
     agents: kv::Store,
-    snapshot: Mutex<Option<(Instant, Vec<(AgentInfo, Instant)>)>>,
+    /// The last snapshot, with when it was read.
+    snapshot: Mutex<Option<(Instant, Heartbeats)>>,
 }
 
 impl Peers {
@@ -75,7 +79,7 @@ impl Peers {
 }
 
 /// Every agent's last heartbeat, with when it was written (as a local instant).
-async fn read(agents: &kv::Store) -> anyhow::Result<Vec<(AgentInfo, Instant)>> {
+async fn read(agents: &kv::Store) -> anyhow::Result<Heartbeats> {
     let mut out = Vec::new();
     if agents.status().await?.values() == 0 {
         return Ok(out);
