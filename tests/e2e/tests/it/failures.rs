@@ -1,15 +1,18 @@
 //! What happens when things go wrong: failing work, dead agents, restarted
 //! dispatchers and servers, poison messages, stopping agents.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use clawfleet_shared::api::{ApiReply, DlqReason, SubmitReply};
+use clawfleet_shared::api::{ApiReply, DlqReason, SubmitReply, TaskCancelReply, TaskCancelRequest};
+use clawfleet_shared::events::{TaskEvent, TaskEventKind};
 use clawfleet_shared::task::Outcome;
 use clawfleet_shared::{subjects, ErrorCode, TaskStatus};
 use clawfleet_testkit::client::{
-    publish_intake_many, stream_messages, submit, task_get, wait_final, wait_running,
+    publish_intake_many, request, stream_messages, submit, task_get, wait_final, wait_running,
 };
 use clawfleet_testkit::{dispatcher_config, start_dispatcher, wait_for};
+use futures::StreamExt;
 use serde_json::json;
 
 use crate::{dead_letters, events_per_task, Fleet, FINISH};
@@ -444,4 +447,159 @@ async fn a_retry_policy_retries_only_the_failures_it_names_and_backs_off_as_told
             "gap {gap} in {r:?}"
         );
     }
+}
+
+/// Every task event in the events stream, per task, in stream order.
+async fn events_by_task(fleet: &Fleet) -> HashMap<String, Vec<TaskEvent>> {
+    let stream = fleet.js.get_stream(subjects::STREAM_EVENTS).await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: "clawfleet.events.task.>".to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut by_task: HashMap<String, Vec<TaskEvent>> = HashMap::new();
+    let mut messages = consumer.messages().await.unwrap();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
+        let msg = msg.unwrap();
+        let event: TaskEvent = serde_json::from_slice(&msg.payload).unwrap();
+        if let Some(id) = event.id.clone() {
+            by_task.entry(id).or_default().push(event);
+        }
+        if msg.info().unwrap().pending == 0 {
+            break;
+        }
+    }
+    by_task
+}
+
+#[tokio::test]
+async fn after_a_mixed_failing_workload_every_tasks_events_agree_with_its_record() {
+    let mut fleet = Fleet::new().await;
+    fleet.agent("mix-a", &[], None).await;
+    fleet.agent("mix-b", &[], None).await;
+    let retry = json!({"backoff": "10ms", "backoff_max": "20ms"});
+    let mut bodies = Vec::new();
+    for i in 0..8 {
+        let payload = match i % 4 {
+            0 => json!({"op": "echo", "data": i}),
+            1 => json!({"op": "flaky", "fail_attempts": 1, "data": i}),
+            2 => json!({"op": "fatal", "message": "no"}),
+            _ => json!({"op": "fail", "message": "always"}),
+        };
+        bodies.push(
+            json!({"id": format!("mix-{i}"), "tenant": "acme", "payload": payload,
+                           "max_attempts": 2, "retry": retry}),
+        );
+    }
+    // Cancelled while running, and while waiting for its delay.
+    bodies.push(
+        json!({"id": "mix-running", "tenant": "acme", "payload": {"op": "sleep", "ms": 60_000}}),
+    );
+    bodies.push(
+        json!({"id": "mix-waiting", "tenant": "acme", "delay": "1h", "payload": {"op": "echo"}}),
+    );
+    for body in &bodies {
+        submit(&fleet.client, body).await.unwrap();
+    }
+    wait_running(&fleet.client, "mix-running", FINISH).await;
+    for id in ["mix-running", "mix-waiting"] {
+        let req = TaskCancelRequest {
+            id: id.into(),
+            tenant: None,
+            reason: Some("mixed workload".into()),
+        };
+        let reply: Result<TaskCancelReply, _> = request(
+            &fleet.client,
+            subjects::API_TASK_CANCEL,
+            serde_json::to_vec(&req).unwrap(),
+        )
+        .await;
+        reply.unwrap();
+    }
+    let mut records = Vec::new();
+    for body in &bodies {
+        let id = body["id"].as_str().unwrap();
+        records.push(wait_final(&fleet.client, id, FINISH).await);
+    }
+    // Every final event is in the stream once its result is.
+    wait_for("every task's final event", FINISH, || async {
+        let events = events_by_task(&fleet).await;
+        records
+            .iter()
+            .all(|r| {
+                events
+                    .get(&r.spec.id)
+                    .and_then(|e| e.last())
+                    .is_some_and(|e| is_final(e.kind))
+            })
+            .then_some(())
+    })
+    .await;
+    let events = events_by_task(&fleet).await;
+    let mut statuses = std::collections::BTreeSet::new();
+    for r in &records {
+        let id = &r.spec.id;
+        let e = &events[id];
+        let kinds: Vec<TaskEventKind> = e.iter().map(|e| e.kind).collect();
+        statuses.insert(r.status.to_string());
+        assert_eq!(
+            kinds.first(),
+            Some(&TaskEventKind::Queued),
+            "{id}: {kinds:?}"
+        );
+        // Exactly one final event, the last, saying what the record says.
+        assert_eq!(
+            kinds.iter().filter(|k| is_final(**k)).count(),
+            1,
+            "{id}: {kinds:?}"
+        );
+        let last = e.last().unwrap();
+        assert_eq!(
+            last.kind.as_str(),
+            r.status.to_string(),
+            "{id}: {kinds:?} vs {r:?}"
+        );
+        // One `started` per attempt in the record, same agent and number, in order.
+        let started: Vec<(u32, String)> = e
+            .iter()
+            .filter(|e| e.kind == TaskEventKind::Started)
+            .map(|e| (e.attempt.unwrap(), e.agent.clone().unwrap()))
+            .collect();
+        let attempts: Vec<(u32, String)> = r
+            .attempts
+            .iter()
+            .map(|a| (a.attempt, a.agent.clone()))
+            .collect();
+        assert_eq!(started, attempts, "{id}: events {kinds:?}, record {r:?}");
+        // A `retrying` event for every attempt that failed and was followed by another.
+        let retried = r
+            .attempts
+            .iter()
+            .rev()
+            .skip(1)
+            .filter(|a| matches!(a.outcome, Some(Outcome::Failed | Outcome::Timeout)))
+            .count();
+        let retrying = kinds
+            .iter()
+            .filter(|k| **k == TaskEventKind::Retrying)
+            .count();
+        assert_eq!(retrying, retried, "{id}: {kinds:?} vs {r:?}");
+        if matches!(r.status, TaskStatus::Succeeded | TaskStatus::Failed) {
+            assert_eq!(last.attempt, r.attempts.last().map(|a| a.attempt), "{id}");
+        }
+    }
+    // The workload did reach every ending.
+    assert_eq!(
+        statuses.into_iter().collect::<Vec<_>>(),
+        vec!["cancelled", "failed", "succeeded"]
+    );
+}
+
+fn is_final(kind: TaskEventKind) -> bool {
+    matches!(
+        kind,
+        TaskEventKind::Succeeded | TaskEventKind::Failed | TaskEventKind::Cancelled
+    )
 }
