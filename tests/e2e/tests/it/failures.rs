@@ -1,21 +1,19 @@
 //! What happens when things go wrong: failing work, dead agents, restarted
 //! dispatchers and servers, poison messages, stopping agents.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use clawfleet_shared::api::{ApiReply, DlqReason, SubmitReply, TaskCancelReply, TaskCancelRequest};
-use clawfleet_shared::events::{TaskEvent, TaskEventKind};
+use clawfleet_shared::events::TaskEventKind;
 use clawfleet_shared::task::Outcome;
 use clawfleet_shared::{subjects, ErrorCode, TaskStatus};
 use clawfleet_testkit::client::{
     publish_intake_many, request, stream_messages, submit, task_get, wait_final, wait_running,
 };
 use clawfleet_testkit::{dispatcher_config, start_dispatcher, wait_for};
-use futures::StreamExt;
 use serde_json::json;
 
-use crate::{dead_letters, events_per_task, Fleet, FINISH};
+use crate::{dead_letters, events_by_task, events_per_task, Fleet, FINISH};
 
 /// Publishes `n` echo tasks with ids `<prefix>-<i>` to intake.
 async fn publish_echo_tasks(fleet: &Fleet, prefix: &str, n: usize) -> Vec<String> {
@@ -447,31 +445,6 @@ async fn a_retry_policy_retries_only_the_failures_it_names_and_backs_off_as_told
             "gap {gap} in {r:?}"
         );
     }
-}
-
-/// Every task event in the events stream, per task, in stream order.
-async fn events_by_task(fleet: &Fleet) -> HashMap<String, Vec<TaskEvent>> {
-    let stream = fleet.js.get_stream(subjects::STREAM_EVENTS).await.unwrap();
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: "clawfleet.events.task.>".to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut by_task: HashMap<String, Vec<TaskEvent>> = HashMap::new();
-    let mut messages = consumer.messages().await.unwrap();
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
-        let msg = msg.unwrap();
-        let event: TaskEvent = serde_json::from_slice(&msg.payload).unwrap();
-        if let Some(id) = event.id.clone() {
-            by_task.entry(id).or_default().push(event);
-        }
-        if msg.info().unwrap().pending == 0 {
-            break;
-        }
-    }
-    by_task
 }
 
 #[tokio::test]

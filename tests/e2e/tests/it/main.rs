@@ -95,25 +95,45 @@ impl Fleet {
 
 /// How many `kind` task events each task got, from the events stream.
 pub async fn events_per_task(fleet: &Fleet, kind: &str) -> HashMap<String, usize> {
+    events_by_task(fleet)
+        .await
+        .into_iter()
+        .map(|(id, events)| {
+            (
+                id,
+                events.iter().filter(|e| e.kind.as_str() == kind).count(),
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// Every task event in the events stream, per task, in stream order.
+pub async fn events_by_task(fleet: &Fleet) -> HashMap<String, Vec<TaskEvent>> {
     let stream = fleet.js.get_stream(subjects::STREAM_EVENTS).await.unwrap();
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subjects::task_event(kind, "*"),
+            filter_subject: subjects::task_event("*", "*"),
             ..Default::default()
         })
         .await
         .unwrap();
-    let mut counts = HashMap::new();
+    let mut by_task: HashMap<String, Vec<TaskEvent>> = HashMap::new();
+    if consumer.cached_info().num_pending == 0 {
+        return by_task;
+    }
     let mut messages = consumer.messages().await.unwrap();
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
         let msg = msg.unwrap();
         let event: TaskEvent = serde_json::from_slice(&msg.payload).unwrap();
-        *counts.entry(event.id.unwrap()).or_insert(0) += 1;
+        if let Some(id) = event.id.clone() {
+            by_task.entry(id).or_default().push(event);
+        }
         if msg.info().unwrap().pending == 0 {
             break;
         }
     }
-    counts
+    by_task
 }
 
 /// Messages in `stream` on `subject` (wildcards allowed).
