@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod names;
 pub mod nats;
 pub mod observe;
+pub mod results;
 pub mod signals;
 pub mod strict;
 pub mod subjects;

@@ -45,10 +45,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv, AckKind};
-use async_nats::HeaderMap;
 use clawfleet_shared::api::{DlqEntry, DlqReason};
 use clawfleet_shared::events::{AttemptReport, TaskEvent, TaskEventKind};
 use clawfleet_shared::lifecycle::{self, Admit, Started};
+use clawfleet_shared::results;
 use clawfleet_shared::task::{Outcome, RetryOn};
 use clawfleet_shared::{
     emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskResult, TaskSpec, TaskStatus,
@@ -639,20 +639,9 @@ impl Runner {
     }
 
     async fn publish_result(&self, result: &TaskResult) -> Result<(), RecordError> {
-        let body = serde_json::to_vec(result).expect("result encodes");
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", result.id.as_str());
-        self.js
-            .publish_with_headers(
-                subjects::result(&result.tenant, &result.id),
-                headers,
-                body.into(),
-            )
+        results::publish(&self.js, result)
             .await
-            .map_err(|e| RecordError::Nats(e.to_string()))?
-            .await
-            .map_err(|e| RecordError::Nats(e.to_string()))?;
-        Ok(())
+            .map_err(|e| RecordError::Nats(e.to_string()))
     }
 
     /// The record as the dispatcher created it, for a task delivered for the
@@ -854,25 +843,10 @@ impl Runner {
     /// Publishes the result of a finished record if the results stream lacks
     /// it (an agent settled the record, then died before publishing).
     async fn ensure_result(&self, record: &TaskRecord) -> Result<(), RecordError> {
-        let spec = &record.spec;
-        let subject = subjects::result(&spec.tenant, &spec.id);
-        let stream = self
-            .js
-            .get_stream_no_info(subjects::STREAM_RESULTS)
+        results::ensure(&self.js, record)
             .await
-            .map_err(|e| RecordError::Nats(e.to_string()))?;
-        match stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(_) => return Ok(()),
-            Err(e)
-                if e.kind()
-                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {}
-            Err(e) => return Err(RecordError::Nats(e.to_string())),
-        }
-        let Some(result) = TaskResult::from_record(record) else {
-            return Ok(());
-        };
-        tracing::info!(task_id = %spec.id, "publishing a result its record has but the results stream lacks");
-        self.publish_result(&result).await
+            .map(drop)
+            .map_err(|e| RecordError::Nats(e.to_string()))
     }
 
     /// How long the task must be left alone, if it must: the any-region

@@ -16,14 +16,11 @@
 //! conflict, so a cancel racing an agent that starts or finishes the task
 //! ends one way or the other, never both.
 
-use std::time::Duration;
-
 use async_nats::jetstream::kv;
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
-use async_nats::HeaderMap;
 use clawfleet_shared::api::{TaskCancelReply, TaskCancelRequest};
 use clawfleet_shared::events::{TaskEvent, TaskEventKind};
 use clawfleet_shared::lifecycle::{self, CancelAsked};
+use clawfleet_shared::results;
 use clawfleet_shared::task::CancelNotice;
 use clawfleet_shared::{
     emit, subjects, timefmt, ErrorBody, ErrorCode, TaskRecord, TaskResult, TaskStatus,
@@ -173,42 +170,17 @@ impl Api {
     }
 
     async fn publish_result(&self, result: &TaskResult) -> Result<(), ErrorBody> {
-        let body = serde_json::to_vec(result).expect("result encodes");
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", result.id.as_str());
-        self.js
-            .publish_with_headers(
-                subjects::result(&result.tenant, &result.id),
-                headers,
-                body.into(),
-            )
+        results::publish(&self.js, result)
             .await
-            .map_err(|e| internal("while publishing the result", e))?
-            .await
-            .map_err(|e| internal("while publishing the result", e))?;
-        Ok(())
+            .map_err(|e| internal("while publishing the result", e))
     }
 
     /// Publishes a final record's result unless the results stream has it.
     async fn ensure_result(&self, record: &TaskRecord) {
-        let subject = subjects::result(&record.spec.tenant, &record.spec.id);
-        let Ok(stream) = self.js.get_stream_no_info(subjects::STREAM_RESULTS).await else {
-            return;
-        };
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            stream.get_last_raw_message_by_subject(&subject),
-        )
-        .await
-        {
-            Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
-            // Present, or unknown: publishing again could only repeat it.
-            _ => return,
-        }
-        if let Some(result) = TaskResult::from_record(record) {
-            if let Err(e) = self.publish_result(&result).await {
-                tracing::warn!(task_id = %record.spec.id, error = %e, "could not publish a missing result");
-            }
+        // A lookup that fails is left alone: publishing again could only
+        // repeat a result that is there.
+        if let Err(e) = results::ensure(&self.js, record).await {
+            tracing::warn!(task_id = %record.spec.id, error = %e, "could not make sure the result is published");
         }
     }
 }
