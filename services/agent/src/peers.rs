@@ -21,8 +21,8 @@ const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
 /// How long reading a snapshot may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Every agent's last heartbeat, with when it was written.
-type Heartbeats = Vec<(AgentInfo, Instant)>;
+/// Every agent's last heartbeat, with how old it was when read.
+type Heartbeats = Vec<(AgentInfo, Duration)>;
 
 /// The agents bucket, read when asked.
 pub struct Peers {
@@ -64,9 +64,11 @@ impl Peers {
         let Some((_, agents)) = snapshot.as_ref() else {
             return false;
         };
-        agents.iter().any(|(a, written)| {
-            let fresh = written.elapsed()
-                < Duration::from_millis(a.heartbeat_interval_ms.max(100)).saturating_mul(3);
+        // Fresh as of the snapshot: a snapshot younger than the heartbeat
+        // window would otherwise age every agent out of it.
+        agents.iter().any(|(a, age)| {
+            let fresh =
+                *age < Duration::from_millis(a.heartbeat_interval_ms.max(100)).saturating_mul(3);
             a.agent_id != me
                 && fresh
                 && a.state == AgentState::Ready
@@ -78,24 +80,23 @@ impl Peers {
     }
 }
 
-/// Every agent's last heartbeat, with when it was written (as a local instant).
+/// Every agent's last heartbeat, with its age.
 async fn read(agents: &kv::Store) -> anyhow::Result<Heartbeats> {
     let mut out = Vec::new();
-    if agents.status().await?.values() == 0 {
+    // Fresh stream state: `kv::Store::status` answers from the info
+    // cached when the bucket was opened.
+    let mut stream = agents.stream.clone();
+    if stream.info().await?.state.messages == 0 {
         return Ok(out);
     }
     let mut entries = agents.watch_with_history(">").await?;
-    let now = Instant::now();
     let wall = time::OffsetDateTime::now_utc();
     while let Some(entry) = entries.next().await {
         let entry = entry?;
         if entry.operation == kv::Operation::Put {
             if let Ok(info) = serde_json::from_slice::<AgentInfo>(&entry.value) {
                 let age = (wall - entry.created).max(time::Duration::ZERO);
-                let written = now
-                    .checked_sub(Duration::try_from(age).unwrap_or_default())
-                    .unwrap_or(now);
-                out.push((info, written));
+                out.push((info, Duration::try_from(age).unwrap_or_default()));
             }
         }
         if entry.delta == 0 {

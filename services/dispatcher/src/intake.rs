@@ -353,6 +353,11 @@ impl Intake {
             revision.to_string().as_str(),
         );
         headers.insert(subjects::HEADER_INTAKE_SEQ, intake_seq.to_string().as_str());
+        // The `queued` event goes out before the task can be fetched, on the
+        // connection that queues it: an agent's `started` cannot overtake
+        // it. A queueing that fails after it repeats it on the retry (events
+        // are at least once).
+        self.queued_event(&spec, subject.clone()).await;
         if spec.prefer_region.is_some() {
             if let Err(e) = self.queue_fallback(&spec, &body).await {
                 return Sent::Other(Step::Retry {
@@ -414,10 +419,10 @@ impl Intake {
                         metrics::histogram!(crate::metrics::DISPATCH_SECONDS)
                             .record(waited.as_seconds_f64().max(0.0));
                     }
-                    // Event before ack: a crash in between re-delivers the
-                    // message and repeats the event rather than losing it.
+                    // (The `queued` event went out before the task was
+                    // queued, so a crash before this ack repeats it rather
+                    // than losing it.)
                     self.wake.queued(&subject);
-                    self.queued_event(&spec, subject).await;
                     ack_or_log(&msg, AckKind::Ack).await;
                     tracing::debug!(task_id = %spec.id, tenant = %spec.tenant, "task queued");
                 }
