@@ -138,6 +138,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let lease_replies = client.subscribe(leases.replies()).await?;
 
     let wake = Arc::new(Notify::new());
+    let eligible = Arc::new(RwLock::new(queues::Eligible::default()));
     let runner = Arc::new(runner::Runner {
         agent_id: config.agent_id.clone(),
         client: client.clone(),
@@ -159,6 +160,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             topo.health.clone(),
         ),
         wake: wake.clone(),
+        eligible: eligible.clone(),
     });
     // Before taking any task: entries a previous process of this agent left
     // would count against their tenants' quotas until someone pruned them.
@@ -208,7 +210,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
     let background = TaskTracker::new();
-    let eligible = Arc::new(RwLock::new(queues::Eligible::default()));
     {
         let wake = wake.clone();
         let stop = stop.clone();

@@ -117,6 +117,8 @@ pub struct Runner {
     pub(crate) tenant_slots: TenantSlots,
     /// Wakes this agent's pull loop.
     pub(crate) wake: Arc<tokio::sync::Notify>,
+    /// The queues the pull loop asks, to mark one as holding work again.
+    pub(crate) eligible: crate::queues::SharedEligible,
 }
 
 /// How settling an attempt's outcome went.
@@ -808,11 +810,18 @@ impl Runner {
             return;
         }
         // JetStream sends no word when a delayed task is available again,
-        // and an idle agent polls less and less often: look again then.
+        // and an idle agent polls less and less often: look at its queue
+        // again then, as if a dispatcher had signalled it.
         if let Some(delay) = delay.filter(|d| *d <= WAKE_AFTER_MAX) {
             let wake = self.wake.clone();
+            let eligible = self.eligible.clone();
+            let queue = msg.subject.to_string();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
+                eligible
+                    .read()
+                    .expect("eligible lock")
+                    .signalled(queue.as_bytes());
                 wake.notify_one();
             });
         }

@@ -576,3 +576,26 @@ fn is_final(kind: TaskEventKind) -> bool {
         TaskEventKind::Succeeded | TaskEventKind::Failed | TaskEventKind::Cancelled
     )
 }
+
+#[tokio::test]
+async fn an_idle_agent_takes_up_a_retry_when_its_back_off_ends_without_polling() {
+    let mut fleet = Fleet::new().await;
+    // Idle polls a minute apart: only the agent's own wake-up at the end of
+    // the retry's back-off can start the second attempt in time.
+    let mut config = clawfleet_testkit::agent_config(fleet.server.url(), "sleepy", &[]);
+    config.idle_poll_interval = Duration::from_secs(60);
+    config.idle_poll_max = Duration::from_secs(60);
+    fleet.agent_with(config).await;
+    let body = json!({"tenant": "acme", "max_attempts": 2,
+                      "retry": {"backoff": "300ms", "backoff_max": "300ms", "different_agent": false},
+                      "payload": {"op": "flaky", "fail_attempts": 1, "data": "late"}});
+    let id = submit(&fleet.client, &body).await.unwrap().id;
+    let r = wait_final(&fleet.client, &id, Duration::from_secs(10)).await;
+    assert_eq!(r.status, TaskStatus::Succeeded, "{r:?}");
+    assert_eq!(r.attempts.len(), 2);
+    let gap = r.attempts[1].started_at - r.attempts[0].ended_at.unwrap();
+    assert!(
+        gap < time::Duration::seconds(5),
+        "the retry waited {gap} for an idle poll"
+    );
+}
