@@ -83,6 +83,12 @@ pub struct TaskEvent {
     /// Delay before the next attempt, for retrying (milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_in_ms: Option<u64>,
+    /// The attempt this event ends, as its executor ran it: on succeeded,
+    /// retrying, failed, preempted, and cancelled when a running attempt
+    /// was stopped. Carried here rather than sent apart so that an attempt
+    /// costs one stored event, not two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Box<AttemptReport>>,
 }
 
 impl TaskEvent {
@@ -99,6 +105,7 @@ impl TaskEvent {
             queue: None,
             error: None,
             retry_in_ms: None,
+            report: None,
         }
     }
 }
@@ -177,9 +184,12 @@ impl AgentEvent {
     }
 }
 
-/// One attempt as it ran on an agent, whatever became of it:
-/// `clawfleet.events.attempt.<tenant>.<agent_id>`, sent once per attempt an
-/// executor ran. Fleet analytics and cost tracking are built from these.
+/// One attempt as it ran on an agent, whatever became of it, sent once per
+/// attempt an executor ran. Fleet analytics and cost tracking are built from
+/// these. It travels in the task event that ends the attempt
+/// ([`TaskEvent::report`]); an attempt that ends no task event (its task had
+/// moved to another agent, or its agent handed it back while stopping) is
+/// reported alone on `clawfleet.events.attempt.<tenant>.<agent_id>`.
 ///
 /// The outcome is what the executor did. It can differ from the task
 /// record's view of the attempt: an agent that was declared down while it

@@ -17,15 +17,14 @@
 //! | `clawfleet.results.<tenant>.<id>` | stream `CLAWFLEET_RESULTS` | agents | clients |
 //! | `clawfleet.events.task.<kind>.<tenant>` | stream `CLAWFLEET_EVENTS` | dispatcher, agents | integrations |
 //! | `clawfleet.events.agent.<kind>.<agent_id>` | stream `CLAWFLEET_EVENTS` | agents | integrations |
-//! | `clawfleet.events.attempt.<tenant>.<agent_id>` | stream `CLAWFLEET_EVENTS` | agents | log aggregator (analytics, cost) |
+//! | `clawfleet.events.attempt.<tenant>.<agent_id>` | stream `CLAWFLEET_EVENTS` | agents (attempts that end no task event) | log aggregator (analytics, cost) |
 //! | `clawfleet.dlq.<reason>.<tenant>` | stream `CLAWFLEET_DLQ` | dispatcher, agents | operators |
-//! | `clawfleet.signal.work` | core NATS, not stored | dispatcher, health monitor | agents |
+//! | `clawfleet.signal.work` | core NATS, not stored | dispatcher, health monitor, agents | agents |
 //! | `clawfleet.api.fleet.state` | request/reply | clients | health monitor |
 //! | `clawfleet.api.agent.quarantine` / `.release` | request/reply | operators | health monitor |
 //! | `clawfleet.agent.ping.<agent_id>` | request/reply | health monitor | that agent |
 //! | `clawfleet.agent.lease.<agent_id>` | core NATS, not stored | that agent | health monitor |
 //! | `clawfleet.agent.cancel.<agent_id>` | core NATS, not stored | dispatcher | that agent |
-//! | `clawfleet.signal.work` | core NATS, not stored | dispatcher | agents |
 //! | `clawfleet.logs.<service>.<level>.<agent_id>` | stream `CLAWFLEET_LOGS` | every service | log aggregator, `clawfleet logs --follow` |
 //! | `clawfleet.api.logs.search` | request/reply | clients | log aggregator |
 //! | `clawfleet.api.logs.stats` | request/reply | clients | log aggregator |
@@ -233,8 +232,21 @@ pub fn attempt_event(tenant: &str, agent_id: &str) -> String {
     format!("clawfleet.events.attempt.{tenant}.{agent_id}")
 }
 
-/// Wildcard for attempt reports only.
+/// What the subject of an attempt report sent alone starts with.
+pub const ATTEMPT_EVENTS_PREFIX: &str = "clawfleet.events.attempt.";
+/// Wildcard for attempt reports sent alone.
 pub const ATTEMPT_EVENTS_ALL: &str = "clawfleet.events.attempt.>";
+
+/// Every subject an attempt report can arrive on: alone, or inside the task
+/// event that ended its attempt (see [`crate::events::AttemptReport`]).
+pub const ATTEMPT_REPORTS: [&str; 6] = [
+    ATTEMPT_EVENTS_ALL,
+    "clawfleet.events.task.succeeded.>",
+    "clawfleet.events.task.retrying.>",
+    "clawfleet.events.task.failed.>",
+    "clawfleet.events.task.preempted.>",
+    "clawfleet.events.task.cancelled.>",
+];
 
 /// `clawfleet.events.agent.<kind>.<agent_id>`
 pub fn agent_event(kind: &str, agent_id: &str) -> String {

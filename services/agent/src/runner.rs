@@ -330,7 +330,7 @@ impl Runner {
                             return Ok(());
                         }
                         return self
-                            .conclude_failure(msg, &spec, attempts, error, now)
+                            .conclude_failure(msg, &spec, attempts, error, now, None)
                             .await;
                     }
                 };
@@ -368,10 +368,15 @@ impl Runner {
             .execute(msg, &spec, attempt, ack_wait, registration.token.clone())
             .await;
         let ended_at = timefmt::now();
-        let labels = [("agent", self.agent_id.clone())];
-        metrics::histogram!(crate::metrics::ATTEMPT_SECONDS, &labels)
-            .record(began.elapsed().as_secs_f64());
-        self.report_attempt(
+        metrics::histogram!(
+            crate::metrics::ATTEMPT_SECONDS,
+            &[("agent", self.agent_id.clone())]
+        )
+        .record(began.elapsed().as_secs_f64());
+        // The attempt's report goes out inside the event that ends it; one
+        // whose end publishes no event (the task moved on, or was handed
+        // back while stopping, or its bookkeeping failed) goes out alone.
+        let mut report = Some(Box::new(self.attempt_report(
             msg,
             &spec,
             attempt,
@@ -379,8 +384,35 @@ impl Runner {
             &ended,
             running.preempted.load(Ordering::Relaxed),
             cancel.is_cancelled(),
-        )
-        .await;
+        )));
+        let finished = self
+            .finish(
+                msg,
+                &spec,
+                (started, attempt, ended_at),
+                ended,
+                &running,
+                &mut report,
+            )
+            .await;
+        if let Some(report) = report {
+            emit::attempt_report(&self.client, &report).await;
+        }
+        finished
+    }
+
+    /// Settles the outcome of an attempt the executor ran and lets go of
+    /// the message. `report` is taken by the event that ends the attempt.
+    async fn finish(
+        &self,
+        msg: &jetstream::Message,
+        spec: &TaskSpec,
+        (started, attempt, ended_at): (Versioned, u32, timefmt::Timestamp),
+        ended: Ended,
+        running: &RunningTask,
+        report: &mut Option<Box<AttemptReport>>,
+    ) -> Result<(), RecordError> {
+        let labels = [("agent", self.agent_id.clone())];
         match ended {
             Ended::Ok(output) => {
                 let result = TaskResult {
@@ -402,7 +434,9 @@ impl Runner {
                 match settled {
                     Settled::Applied => {}
                     Settled::Cancelled(record) => {
-                        return self.conclude_cancelled(msg, &record, Some(attempt)).await
+                        return self
+                            .conclude_cancelled(msg, &record, Some(attempt), report.take())
+                            .await
                     }
                     Settled::MovedOn => {
                         self.moved_on(msg).await;
@@ -411,7 +445,7 @@ impl Runner {
                 }
                 self.publish_result(&result).await?;
                 self.vitals.completed.fetch_add(1, Ordering::Relaxed);
-                observe_end(&self.agent_id, Outcome::Succeeded, Some(&spec));
+                observe_end(&self.agent_id, Outcome::Succeeded, Some(spec));
                 tracing::debug!(attempt, "attempt succeeded");
                 let mut event = TaskEvent::new(
                     TaskEventKind::Succeeded,
@@ -420,6 +454,7 @@ impl Runner {
                 );
                 event.attempt = Some(attempt);
                 event.agent = Some(self.agent_id.clone());
+                event.report = report.take();
                 emit::task_event(&self.client, &event).await;
                 let _ = msg.ack().await;
                 Ok(())
@@ -462,13 +497,15 @@ impl Runner {
                             event.agent = Some(self.agent_id.clone());
                             event.priority = Some(spec.priority);
                             event.error = Some(error);
+                            event.report = report.take();
                             emit::task_event(&self.client, &event).await;
                         }
                         self.hand_back(msg, None).await;
                         Ok(())
                     }
                     Settled::Cancelled(record) => {
-                        self.conclude_cancelled(msg, &record, Some(attempt)).await
+                        self.conclude_cancelled(msg, &record, Some(attempt), report.take())
+                            .await
                     }
                     Settled::MovedOn => {
                         self.moved_on(msg).await;
@@ -513,13 +550,15 @@ impl Runner {
                 match settled {
                     Settled::Applied => {
                         self.vitals.failed.fetch_add(1, Ordering::Relaxed);
-                        observe_end(&self.agent_id, outcome, (!retry).then_some(&spec));
+                        observe_end(&self.agent_id, outcome, (!retry).then_some(spec));
                         if retry {
                             metrics::counter!(crate::metrics::RETRIES, &labels).increment(1);
                         }
                     }
                     Settled::Cancelled(record) => {
-                        return self.conclude_cancelled(msg, &record, Some(attempt)).await
+                        return self
+                            .conclude_cancelled(msg, &record, Some(attempt), report.take())
+                            .await
                     }
                     Settled::MovedOn => {
                         self.moved_on(msg).await;
@@ -537,11 +576,12 @@ impl Runner {
                     event.agent = Some(self.agent_id.clone());
                     event.error = Some(error);
                     event.retry_in_ms = Some(delay.as_millis() as u64);
+                    event.report = report.take();
                     emit::task_event(&self.client, &event).await;
                     self.hand_back(msg, Some(delay)).await;
                     Ok(())
                 } else {
-                    self.conclude_failure(msg, &spec, attempt, error, ended_at)
+                    self.conclude_failure(msg, spec, attempt, error, ended_at, report.take())
                         .await
                 }
             }
@@ -606,6 +646,7 @@ impl Runner {
         attempts: u32,
         error: ErrorBody,
         finished_at: timefmt::Timestamp,
+        report: Option<Box<AttemptReport>>,
     ) -> Result<(), RecordError> {
         let result = TaskResult {
             id: spec.id.clone(),
@@ -635,6 +676,7 @@ impl Runner {
         event.attempt = Some(attempts);
         event.agent = Some(self.agent_id.clone());
         event.error = Some(error);
+        event.report = report;
         emit::task_event(&self.client, &event).await;
         let _ = msg.ack_with(AckKind::Term).await;
         Ok(())
@@ -768,7 +810,8 @@ impl Runner {
             return Ok(());
         }
         tracing::info!(task_id = %spec.id, "cancelled while its agent was lost; not running it again");
-        self.conclude_cancelled(msg, &settled.record, None).await
+        self.conclude_cancelled(msg, &settled.record, None, None)
+            .await
     }
 
     /// A task recorded `cancelled`: publish its result and the event, and
@@ -778,6 +821,7 @@ impl Runner {
         msg: &jetstream::Message,
         record: &TaskRecord,
         stopped: Option<u32>,
+        report: Option<Box<AttemptReport>>,
     ) -> Result<(), RecordError> {
         if let Some(result) = TaskResult::from_record(record) {
             self.publish_result(&result).await?;
@@ -792,6 +836,7 @@ impl Runner {
         event.attempt = stopped;
         event.agent = stopped.map(|_| self.agent_id.clone());
         event.error = record.failure.clone();
+        event.report = report;
         emit::task_event(&self.client, &event).await;
         let _ = msg.ack_with(AckKind::Term).await;
         Ok(())
@@ -873,10 +918,10 @@ impl Runner {
         (left > time::Duration::ZERO).then(|| Duration::try_from(left).unwrap_or(Duration::ZERO))
     }
 
-    /// Reports an attempt the executor ran, whatever the record makes of
-    /// it: the time and tokens were spent either way.
+    /// The report of an attempt the executor ran, whatever the record makes
+    /// of it: the time and tokens were spent either way.
     #[allow(clippy::too_many_arguments)]
-    async fn report_attempt(
+    fn attempt_report(
         &self,
         msg: &jetstream::Message,
         spec: &TaskSpec,
@@ -885,7 +930,7 @@ impl Runner {
         ended: &Ended,
         preempted: bool,
         aborted: bool,
-    ) {
+    ) -> AttemptReport {
         let (outcome, error, usage) = match ended {
             Ended::Ok(output) => (Outcome::Succeeded, None, output.usage.clone()),
             Ended::TimedOut => (Outcome::Timeout, Some(ErrorCode::Timeout), None),
@@ -900,7 +945,7 @@ impl Runner {
             }
             Ended::Err(e) => (Outcome::Failed, Some(e.code()), None),
         };
-        let report = AttemptReport {
+        AttemptReport {
             task_id: spec.id.clone(),
             tenant: spec.tenant.clone(),
             agent: self.agent_id.clone(),
@@ -915,8 +960,7 @@ impl Runner {
             outcome,
             error,
             usage,
-        };
-        emit::attempt_report(&self.client, &report).await;
+        }
     }
 
     /// Whether this agent should not ask `queue` for work now: it has just

@@ -194,7 +194,7 @@ pub async fn start(
         .create_consumer(consumer::pull::Config {
             durable_name: Some(config.analytics.consumer.clone()),
             description: Some("clawfleet attempt reports for analytics and cost".to_string()),
-            filter_subject: subjects::ATTEMPT_EVENTS_ALL.to_string(),
+            filter_subjects: subjects::ATTEMPT_REPORTS.map(String::from).to_vec(),
             ack_policy: consumer::AckPolicy::All,
             ack_wait: Duration::from_secs(60),
             max_deliver: -1,

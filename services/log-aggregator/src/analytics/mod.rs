@@ -1,9 +1,9 @@
 //! Fleet analytics and cost tracking.
 //!
-//! Agents send one report per attempt they ran
-//! (`clawfleet.events.attempt.<tenant>.<agent>`, kept by `CLAWFLEET_EVENTS`):
-//! who ran what, for how long, how it ended, and what the executor used
-//! (tokens and model). The aggregator reads them through its own durable
+//! Agents send one report per attempt they ran, inside the task event that
+//! ends the attempt or alone on `clawfleet.events.attempt.<tenant>.<agent>`
+//! (both kept by `CLAWFLEET_EVENTS`): who ran what, for how long, how it
+//! ended, and what the executor used (tokens and model). The aggregator reads them through its own durable
 //! consumer ([`crate::config::Analytics::consumer`]), prices each with the
 //! configured price table as it arrives, and keeps them in a second SQLite
 //! database beside the log index, `attempts.db`, for
@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
-use clawfleet_shared::events::AttemptReport;
+use clawfleet_shared::events::{AttemptReport, TaskEvent};
 use futures::StreamExt;
 use rusqlite::Connection;
 use tokio_util::sync::CancellationToken;
@@ -92,11 +92,9 @@ async fn pipeline(
         };
         let mut rows = Vec::with_capacity(BATCH);
         let mut unreadable = 0usize;
-        let mut take = |msg: &async_nats::jetstream::Message| match serde_json::from_slice::<
-            AttemptReport,
-        >(&msg.payload)
-        {
-            Ok(report) => rows.push(Row::new(&report, prices)),
+        let mut take = |msg: &async_nats::jetstream::Message| match report_in(msg) {
+            Ok(Some(report)) => rows.push(Row::new(&report, prices)),
+            Ok(None) => {}
             Err(_) => unreadable += 1,
         };
         take(&first);
@@ -152,6 +150,22 @@ async fn pipeline(
             tracing::debug!(error = %e, "could not ack attempt reports");
         }
     }
+}
+
+/// The attempt report a message carries: the whole body on an attempt
+/// subject, the `report` of a task event (which only events that end an
+/// attempt the executor ran have).
+fn report_in(
+    msg: &async_nats::jetstream::Message,
+) -> Result<Option<AttemptReport>, serde_json::Error> {
+    if msg
+        .subject
+        .as_str()
+        .starts_with(clawfleet_shared::subjects::ATTEMPT_EVENTS_PREFIX)
+    {
+        return serde_json::from_slice::<AttemptReport>(&msg.payload).map(Some);
+    }
+    serde_json::from_slice::<TaskEvent>(&msg.payload).map(|e| e.report.map(|r| *r))
 }
 
 /// Deletes attempts older than `keep`, every `interval`, until `cancel`.

@@ -562,6 +562,26 @@ async fn after_a_mixed_failing_workload_every_tasks_events_agree_with_its_record
         if matches!(r.status, TaskStatus::Succeeded | TaskStatus::Failed) {
             assert_eq!(last.attempt, r.attempts.last().map(|a| a.attempt), "{id}");
         }
+        // Every event that ends an attempt the executor ran carries that
+        // attempt's report, as the record has it.
+        for event in e.iter().filter(|e| {
+            matches!(e.kind, TaskEventKind::Succeeded | TaskEventKind::Retrying)
+                || (e.kind == TaskEventKind::Failed && e.attempt.is_some())
+        }) {
+            let report = event
+                .report
+                .as_ref()
+                .unwrap_or_else(|| panic!("{id}: {:?} without its report", event.kind));
+            let attempt = r
+                .attempts
+                .iter()
+                .find(|a| a.attempt == report.attempt)
+                .unwrap_or_else(|| panic!("{id}: report of an unknown attempt {report:?}"));
+            assert_eq!(Some(report.attempt), event.attempt, "{id}");
+            assert_eq!(report.agent, attempt.agent, "{id}");
+            assert_eq!(Some(report.ended_at), attempt.ended_at, "{id}");
+            assert_eq!(Some(report.outcome), attempt.outcome, "{id}");
+        }
     }
     // The workload did reach every ending.
     assert_eq!(
