@@ -25,6 +25,8 @@ fn serving(subject: &str) -> &'static str {
         "health monitor"
     } else if subjects::LOG_AGGREGATOR_API.contains(&subject) {
         "log aggregator"
+    } else if subjects::ALERTER_API.contains(&subject) {
+        "alerter"
     } else {
         "dispatcher"
     }

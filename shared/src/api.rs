@@ -87,6 +87,14 @@ pub struct QueueDepth {
     /// Whether a pause rule holds it.
     #[serde(default)]
     pub paused: bool,
+    /// When the oldest task no agent has taken yet was queued (absent when
+    /// none waits): its age is how long the queue keeps work waiting.
+    #[serde(
+        default,
+        with = "crate::timefmt::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub oldest_waiting_at: Option<crate::timefmt::Timestamp>,
 }
 
 /// Reply to `clawfleet.api.queues.list`: a page within the reply budget

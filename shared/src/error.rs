@@ -56,6 +56,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The tenant has as many tasks queued as its quota allows (`quota.max_queued`).
     QuotaExceeded,
+    /// The tenant spent its hard cost budget for the day or month; new tasks
+    /// are refused until the period ends (running work finishes).
+    BudgetExceeded,
     /// The payload is larger than the configured limit.
     PayloadTooLarge,
     /// `not_before` or `delay` is malformed, both are given, or the wait is
@@ -113,6 +116,7 @@ impl ErrorCode {
             Self::Preempted => "preempted",
             Self::RateLimited => "rate_limited",
             Self::QuotaExceeded => "quota_exceeded",
+            Self::BudgetExceeded => "budget_exceeded",
             Self::PayloadTooLarge => "payload_too_large",
             Self::InvalidDelay => "invalid_delay",
             Self::InvalidRequest => "invalid_request",

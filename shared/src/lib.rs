@@ -14,6 +14,7 @@
 //! JetStream topology ([`topology`]).
 
 pub mod agent;
+pub mod alerts;
 pub mod analytics;
 pub mod api;
 pub mod config;

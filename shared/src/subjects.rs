@@ -27,6 +27,9 @@
 //! | `clawfleet.agent.cancel.<agent_id>` | core NATS, not stored | dispatcher | that agent |
 //! | `clawfleet.logs.<service>.<level>.<agent_id>` | stream `CLAWFLEET_LOGS` | every service | log aggregator, `clawfleet logs --follow` |
 //! | `clawfleet.api.logs.search` | request/reply | clients | log aggregator |
+//! | `clawfleet.api.alerts.list` / `.rules` / `.silences` / `.silence` / `.expire` | request/reply | operators | alerter |
+//! | `clawfleet.events.alert.<state>.<alertname>` | stream `CLAWFLEET_EVENTS` | alerter | integrations |
+//! | `clawfleet.events.alert.notified.<receiver>` | stream `CLAWFLEET_EVENTS` | alerter | operators |
 //! | `clawfleet.api.logs.stats` | request/reply | clients | log aggregator |
 //! | `clawfleet.api.analytics.{summary,cost,below_average,baselines,correlations}` | request/reply | clients | log aggregator |
 //!
@@ -84,6 +87,40 @@ pub const LEASES_ALL: &str = "clawfleet.agent.lease.*";
 pub const API_LOGS_SEARCH: &str = "clawfleet.api.logs.search";
 /// Request/reply: what the log index holds and what retention removed.
 pub const API_LOGS_STATS: &str = "clawfleet.api.logs.stats";
+/// Alerter: pending, firing and recently resolved alerts.
+pub const API_ALERTS_LIST: &str = "clawfleet.api.alerts.list";
+/// Alerter: the loaded rules and their latest values.
+pub const API_ALERTS_RULES: &str = "clawfleet.api.alerts.rules";
+/// Alerter: the silences.
+pub const API_ALERTS_SILENCES: &str = "clawfleet.api.alerts.silences";
+/// Alerter: create a silence.
+pub const API_ALERTS_SILENCE: &str = "clawfleet.api.alerts.silence";
+/// Alerter: expire a silence.
+pub const API_ALERTS_EXPIRE: &str = "clawfleet.api.alerts.expire";
+/// Every alerter API subject.
+pub const ALERTER_API: [&str; 5] = [
+    API_ALERTS_LIST,
+    API_ALERTS_RULES,
+    API_ALERTS_SILENCES,
+    API_ALERTS_SILENCE,
+    API_ALERTS_EXPIRE,
+];
+/// Queue group of the alerter replicas' API subscriptions.
+pub const ALERTER_QUEUE_GROUP: &str = "clawfleet-alerter";
+/// The alerter's bucket: alerts, notification log, silences, leader lease.
+pub const BUCKET_ALERTER: &str = "clawfleet-alerter";
+
+/// `clawfleet.events.alert.<state>.<alertname>`: an alert changed state
+/// (`pending`, `firing`, `resolved`).
+pub fn alert_event(state: &str, alertname: &str) -> String {
+    format!("clawfleet.events.alert.{state}.{alertname}")
+}
+
+/// `clawfleet.events.alert.notified.<receiver>`: a notification and its delivery.
+pub fn alert_notified(receiver: &str) -> String {
+    format!("clawfleet.events.alert.notified.{receiver}")
+}
+
 /// Fleet analytics: performance per group (log aggregator).
 pub const API_ANALYTICS_SUMMARY: &str = "clawfleet.api.analytics.summary";
 /// Fleet analytics: cost per group (log aggregator).
@@ -178,6 +215,9 @@ pub const BUCKET_HEALTH: &str = "clawfleet-health";
 /// Agents add a task before its attempt starts and remove it when the
 /// attempt ends, so the quota holds across all of the tenant's queues.
 pub const BUCKET_RUNNING: &str = "clawfleet-running";
+/// KV bucket of tenants over a hard cost budget (written by the alerter,
+/// read by dispatchers): one key per tenant.
+pub const BUCKET_BUDGETS: &str = "clawfleet-budgets";
 
 /// Header on a queued task: the task record's revision when the dispatcher
 /// queued it. An agent receiving the task for the first time updates the

@@ -20,6 +20,12 @@ pub fn millis_between(from: Timestamp, to: Timestamp) -> u64 {
     }
 }
 
+/// A timestamp as its RFC 3339 text (for messages and logs).
+pub fn format(t: Timestamp) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
 /// Serde helpers for `Option<Timestamp>` as RFC 3339.
 pub mod option {
     pub use time::serde::rfc3339::option::{deserialize, serialize};

@@ -112,6 +112,9 @@ pub struct Topology {
     pub health: kv::Store,
     /// Running tasks of tenants with a `max_running` quota.
     pub running: kv::Store,
+    /// Tenants over a hard cost budget, as the alerter finds them: the
+    /// dispatcher refuses their new tasks.
+    pub budgets: kv::Store,
 }
 
 /// Errors while creating or opening the topology.
@@ -230,7 +233,7 @@ pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Topology
         storage: stream::StorageType::File,
         ..Default::default()
     };
-    let mut stores = Vec::with_capacity(6);
+    let mut stores = Vec::with_capacity(7);
     for (name, config) in [
         (
             subjects::BUCKET_TASKS,
@@ -256,6 +259,10 @@ pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Topology
             subjects::BUCKET_RUNNING,
             bucket(subjects::BUCKET_RUNNING, Duration::ZERO, 64 * MIB),
         ),
+        (
+            subjects::BUCKET_BUDGETS,
+            bucket(subjects::BUCKET_BUDGETS, Duration::ZERO, 16 * MIB),
+        ),
         // Last: `open` takes the queue registry as the sign that the rest exists.
         (
             subjects::BUCKET_QUEUES,
@@ -268,12 +275,13 @@ pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Topology
             .map_err(|source| TopologyError::Bucket { name, source })?;
         stores.push(store);
     }
-    let queues = stores.pop().expect("six buckets");
-    let running = stores.pop().expect("six buckets");
-    let health = stores.pop().expect("six buckets");
-    let profiles = stores.pop().expect("six buckets");
-    let agents = stores.pop().expect("six buckets");
-    let tasks = stores.pop().expect("six buckets");
+    let queues = stores.pop().expect("seven buckets");
+    let budgets = stores.pop().expect("seven buckets");
+    let running = stores.pop().expect("seven buckets");
+    let health = stores.pop().expect("seven buckets");
+    let profiles = stores.pop().expect("seven buckets");
+    let agents = stores.pop().expect("seven buckets");
+    let tasks = stores.pop().expect("seven buckets");
     Ok(Topology {
         tasks,
         agents,
@@ -281,6 +289,7 @@ pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Topology
         queues,
         health,
         running,
+        budgets,
     })
 }
 
@@ -313,6 +322,7 @@ async fn try_open(js: &jetstream::Context) -> Result<Topology, TopologyError> {
         profiles: open(subjects::BUCKET_PROFILES).await?,
         health: open(subjects::BUCKET_HEALTH).await?,
         running: open(subjects::BUCKET_RUNNING).await?,
+        budgets: open(subjects::BUCKET_BUDGETS).await?,
         queues,
     })
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::Global;
 
 /// Options of the hidden `dispatcher` and `health-monitor` subcommands.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServiceArgs {
     /// TOML config file.
     #[arg(long, env = "CLAWFLEET_CONFIG", value_name = "FILE")]

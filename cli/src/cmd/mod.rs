@@ -2,6 +2,8 @@
 
 mod agent;
 mod agents;
+mod alerter;
+mod alerts;
 mod batch;
 mod dispatcher;
 mod dlq;
@@ -61,6 +63,8 @@ pub enum Command {
     Agents(agents::AgentsArgs),
     /// Show queue depths, or pause and resume queues.
     Queues(queues::QueuesArgs),
+    /// Firing and pending alerts, the alert rules, and silences (needs an alerter).
+    Alerts(alerts::AlertsArgs),
     /// Read the dead-letter queue and replay its entries.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -87,6 +91,9 @@ pub enum Command {
     /// Run a log aggregator in this process (used by `up`).
     #[command(hide = true)]
     LogAggregator(log_aggregator::LogAggregatorArgs),
+    /// Run an alerter in this process (used by `up`).
+    #[command(hide = true)]
+    Alerter(alerter::AlerterArgs),
 }
 
 impl Command {
@@ -100,6 +107,7 @@ impl Command {
                 | Command::Agent(_)
                 | Command::HealthMonitor(_)
                 | Command::LogAggregator(_)
+                | Command::Alerter(_)
         )
     }
 
@@ -112,6 +120,7 @@ impl Command {
             Command::Task(cmd) => task::run(&global, cmd).await,
             Command::Agents(args) => agents::run(&global, args).await,
             Command::Queues(args) => queues::run(&global, args).await,
+            Command::Alerts(args) => alerts::run(&global, args).await,
             Command::Dlq(cmd) => dlq::run(&global, cmd).await,
             Command::Watch(args) => watch::run(&global, args).await,
             Command::Logs(args) => logs::run(&global, args).await,
@@ -124,6 +133,7 @@ impl Command {
             Command::Agent(args) => agent::run(&global, args).await,
             Command::HealthMonitor(args) => health_monitor::run(&global, args).await,
             Command::LogAggregator(args) => log_aggregator::run(&global, args).await,
+            Command::Alerter(args) => alerter::run(&global, args).await,
         }
     }
 }

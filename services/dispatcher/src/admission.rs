@@ -6,7 +6,10 @@
 //! 2. `quota.max_queued`: the tenant's queues hold fewer waiting tasks than
 //!    its limit (`quota_exceeded`);
 //! 3. `quota.submit_rate`: the tenant's token bucket has a token
-//!    (`rate_limited`).
+//!    (`rate_limited`);
+//! 4. the tenant's hard cost budget: no alerter has found it spent
+//!    (`budget_exceeded`, from the `clawfleet-budgets` bucket, read at most
+//!    every [`BUDGETS_TTL`]).
 //!
 //! Request/reply submissions get the error in the reply; intake submissions
 //! are dead-lettered as `rejected` with it. Never a silent drop.
@@ -21,7 +24,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, kv};
+use clawfleet_shared::alerts::BudgetExceeded;
 use clawfleet_shared::{subjects, ErrorBody, ErrorCode, TaskSpec};
 use futures::TryStreamExt;
 use governor::{DefaultDirectRateLimiter, Quota as Rate, RateLimiter};
@@ -33,6 +37,10 @@ use crate::validate::{Quota, TenantConfig};
 
 /// How stale a tenant's queue depth may be.
 pub const DEPTH_TTL: Duration = Duration::from_millis(500);
+/// How stale the list of tenants over their budget may be.
+pub const BUDGETS_TTL: Duration = Duration::from_secs(1);
+/// Most budget entries read (one per tenant over its budget).
+const MAX_BUDGET_ENTRIES: usize = 100_000;
 
 /// The admission checks.
 pub struct Admission {
@@ -44,6 +52,9 @@ pub struct Admission {
     limiters: std::sync::Mutex<HashMap<String, (u32, DefaultDirectRateLimiter)>>,
     dispatchers: Arc<Dispatchers>,
     depths: Mutex<Option<(Instant, HashMap<String, u64>)>>,
+    budgets: kv::Store,
+    /// Tenants over their budget, and when they were read.
+    over_budget: Mutex<Option<(Instant, HashMap<String, BudgetExceeded>)>>,
 }
 
 /// A token bucket holding `1/dispatchers` of the quota's rate and burst
@@ -68,6 +79,7 @@ impl Admission {
         js: jetstream::Context,
         tenants: Arc<BTreeMap<String, TenantConfig>>,
         dispatchers: Arc<Dispatchers>,
+        budgets: kv::Store,
     ) -> Self {
         let n = dispatchers.count();
         let limiters = tenants
@@ -81,6 +93,8 @@ impl Admission {
             limiters: std::sync::Mutex::new(limiters),
             dispatchers,
             depths: Mutex::new(None),
+            budgets,
+            over_budget: Mutex::new(None),
         }
     }
 
@@ -126,6 +140,7 @@ impl Admission {
     pub async fn admit(&self, spec: &TaskSpec, rate_checked: bool) -> Result<(), ErrorBody> {
         let policy = self.tenants.get(&spec.tenant);
         self.runnable(spec).await?;
+        self.within_budget(&spec.tenant).await?;
         let Some(policy) = policy else {
             return Ok(());
         };
@@ -162,6 +177,57 @@ impl Admission {
             }
         }
         Ok(())
+    }
+
+    /// `budget_exceeded` when an alerter found `tenant` over a hard budget
+    /// whose period has not ended.
+    async fn within_budget(&self, tenant: &str) -> Result<(), ErrorBody> {
+        let mut cache = self.over_budget.lock().await;
+        let fresh = cache
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < BUDGETS_TTL);
+        if !fresh {
+            match self.read_budgets().await {
+                Ok(b) => *cache = Some((Instant::now(), b)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the budgets; using the last ones")
+                }
+            }
+        }
+        let Some(over) = cache.as_ref().and_then(|(_, b)| b.get(tenant)) else {
+            return Ok(());
+        };
+        if over.until <= clawfleet_shared::timefmt::now() {
+            return Ok(());
+        }
+        Err(ErrorBody::new(
+            ErrorCode::BudgetExceeded,
+            format!(
+                "tenant {:?} spent {:.2} {} of its {} budget of {:.2}; new tasks are refused until {}",
+                tenant,
+                over.spend,
+                over.currency,
+                if over.period == "day" { "daily" } else { "monthly" },
+                over.budget,
+                clawfleet_shared::timefmt::format(over.until),
+            ),
+        ))
+    }
+
+    async fn read_budgets(&self) -> Result<HashMap<String, BudgetExceeded>, String> {
+        let mut keys = self.budgets.keys().await.map_err(|e| e.to_string())?;
+        let mut out = HashMap::new();
+        while let Some(key) = keys.try_next().await.map_err(|e| e.to_string())? {
+            if out.len() >= MAX_BUDGET_ENTRIES {
+                break;
+            }
+            if let Ok(Some(bytes)) = self.budgets.get(&key).await {
+                if let Ok(entry) = serde_json::from_slice::<BudgetExceeded>(&bytes) {
+                    out.insert(entry.tenant.clone(), entry);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Tasks waiting in `tenant`'s queues (all priorities, capability sets, regions).

@@ -379,13 +379,28 @@ impl Api {
                 };
                 let unacked = info.num_ack_pending as u64;
                 let running = held.get(&name).copied().unwrap_or(0).min(unacked);
+                let subject = subjects::queue(
+                    priority,
+                    entry.region.as_deref(),
+                    &entry.requires,
+                    &entry.tenant,
+                );
+                // The first message past what the consumer has delivered is
+                // the oldest task no agent has taken yet.
+                let oldest_waiting_at = if info.num_pending > 0 {
+                    stream
+                        .direct_get_next_for_subject(
+                            subject.as_str(),
+                            Some(info.delivered.stream_sequence + 1),
+                        )
+                        .await
+                        .ok()
+                        .map(|m| m.time)
+                } else {
+                    None
+                };
                 queues.push(QueueDepth {
-                    subject: subjects::queue(
-                        priority,
-                        entry.region.as_deref(),
-                        &entry.requires,
-                        &entry.tenant,
-                    ),
+                    subject,
                     tenant: entry.tenant.clone(),
                     priority,
                     region: entry.region.clone(),
@@ -394,6 +409,7 @@ impl Api {
                     running,
                     delayed: unacked - running,
                     paused: paused.iter().any(|r| r.matches(&entry, priority)),
+                    oldest_waiting_at,
                 });
             }
         }

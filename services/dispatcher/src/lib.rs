@@ -144,6 +144,7 @@ pub async fn start(
         js.clone(),
         bounds.tenants.clone(),
         dispatchers.clone(),
+        topo.budgets.clone(),
     ));
     publish_named_profiles(&topo.profiles, &config).await;
     let wake = Arc::new(Wake::default());

@@ -11,6 +11,7 @@ pub mod openclaw_tools;
 mod process;
 mod server;
 mod services;
+pub mod webhook;
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,8 +19,9 @@ use std::time::Duration;
 pub use process::{workspace_binary, AgentProcess, ProcessOptions};
 pub use server::{nats_server_binary, NatsServer};
 pub use services::{
-    agent_config, dispatcher_config, log_aggregator_config, monitor_config, start_agent,
-    start_dispatcher, start_health_monitor, start_log_aggregator, Service,
+    agent_config, alerter_config, dispatcher_config, log_aggregator_config, monitor_config,
+    start_agent, start_alerter, start_dispatcher, start_health_monitor, start_log_aggregator,
+    Service,
 };
 
 /// Installs a test subscriber when `TEST_LOG=1`; tests are silent otherwise.

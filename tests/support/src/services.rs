@@ -247,6 +247,45 @@ pub fn log_aggregator_config(nats_url: &str, data_dir: &Path) -> clawfleet_log_a
     config
 }
 
+impl Waitable for clawfleet_alerter::Running {
+    fn id(&self) -> String {
+        "alerter".to_string()
+    }
+    fn wait_done(self) -> impl std::future::Future<Output = ()> + Send {
+        self.wait()
+    }
+}
+
+/// Starts an alerter; returns once it serves its API (it evaluates once it
+/// holds the leader lease).
+pub async fn start_alerter(config: clawfleet_alerter::Config) -> Service {
+    let (service, ready) = spawn("alerter".into(), move |token| async move {
+        clawfleet_alerter::start(config, None, token)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match ready.await {
+        Ok(Ok(_)) => service,
+        Ok(Err(e)) => panic!("alerter failed to start: {e}"),
+        Err(_) => panic!("alerter thread ended before starting"),
+    }
+}
+
+/// An alerter config for tests: no rules (the test gives them), evaluation
+/// every 100 ms, a 1 s lease, one receiver `log` with no integration.
+pub fn alerter_config(nats_url: &str) -> clawfleet_alerter::Config {
+    clawfleet_alerter::Config {
+        nats_url: nats_url.to_string(),
+        connect_timeout: Duration::from_secs(5),
+        evaluation_interval: Duration::from_millis(100),
+        request_timeout: Duration::from_secs(2),
+        lease: Duration::from_secs(1),
+        rules: Vec::new(),
+        metrics_addr: None,
+        ..Default::default()
+    }
+}
+
 /// Starts a dispatcher; returns once it serves requests.
 pub async fn start_dispatcher(config: clawfleet_dispatcher::Config) -> Service {
     let (service, ready) = spawn("dispatcher".into(), move |token| async move {

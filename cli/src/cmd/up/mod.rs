@@ -8,7 +8,8 @@
 //! within seconds; the supervisor brings the killed agent back a second later.
 //!
 //! A log aggregator runs too (the hidden `log-aggregator` subcommand), with
-//! its index in `<data-dir>/logs`.
+//! its index in `<data-dir>/logs`, and an alerter (the hidden `alerter`
+//! subcommand) with the default rule set or `--alerts <FILE>`.
 //!
 //! One fleet per data directory: `up` locks it first ([`lock`]). The
 //! dispatcher, health monitor and log aggregator serve `/metrics` on their
@@ -69,6 +70,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const DISPATCHER_METRICS_PORT: u16 = 9180;
 const MONITOR_METRICS_PORT: u16 = 9182;
 const LOGS_METRICS_PORT: u16 = 9183;
+const ALERTER_METRICS_PORT: u16 = 9184;
 
 /// Options of `clawfleet up`.
 #[derive(Debug, clap::Args)]
@@ -106,6 +108,13 @@ pub struct UpArgs {
     /// Port of the log aggregator's /metrics and /healthz [default: 9183, or a free port].
     #[arg(long, value_name = "PORT")]
     logs_metrics_port: Option<u16>,
+    /// The alerter's configuration: a TOML file of `rules`, `route`, `receivers` and
+    /// `inhibit_rules` (see docs/alerting.md) [default: the default rule set, logged only].
+    #[arg(long, value_name = "FILE")]
+    alerts: Option<PathBuf>,
+    /// Port of the alerter's /metrics and /healthz [default: 9184, or a free port].
+    #[arg(long, value_name = "PORT")]
+    alerter_metrics_port: Option<u16>,
 }
 
 /// Runs the fleet until Ctrl-C.
@@ -120,6 +129,16 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         Some(path) => {
             super::log_aggregator::read_prices(path)?;
             Some(std::path::absolute(path).context("while locating the price table")?)
+        }
+        None => None,
+    };
+    // Checked now, so a bad rule stops `up` before anything starts.
+    let alerts = match &args.alerts {
+        Some(path) => {
+            let config: clawfleet_alerter::Config =
+                clawfleet_shared::config::load(Some(path), &serde_json::json!({}))?;
+            config.validate()?;
+            Some(std::path::absolute(path).context("while locating the alerter configuration")?)
         }
         None => None,
     };
@@ -138,6 +157,11 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
             flag: "--logs-metrics-port",
             given: args.logs_metrics_port,
             usual: LOGS_METRICS_PORT,
+        },
+        Wanted {
+            flag: "--alerter-metrics-port",
+            given: args.alerter_metrics_port,
+            usual: ALERTER_METRICS_PORT,
         },
     ])?;
     let exe = std::env::current_exe().context("while locating the clawfleet executable")?;
@@ -173,8 +197,8 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         grace,
         inherit,
     };
-    let [dispatcher_metrics, monitor_metrics, logs_metrics] =
-        [metrics[0], metrics[1], metrics[2]].map(|a| a.to_string());
+    let [dispatcher_metrics, monitor_metrics, logs_metrics, alerter_metrics] =
+        [metrics[0], metrics[1], metrics[2], metrics[3]].map(|a| a.to_string());
     let dispatcher = Supervised::start(
         service(
             "dispatcher",
@@ -216,6 +240,15 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         ),
         kill.clone(),
     );
+    let alerts_arg = alerts.as_ref().map(|p| p.to_string_lossy().into_owned());
+    let mut alerter_args = vec!["alerter", "--metrics-addr", &alerter_metrics];
+    if let Some(p) = &alerts_arg {
+        alerter_args.extend(["--config", p]);
+    }
+    let alerter = Supervised::start(
+        service("alerter", &alerter_args, DISPATCHER_GRACE, None),
+        kill.clone(),
+    );
     let max_concurrency = args.max_concurrency.to_string();
     let fleet: Vec<Supervised> = agents
         .iter()
@@ -242,6 +275,7 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         ("the dispatcher", &dispatcher),
         ("the health monitor", &monitor),
         ("the log aggregator", &log_aggregator),
+        ("the alerter", &alerter),
     ];
     let started = tokio::select! {
         api = wait_ready(&url, &agents) => api.map(Some),
@@ -263,6 +297,7 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
                     dispatcher: &dispatcher,
                     monitor: &monitor,
                     log_aggregator: &log_aggregator,
+                    alerter: &alerter,
                     metrics: &metrics,
                     data_dir: &args.data_dir,
                     logs_dir: &logs_dir,
@@ -295,6 +330,8 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
 
     tracing::info!("stopping agents");
     futures::future::join_all(fleet.into_iter().map(Supervised::stop)).await;
+    tracing::info!("stopping the alerter");
+    alerter.stop().await;
     tracing::info!("stopping the health monitor");
     monitor.stop().await;
     tracing::info!("stopping the dispatcher");
@@ -424,7 +461,8 @@ struct Services<'a> {
     dispatcher: &'a Supervised,
     monitor: &'a Supervised,
     log_aggregator: &'a Supervised,
-    /// The dispatcher's, the monitor's and the log aggregator's.
+    alerter: &'a Supervised,
+    /// The dispatcher's, the monitor's, the log aggregator's and the alerter's.
     metrics: &'a [SocketAddr],
     data_dir: &'a Path,
     logs_dir: &'a Path,
@@ -456,6 +494,8 @@ fn banner(
             "health_monitor_metrics": metrics(1),
             "log_aggregator_pid": services.log_aggregator.pid(),
             "log_aggregator_metrics": metrics(2),
+            "alerter_pid": services.alerter.pid(),
+            "alerter_metrics": metrics(3),
             "prices": services.prices,
             "agents": agents,
         });
@@ -505,6 +545,11 @@ fn banner_text(
         metrics(2),
         services.logs_dir.display()
     ));
+    out.push_str(&format!(
+        "  alerter     pid {:<7}  {}\n",
+        services.alerter.pid(),
+        metrics(3)
+    ));
     let width = agents.iter().map(|a| a.id.len()).max().unwrap_or(0);
     for (a, s) in agents.iter().zip(fleet) {
         let pid = if s.is_finished() {
@@ -528,7 +573,7 @@ fn banner_text(
          \x20 export NATS_URL={url}\n\
          \x20 clawfleet submit --tenant demo --payload '{{\"op\":\"echo\",\"data\":\"hi\"}}' --wait\n\
          \x20 clawfleet submit --tenant demo --requires code --payload '{{\"op\":\"sleep\",\"ms\":20000}}'\n\
-         \x20 clawfleet agents; clawfleet queues; clawfleet watch\n\
+         \x20 clawfleet agents; clawfleet queues; clawfleet watch; clawfleet alerts\n\
          \x20 kill -9 <an agent's pid>   (its task moves to another agent within seconds; the agent restarts)\n\
          \x20 clawfleet logs --level debug; clawfleet logs --follow\n\
          \nCtrl-C stops the fleet (twice: at once).\n"

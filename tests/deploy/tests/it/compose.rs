@@ -143,6 +143,7 @@ fn services_run_workspace_binaries_with_settings_they_accept() {
         "dispatcher",
         "health-monitor",
         "log-aggregator",
+        "alerter",
         "agent-general",
     ] {
         assert!(
@@ -264,7 +265,7 @@ fn services_wait_for_healthy_dependencies_and_restart() {
             }
         }
     }
-    for name in ["dispatcher", "health-monitor", "log-aggregator"] {
+    for name in ["dispatcher", "health-monitor", "log-aggregator", "alerter"] {
         assert!(
             services[name]["depends_on"].is_object(),
             "{name} starts after its dependencies"
@@ -379,7 +380,13 @@ fn the_default_fleet_is_the_one_of_clawfleet_up() {
         "compose agents vs clawfleet up's default profiles"
     );
     // And the other services of `up`.
-    for service in ["nats", "dispatcher", "health-monitor", "log-aggregator"] {
+    for service in [
+        "nats",
+        "dispatcher",
+        "health-monitor",
+        "log-aggregator",
+        "alerter",
+    ] {
         assert!(fleet.services().contains_key(service), "{service}");
         assert!(
             fleet.services()[service]["profiles"].is_null(),

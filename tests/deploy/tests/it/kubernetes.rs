@@ -312,6 +312,7 @@ fn workloads_run_workspace_binaries_with_settings_they_accept() {
         "dispatcher dispatcher",
         "health-monitor health-monitor",
         "log-aggregator log-aggregator",
+        "alerter alerter",
         "agent-general agent",
         "agent-openclaw agent",
         "agent-openclaw gateway",

@@ -36,6 +36,10 @@ pub fn binaries() -> Binaries {
             "clawfleet-log-aggregator",
             env!("CARGO_BIN_EXE_deploy-check-log-aggregator"),
         ),
+        (
+            "clawfleet-alerter",
+            env!("CARGO_BIN_EXE_deploy-check-alerter"),
+        ),
     ])
 }
 

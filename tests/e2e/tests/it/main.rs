@@ -1,6 +1,7 @@
 //! End-to-end tests: a real nats-server, a real dispatcher and real agents
 //! in-process, driven through the public subjects only.
 
+mod alerts;
 mod analytics;
 mod control;
 mod corpus;
