@@ -554,6 +554,10 @@ impl Config {
                 _ => {}
             }
         }
+        for (i, rule) in self.inhibit_rules.iter().enumerate() {
+            rule.validate()
+                .map_err(|e| ConfigError::invalid(format!("inhibit_rules[{i}]"), e.to_string()))?;
+        }
         let mut tenants = BTreeSet::new();
         for (i, b) in self.budgets.iter().enumerate() {
             let key = |field: &str| format!("budgets[{i}].{field}");
