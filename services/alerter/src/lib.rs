@@ -118,7 +118,7 @@ pub async fn start(
     .await?;
     clawfleet_shared::logship::attach(&client, "alerter", None);
     let js = nats::jetstream(client.clone());
-    let store = Store::open(&js).await?;
+    let store = Store::open(&js, config.request_timeout).await?;
     let replica = config.replica.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",
@@ -452,6 +452,9 @@ impl Evaluator {
     /// their alerts keep their state), recording the tenants over a hard
     /// budget for the dispatchers on the way.
     async fn budgets(&mut self, config: &Config, now: Timestamp) -> Option<Vec<Sample>> {
+        if config.budgets.is_empty() && self.enforced.is_empty() {
+            return Some(Vec::new());
+        }
         let mut samples = Vec::new();
         let mut over: Vec<clawfleet_shared::alerts::BudgetExceeded> = Vec::new();
         for budget in &config.budgets {
@@ -513,7 +516,18 @@ impl Evaluator {
                 }
             }
         }
-        self.enforce(over).await;
+        let enforcing = config.budgets.iter().any(|b| b.enforce) || !self.enforced.is_empty();
+        if enforcing {
+            let timeout = config.request_timeout;
+            if tokio::time::timeout(timeout * 4, self.enforce(over))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "could not update the spent budgets in time; trying again next cycle"
+                );
+            }
+        }
         Some(samples)
     }
 

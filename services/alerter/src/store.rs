@@ -60,6 +60,9 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) kv: kv::Store,
+    /// Longest any one operation may take: a leader that lost NATS must go
+    /// on evaluating (and notifying that NATS is gone), not wait on it.
+    pub(crate) timeout: Duration,
 }
 
 /// The leader lease's value.
@@ -73,8 +76,9 @@ pub struct Lease {
 }
 
 impl Store {
-    /// Creates the bucket if it does not exist, and opens it.
-    pub async fn open(js: &jetstream::Context) -> Result<Store, StoreError> {
+    /// Creates the bucket if it does not exist, and opens it; every later
+    /// operation gives up after `timeout`.
+    pub async fn open(js: &jetstream::Context, timeout: Duration) -> Result<Store, StoreError> {
         let kv = match js.get_key_value(subjects::BUCKET_ALERTER).await {
             Ok(kv) => kv,
             Err(_) => js
@@ -90,11 +94,11 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::Open(e.to_string()))?,
         };
-        Ok(Store { kv })
+        Ok(Store { kv, timeout })
     }
 
     /// Reads a JSON value; `None` when absent or unreadable (logged).
-    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+    async fn get_inner<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
         match self.kv.get(key).await {
             Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
                 Ok(v) => Ok(Some(v)),
@@ -109,7 +113,7 @@ impl Store {
     }
 
     /// Writes a JSON value.
-    pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
+    async fn put_inner<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Io(e.to_string()))?;
         self.kv
             .put(key, bytes.into())
@@ -120,7 +124,7 @@ impl Store {
 
     /// Takes or renews the leader lease for `replica` for `lease`, if it is
     /// free, expired, or already this replica's. `Ok(true)`: this replica leads.
-    pub async fn hold_lease(
+    async fn hold_lease_inner(
         &self,
         replica: &str,
         lease: Duration,
@@ -161,6 +165,42 @@ impl Store {
         Ok(written.is_ok())
     }
 
+    /// Reads a JSON value; `None` when absent or unreadable (logged).
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        self.bounded(self.get_inner(key)).await
+    }
+
+    /// Writes a JSON value.
+    pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
+        self.bounded(self.put_inner(key, value)).await
+    }
+
+    /// Takes or renews the leader lease for `replica` for `lease`, if it is
+    /// free, expired, or already this replica's. `Ok(true)`: this replica leads.
+    pub async fn hold_lease(
+        &self,
+        replica: &str,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.bounded(self.hold_lease_inner(replica, lease, now))
+            .await
+    }
+
+    /// Every silence.
+    pub async fn silences(&self) -> Result<Vec<Silence>, StoreError> {
+        self.bounded(self.silences_inner()).await
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, op)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Io("no answer from JetStream in time".into())))
+    }
+
     /// Gives the lease up (on shutdown), if this replica holds it.
     pub async fn release_lease(&self, replica: &str) {
         if let Ok(Some(entry)) = self.kv.entry(LEADER).await {
@@ -181,7 +221,7 @@ impl Store {
     }
 
     /// Every silence.
-    pub async fn silences(&self) -> Result<Vec<Silence>, StoreError> {
+    async fn silences_inner(&self) -> Result<Vec<Silence>, StoreError> {
         let mut keys = self
             .kv
             .keys()

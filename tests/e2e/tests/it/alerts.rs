@@ -656,3 +656,95 @@ async fn a_spent_budget_alerts_at_its_fractions_and_refuses_the_tenants_new_task
     .await
     .expect("another tenant's task is accepted");
 }
+
+#[tokio::test]
+async fn failing_attempts_fire_the_error_rate_and_dead_letter_rules() {
+    let mut fleet = Fleet::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _logs = clawfleet_testkit::start_log_aggregator(clawfleet_testkit::log_aggregator_config(
+        fleet.server.url(),
+        dir.path(),
+    ))
+    .await;
+    fleet.agent("e1", &[], None).await;
+    let hook = WebhookReceiver::start().await;
+    let rules = r#"
+[[rules]]
+name = "tenant_errors"
+signal = { kind = "error_rate", window = "10m", by = "tenant", min_attempts = 5 }
+op = ">"
+threshold = 0.5
+annotations = { summary = "{{ humanizePercentage $value }} of {{ $labels.tenant }} failed" }
+
+[[rules]]
+name = "dead_letters"
+signal = { kind = "dead_letters", window = "10m" }
+op = ">="
+threshold = 4
+"#;
+    let _alerter = start_alerter(config(&fleet, rules, &hook.url(), &["alertname"])).await;
+    // The alerter has counted the dead letters once before any arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..6 {
+        let task = if i < 4 {
+            json!({"tenant": "acme", "max_attempts": 1, "payload": {"op": "fatal", "data": i}})
+        } else {
+            json!({"tenant": "beta", "payload": {"op": "echo", "data": i}})
+        };
+        let id = clawfleet_testkit::client::submit(&fleet.client, &task)
+            .await
+            .expect("accepted")
+            .id;
+        clawfleet_testkit::client::wait_final(&fleet.client, &id, crate::FINISH).await;
+    }
+    // One more failure for acme, so it has 5 attempts: 100% failed; beta 0%.
+    let id = clawfleet_testkit::client::submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "max_attempts": 1, "payload": {"op": "fatal"}}),
+    )
+    .await
+    .unwrap()
+    .id;
+    clawfleet_testkit::client::wait_final(&fleet.client, &id, crate::FINISH).await;
+    let got = received(&hook, 2).await;
+    let errors = got
+        .iter()
+        .find(|b| b["groupLabels"]["alertname"] == "tenant_errors")
+        .expect("the error-rate alert");
+    let alerts = errors["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "only acme: {errors:#}");
+    assert_eq!(alerts[0]["labels"]["tenant"], "acme");
+    assert_eq!(alerts[0]["annotations"]["summary"], "100% of acme failed");
+    let dead = got
+        .iter()
+        .find(|b| b["groupLabels"]["alertname"] == "dead_letters")
+        .expect("the dead-letter alert");
+    assert_eq!(dead["alerts"][0]["labels"]["tenant"], "acme");
+    assert_eq!(dead["alerts"][0]["labels"]["reason"], "failed");
+}
+
+#[tokio::test]
+async fn nats_going_away_is_notified_without_nats_and_resolves_when_it_is_back() {
+    let (mut fleet, _monitor) = with_monitor(&[]).await;
+    let hook = WebhookReceiver::start().await;
+    let rules = r#"
+[[rules]]
+name = "nats_unreachable"
+signal = { kind = "nats_unreachable" }
+op = ">="
+threshold = 1
+severity = "critical"
+"#;
+    let _alerter = start_alerter(config(&fleet, rules, &hook.url(), &["alertname"])).await;
+    wait_for("the alerter leading", NOTIFIED, || async {
+        alerts(&fleet).await.leader.map(|_| ())
+    })
+    .await;
+    fleet.server.kill();
+    let got = received(&hook, 1).await;
+    assert_eq!(got[0]["groupLabels"]["alertname"], "nats_unreachable");
+    assert_eq!(got[0]["status"], "firing");
+    fleet.server.restart();
+    let got = received(&hook, 2).await;
+    assert_eq!(got[1]["status"], "resolved", "{:#}", got[1]);
+}
