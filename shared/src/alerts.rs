@@ -218,3 +218,23 @@ pub struct BudgetExceeded {
     #[serde(with = "timefmt")]
     pub until: Timestamp,
 }
+
+/// Request to `clawfleet.api.alerts.test`: evaluate one rule once, now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    /// The rule's name.
+    pub rule: String,
+}
+
+/// Reply to `clawfleet.api.alerts.test`: what the rule measures now and the
+/// alerts it would make, without changing any alert or sending anything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestReply {
+    /// The rule, as `alerts.rules` shows it (its values are this evaluation's).
+    pub rule: RuleStatus,
+    /// The alerts its groups that meet the condition would be, with their
+    /// labels and rendered annotations; `silenced_by` and `inhibited` say
+    /// whether a notification would leave them out.
+    pub alerts: Vec<AlertInfo>,
+}

@@ -27,7 +27,7 @@
 //! | `clawfleet.agent.cancel.<agent_id>` | core NATS, not stored | dispatcher | that agent |
 //! | `clawfleet.logs.<service>.<level>.<agent_id>` | stream `CLAWFLEET_LOGS` | every service | log aggregator, `clawfleet logs --follow` |
 //! | `clawfleet.api.logs.search` | request/reply | clients | log aggregator |
-//! | `clawfleet.api.alerts.list` / `.rules` / `.silences` / `.silence` / `.expire` | request/reply | operators | alerter |
+//! | `clawfleet.api.alerts.list` / `.rules` / `.test` / `.silences` / `.silence` / `.expire` | request/reply | operators | alerter |
 //! | `clawfleet.events.alert.<state>.<alertname>` | stream `CLAWFLEET_EVENTS` | alerter | integrations |
 //! | `clawfleet.events.alert.notified.<receiver>` | stream `CLAWFLEET_EVENTS` | alerter | operators |
 //! | `clawfleet.api.logs.stats` | request/reply | clients | log aggregator |
@@ -97,10 +97,13 @@ pub const API_ALERTS_SILENCES: &str = "clawfleet.api.alerts.silences";
 pub const API_ALERTS_SILENCE: &str = "clawfleet.api.alerts.silence";
 /// Alerter: expire a silence.
 pub const API_ALERTS_EXPIRE: &str = "clawfleet.api.alerts.expire";
+/// Alerter: evaluate one rule now, and show what it would send.
+pub const API_ALERTS_TEST: &str = "clawfleet.api.alerts.test";
 /// Every alerter API subject.
-pub const ALERTER_API: [&str; 5] = [
+pub const ALERTER_API: [&str; 6] = [
     API_ALERTS_LIST,
     API_ALERTS_RULES,
+    API_ALERTS_TEST,
     API_ALERTS_SILENCES,
     API_ALERTS_SILENCE,
     API_ALERTS_EXPIRE,
@@ -109,6 +112,9 @@ pub const ALERTER_API: [&str; 5] = [
 pub const ALERTER_QUEUE_GROUP: &str = "clawfleet-alerter";
 /// The alerter's bucket: alerts, notification log, silences, leader lease.
 pub const BUCKET_ALERTER: &str = "clawfleet-alerter";
+
+/// Wildcard of the alerter's events (transitions and notifications).
+pub const ALERT_EVENTS_ALL: &str = "clawfleet.events.alert.>";
 
 /// `clawfleet.events.alert.<state>.<alertname>`: an alert changed state
 /// (`pending`, `firing`, `resolved`).

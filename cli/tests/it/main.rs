@@ -3,6 +3,7 @@
 //! judged by its exit status and output.
 
 mod agents;
+mod alerts;
 mod batch;
 mod bench;
 mod control;

@@ -11,7 +11,8 @@ use std::time::Duration;
 use async_nats::Message;
 use bytes::Bytes;
 use clawfleet_shared::alerts::{
-    AlertsReply, ExpireRequest, RulesReply, SilenceInfo, SilenceRequest, SilencesReply,
+    AlertsReply, ExpireRequest, RulesReply, SilenceInfo, SilenceRequest, SilencesReply, TestReply,
+    TestRequest,
 };
 use clawfleet_shared::api::reply_budget;
 use clawfleet_shared::error::ErrorReply;
@@ -61,6 +62,7 @@ impl Api {
         let reply = match msg.subject.as_str() {
             subjects::API_ALERTS_LIST => self.alerts().await,
             subjects::API_ALERTS_RULES => self.rules().await,
+            subjects::API_ALERTS_TEST => self.test(&msg.payload).await,
             subjects::API_ALERTS_SILENCES => self.silences().await,
             subjects::API_ALERTS_SILENCE => self.silence(&msg.payload).await,
             subjects::API_ALERTS_EXPIRE => self.expire(&msg.payload).await,
@@ -144,6 +146,78 @@ impl Api {
             rules: Vec::new(),
             evaluated_at: None,
         }))
+    }
+
+    /// Evaluates one rule now, changing nothing: its values and the alerts
+    /// its groups would be, marked as a notification would treat them.
+    async fn test(&self, body: &[u8]) -> Reply {
+        let request: TestRequest = strict::object(body).map_err(|e| {
+            ErrorBody::new(ErrorCode::InvalidRequest, format!("bad test request: {e}"))
+        })?;
+        let config = self.live.lock().expect("live lock").config.clone();
+        let Some(rule) = config.rules.iter().find(|r| r.name == request.rule) else {
+            return Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("no rule {}", strict::echo(&request.rule)),
+            ));
+        };
+        let mut sources = crate::Sources {
+            client: self.client.clone(),
+            js: clawfleet_shared::nats::jetstream(self.client.clone()),
+            timeout: config.request_timeout,
+            dlq_history: Default::default(),
+        };
+        let now = timefmt::now();
+        let read = sources
+            .read(&rule.signal, &mut crate::signals::Cycle::default(), now)
+            .await;
+        let (status, samples) = crate::judge(rule, read);
+        let silences = self.store.silences().await.map_err(unavailable)?;
+        let book: AlertBook = self
+            .store
+            .get(store::ALERTS)
+            .await
+            .map_err(unavailable)?
+            .unwrap_or_default();
+        let firing: Vec<&Labels> = book
+            .alerts()
+            .filter(|a| a.state == AlertState::Firing)
+            .map(|a| &a.labels)
+            .collect();
+        let alerts = samples
+            .unwrap_or_default()
+            .into_iter()
+            .take(200)
+            .map(|s| clawfleet_shared::alerts::AlertInfo {
+                fingerprint: crate::engine::labels::fingerprint(&s.labels),
+                silenced_by: silences
+                    .iter()
+                    .filter(|x| x.mutes(&s.labels, now))
+                    .map(|x| x.id.clone())
+                    .collect(),
+                inhibited: crate::engine::inhibit::inhibited(
+                    &config.inhibit_rules,
+                    &s.labels,
+                    &firing,
+                ),
+                labels: s.labels,
+                annotations: s.annotations,
+                state: if rule.for_.is_zero() {
+                    "firing"
+                } else {
+                    "pending"
+                }
+                .to_string(),
+                value: s.value,
+                active_at: now,
+                fired_at: None,
+                resolved_at: None,
+            })
+            .collect();
+        encode(&TestReply {
+            rule: status,
+            alerts,
+        })
     }
 
     async fn silences(&self) -> Reply {

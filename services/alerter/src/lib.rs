@@ -34,6 +34,7 @@ use clawfleet_shared::config::ConfigError;
 use clawfleet_shared::nats::{self, ConnectError};
 use clawfleet_shared::subjects;
 use clawfleet_shared::timefmt::{self, Timestamp};
+pub(crate) use signals::Sources;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -324,61 +325,41 @@ impl Evaluator {
         let mut transitions: Vec<Transition> = Vec::new();
         for rule in &config.rules {
             let read = self.sources.read(&rule.signal, &mut cycle, now).await;
-            let mut status = RuleStatus {
-                name: rule.name.clone(),
-                signal: signal_kind(&rule.signal).to_string(),
-                condition: format!(
-                    "{} {}{}",
-                    rule.op.as_str(),
-                    rule.threshold,
-                    if rule.for_.is_zero() {
-                        String::new()
-                    } else {
-                        format!(" for {}", humantime::format_duration(rule.for_))
-                    }
-                ),
-                severity: rule.severity.clone(),
-                values: Vec::new(),
-                error: None,
-            };
-            match read {
-                Ok(values) => {
-                    let mut samples = Vec::new();
-                    for (group, value) in &values {
-                        let holds = rule.op.holds(*value, rule.threshold);
-                        status.values.push(RuleValue {
-                            labels: group.clone(),
-                            value: *value,
-                            holds,
-                        });
-                        if holds {
-                            samples.push(sample(rule, group.clone(), *value));
-                        }
-                    }
-                    status.values.sort_by(|a, b| b.value.total_cmp(&a.value));
-                    status.values.truncate(50);
+            let (status, samples) = judge(rule, read);
+            match samples {
+                Some(samples) => {
                     let timing = RuleTiming {
                         for_: rule.for_,
                         keep_firing_for: rule.keep_firing_for,
                     };
                     transitions.extend(self.book.observe(&rule.name, &timing, samples, now));
                 }
-                Err(e) => {
+                None => {
                     ::metrics::counter!(crate::metrics::SIGNAL_ERRORS, "rule" => rule.name.clone())
                         .increment(1);
-                    tracing::debug!(rule = %rule.name, error = %e, "signal unavailable; the rule's alerts keep their state");
-                    status.error = Some(clawfleet_shared::strict::cut(&e.to_string(), 512));
+                    tracing::debug!(rule = %rule.name, error = status.error.as_deref().unwrap_or(""), "signal unavailable; the rule's alerts keep their state");
                 }
             }
             statuses.push(status);
         }
         self.sources.end_cycle(&cycle, now, longest_window(&config));
-        if let Some(samples) = self.budgets(&config, now).await {
+        let mut budget_values = Vec::new();
+        if let Some(samples) = self.budgets(&config, now, &mut budget_values).await {
             let timing = RuleTiming {
                 for_: Duration::ZERO,
                 keep_firing_for: Duration::ZERO,
             };
             transitions.extend(self.book.observe(BUDGET_RULE, &timing, samples, now));
+        }
+        if !config.budgets.is_empty() {
+            statuses.push(RuleStatus {
+                name: BUDGET_RULE.to_string(),
+                signal: "cost_budget".to_string(),
+                condition: "spend / budget >= alert_at".to_string(),
+                severity: "warning, critical from 1".to_string(),
+                error: (budget_values.is_empty()).then(|| "spend unavailable".to_string()),
+                values: budget_values,
+            });
         }
         self.book.prune_resolved(config.resolved_retention, now);
         for t in &transitions {
@@ -451,7 +432,12 @@ impl Evaluator {
     /// The budget alerts' samples (`None` when a spend could not be read:
     /// their alerts keep their state), recording the tenants over a hard
     /// budget for the dispatchers on the way.
-    async fn budgets(&mut self, config: &Config, now: Timestamp) -> Option<Vec<Sample>> {
+    async fn budgets(
+        &mut self,
+        config: &Config,
+        now: Timestamp,
+        values: &mut Vec<RuleValue>,
+    ) -> Option<Vec<Sample>> {
         if config.budgets.is_empty() && self.enforced.is_empty() {
             return Some(Vec::new());
         }
@@ -471,6 +457,14 @@ impl Evaluator {
                     }
                 };
                 let used = spend / limit;
+                values.push(RuleValue {
+                    labels: Labels::from([
+                        ("tenant".to_string(), budget.tenant.clone()),
+                        ("period".to_string(), period.to_string()),
+                    ]),
+                    value: used,
+                    holds: budget.alert_at.iter().any(|f| used >= *f),
+                });
                 for fraction in budget.alert_at.iter().filter(|f| used >= **f) {
                     let labels = Labels::from([
                         ("alertname".to_string(), BUDGET_RULE.to_string()),
@@ -727,6 +721,53 @@ fn month_bounds(now: Timestamp) -> (Timestamp, Timestamp) {
         .and_then(|d| d.replace_month(month))
         .unwrap_or(start + time::Duration::days(31));
     (start, next)
+}
+
+/// A rule's status and, when its signal could be read, the samples of the
+/// groups that meet its condition.
+pub(crate) fn judge(
+    rule: &config::RuleConfig,
+    read: Result<Vec<(Labels, f64)>, signals::SignalError>,
+) -> (RuleStatus, Option<Vec<Sample>>) {
+    let mut status = RuleStatus {
+        name: rule.name.clone(),
+        signal: signal_kind(&rule.signal).to_string(),
+        condition: format!(
+            "{} {}{}",
+            rule.op.as_str(),
+            rule.threshold,
+            if rule.for_.is_zero() {
+                String::new()
+            } else {
+                format!(" for {}", humantime::format_duration(rule.for_))
+            }
+        ),
+        severity: rule.severity.clone(),
+        values: Vec::new(),
+        error: None,
+    };
+    let values = match read {
+        Ok(values) => values,
+        Err(e) => {
+            status.error = Some(clawfleet_shared::strict::cut(&e.to_string(), 512));
+            return (status, None);
+        }
+    };
+    let mut samples = Vec::new();
+    for (group, value) in values {
+        let holds = rule.op.holds(value, rule.threshold);
+        if holds {
+            samples.push(sample(rule, group.clone(), value));
+        }
+        status.values.push(RuleValue {
+            labels: group,
+            value,
+            holds,
+        });
+    }
+    status.values.sort_by(|a, b| b.value.total_cmp(&a.value));
+    status.values.truncate(50);
+    (status, Some(samples))
 }
 
 /// The alert's labels, annotations and value for one group.
