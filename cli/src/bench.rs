@@ -40,6 +40,7 @@
 //! its default limits, and the tasks, records, results and events of the
 //! run stay in them: against a shared server, prefer a dedicated one.
 
+mod alerts;
 mod counters;
 mod e2e;
 mod failover;
@@ -137,6 +138,9 @@ pub enum BenchWhat {
     Logs(logs::LogsBenchArgs),
     /// What an idle fleet costs (CPU of the services and nats-server), and how fast it wakes.
     Idle(idle::IdleBenchArgs),
+    /// What an evaluation of the alert rules costs on a large fleet, and how fast a
+    /// condition reaches a webhook.
+    Alerts(alerts::AlertsBenchArgs),
 }
 
 /// The options as sizes.
@@ -185,6 +189,7 @@ pub async fn run(nats_url: Option<String>, args: BenchArgs) -> anyhow::Result<()
     match args.what {
         Some(BenchWhat::Logs(logs)) => return logs::run(nats_url, logs).await,
         Some(BenchWhat::Idle(idle)) => return idle::run(idle).await,
+        Some(BenchWhat::Alerts(a)) => return alerts::run(a).await,
         None => {}
     }
     let plan = Plan::from(&args);

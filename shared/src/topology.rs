@@ -21,6 +21,11 @@ pub struct Limits {
     /// Window in which a repeated `Nats-Msg-Id` on intake is dropped as a duplicate.
     #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
+    /// Most consumers on any one stream or bucket. nats-server 2.15 limits a
+    /// stream to 1,000 consumers unless the stream says otherwise, and a
+    /// fleet needs more: every agent follows the queue registry, and every
+    /// queue (tenant × priority × region × capability set) has a consumer.
+    pub max_consumers: i32,
     /// How long unrouted intake is kept; also bounded by `intake_max_bytes`.
     #[serde(with = "humantime_serde")]
     pub intake_max_age: Duration,
@@ -77,6 +82,7 @@ impl Default for Limits {
         Self {
             max_msg_bytes: 1024 * 1024,
             duplicate_window: Duration::from_secs(120),
+            max_consumers: 100_000,
             intake_max_age: Duration::from_secs(7 * DAY),
             intake_max_bytes: 256 * MIB,
             queue_max_bytes: GIB,
@@ -144,6 +150,14 @@ pub enum TopologyError {
         /// Cause.
         source: jetstream::context::KeyValueError,
     },
+    /// A bucket's consumer limit could not be set.
+    #[error("while setting the consumer limit of bucket {name}: {message}")]
+    Limit {
+        /// Which bucket.
+        name: &'static str,
+        /// What went wrong.
+        message: String,
+    },
     /// The dispatcher has not created the topology in time.
     #[error("no dispatcher has created the clawfleet streams yet (waited {0:?})")]
     NotReady(Duration),
@@ -156,6 +170,7 @@ fn stream_config(name: &'static str, subject: &str, limits: &Limits) -> stream::
         storage: stream::StorageType::File,
         max_message_size: limits.max_msg_bytes,
         duplicate_window: limits.duplicate_window,
+        max_consumers: limits.max_consumers,
         allow_direct: true,
         ..Default::default()
     }
@@ -273,6 +288,32 @@ pub async fn ensure(js: &jetstream::Context, limits: &Limits) -> Result<Topology
             .create_or_update_key_value(config)
             .await
             .map_err(|source| TopologyError::Bucket { name, source })?;
+        // A bucket's stream has no consumer limit of its own unless given one.
+        let mut stream =
+            js.get_stream(format!("KV_{name}"))
+                .await
+                .map_err(|e| TopologyError::Limit {
+                    name,
+                    message: e.to_string(),
+                })?;
+        let mut stream_config = stream
+            .info()
+            .await
+            .map_err(|e| TopologyError::Limit {
+                name,
+                message: e.to_string(),
+            })?
+            .config
+            .clone();
+        if stream_config.max_consumers != limits.max_consumers {
+            stream_config.max_consumers = limits.max_consumers;
+            js.update_stream(stream_config)
+                .await
+                .map_err(|e| TopologyError::Limit {
+                    name,
+                    message: e.to_string(),
+                })?;
+        }
         stores.push(store);
     }
     let queues = stores.pop().expect("seven buckets");

@@ -72,9 +72,26 @@ pub type Reload = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 pub struct Running {
     done: tokio::task::JoinHandle<()>,
     metrics_addr: Option<std::net::SocketAddr>,
+    stats: Arc<EvalStats>,
+}
+
+/// What the evaluations have cost so far (this replica's, while leading).
+#[derive(Debug, Default)]
+pub struct EvalStats {
+    /// Evaluations run.
+    pub cycles: std::sync::atomic::AtomicU64,
+    /// Their summed wall time, microseconds.
+    pub total_micros: std::sync::atomic::AtomicU64,
+    /// The longest one, microseconds.
+    pub max_micros: std::sync::atomic::AtomicU64,
 }
 
 impl Running {
+    /// What the evaluations have cost so far.
+    pub fn stats(&self) -> Arc<EvalStats> {
+        self.stats.clone()
+    }
+
     /// Where `/metrics` and `/healthz` are served, if they are.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.metrics_addr
@@ -157,6 +174,7 @@ pub async fn start(
         ),
         None => None,
     };
+    let stats = Arc::new(EvalStats::default());
     let notifier = Notifier::new(
         config
             .route
@@ -184,6 +202,7 @@ pub async fn start(
         silences: Vec::new(),
         in_flight: HashSet::new(),
         tracker: tracker.clone(),
+        stats: stats.clone(),
     };
     tracing::info!(
         rules = config.rules.len(),
@@ -193,7 +212,11 @@ pub async fn start(
     tracker.spawn(evaluator.run(reload, shutdown.clone()));
     tracker.close();
     let done = tokio::spawn(async move { tracker.wait().await });
-    Ok(Running { done, metrics_addr })
+    Ok(Running {
+        done,
+        metrics_addr,
+        stats,
+    })
 }
 
 /// The leader's loop and what it keeps between evaluations.
@@ -213,6 +236,7 @@ struct Evaluator {
     silences: Vec<Silence>,
     /// Notifications being delivered: (group key, receiver).
     in_flight: HashSet<(String, String)>,
+    stats: Arc<EvalStats>,
     /// The bucket of tenants over a hard budget, once a dispatcher made it.
     budgets_kv: Option<async_nats::jetstream::kv::Store>,
     /// The entries this leader wrote there, by tenant.
@@ -246,8 +270,13 @@ impl Evaluator {
             }
             let started = std::time::Instant::now();
             self.evaluate(now, &tx).await;
-            ::metrics::histogram!(crate::metrics::EVALUATION_SECONDS)
-                .record(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            ::metrics::histogram!(crate::metrics::EVALUATION_SECONDS).record(took.as_secs_f64());
+            use std::sync::atomic::Ordering::Relaxed;
+            let micros = took.as_micros() as u64;
+            self.stats.cycles.fetch_add(1, Relaxed);
+            self.stats.total_micros.fetch_add(micros, Relaxed);
+            self.stats.max_micros.fetch_max(micros, Relaxed);
         }
         // Deliveries under way finish (bounded by their timeouts and tries);
         // what they delivered is recorded before the lease is given up.

@@ -132,6 +132,12 @@ impl Config {
             return Err(ConfigError::invalid("nats_url", "must not be empty"));
         }
         let headroom = 16 * 1024;
+        if self.limits.max_consumers < 1 {
+            return Err(ConfigError::invalid(
+                "limits.max_consumers",
+                "must be at least 1",
+            ));
+        }
         if self.max_payload_bytes == 0
             || self.max_payload_bytes + headroom > self.limits.max_msg_bytes as usize
         {

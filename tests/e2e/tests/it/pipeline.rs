@@ -197,3 +197,40 @@ async fn a_command_agent_runs_its_program_and_stops_it_at_the_task_timeout() {
         clawfleet_shared::ErrorCode::Timeout
     );
 }
+
+#[tokio::test]
+async fn more_followers_of_the_queue_registry_than_the_servers_default_limit_still_leave_room() {
+    // nats-server 2.15 allows 1,000 consumers per stream unless the stream
+    // sets its own limit: as many agents following the queue registry
+    // would stop any new queue from being listed, and so any new task.
+    let mut fleet = Fleet::new().await;
+    let registry = fleet
+        .js
+        .get_stream(format!("KV_{}", subjects::BUCKET_QUEUES))
+        .await
+        .unwrap();
+    let mut followers = Vec::new();
+    for _ in 0..1001 {
+        followers.push(
+            registry
+                .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                    inactive_threshold: std::time::Duration::from_secs(60),
+                    ..Default::default()
+                })
+                .await
+                .expect("a follower of the queue registry"),
+        );
+    }
+    fleet.agent("a1", &[], None).await;
+    let id = submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "payload": {"op": "echo"}}),
+    )
+    .await
+    .expect("accepted")
+    .id;
+    assert_eq!(
+        wait_final(&fleet.client, &id, FINISH).await.status,
+        TaskStatus::Succeeded
+    );
+}
