@@ -209,6 +209,42 @@ pub enum Signal {
     },
     /// 1 while NATS or JetStream does not answer the alerter, else 0.
     NatsUnreachable,
+    /// Per capability set, the p95 attempt time of the last `recent` divided
+    /// by its p95 over the `baseline_days` before (2 = twice as slow as usual).
+    LatencyVsBaseline {
+        /// The recent period.
+        #[serde(with = "humantime_serde")]
+        recent: Duration,
+        /// Days of baseline before it.
+        #[serde(default = "default_baseline_days")]
+        baseline_days: u32,
+        /// Capability sets with fewer recent attempts are not judged.
+        #[serde(default = "default_min_attempts")]
+        min_attempts: u64,
+    },
+    /// Log lines the services dropped under back-pressure over `window`, per
+    /// service (from the drop reports they ship once the pressure eases).
+    LogLinesDropped {
+        /// Look-back window.
+        #[serde(with = "humantime_serde")]
+        window: Duration,
+    },
+    /// Seconds the log index is behind: the age of the oldest line in
+    /// `CLAWFLEET_LOGS` the log aggregator's consumer has not indexed yet (0
+    /// when it is caught up). A stalled or stopped aggregator grows it.
+    LogIndexLag {
+        /// The log aggregator's durable consumer (its `consumer` setting).
+        #[serde(default = "default_log_consumer")]
+        consumer: String,
+    },
+}
+
+fn default_log_consumer() -> String {
+    clawfleet_shared::subjects::CONSUMER_LOG_AGGREGATOR.to_string()
+}
+
+fn default_baseline_days() -> u32 {
+    7
 }
 
 fn default_min_attempts() -> u64 {
@@ -456,6 +492,17 @@ pub fn default_rules() -> Vec<RuleConfig> {
             "{{ $value }} tasks of {{ $labels.tenant }} dead-lettered ({{ $labels.reason }}) in 15 minutes",
         ),
         rule(
+            "log_index_stalled",
+            Signal::LogIndexLag {
+                consumer: default_log_consumer(),
+            },
+            Comparison::Above,
+            120.0,
+            120,
+            "warning",
+            "the log index is {{ humanizeDuration $value }} behind the fleet's logs",
+        ),
+        rule(
             "nats_unreachable",
             Signal::NatsUnreachable,
             Comparison::AtLeast,
@@ -542,7 +589,22 @@ impl Config {
                         ));
                     }
                 }
-                Signal::DeadLetters { window } => at_least_second(&key("signal.window"), *window)?,
+                Signal::DeadLetters { window } | Signal::LogLinesDropped { window } => {
+                    at_least_second(&key("signal.window"), *window)?
+                }
+                Signal::LatencyVsBaseline {
+                    recent,
+                    baseline_days,
+                    ..
+                } => {
+                    at_least_second(&key("signal.recent"), *recent)?;
+                    if !(1..=90).contains(baseline_days) {
+                        return Err(ConfigError::invalid(
+                            key("signal.baseline_days"),
+                            "must be 1 to 90",
+                        ));
+                    }
+                }
                 Signal::HealthyAgents { by, .. }
                     if !matches!(by, Grouping::Fleet | Grouping::Region | Grouping::Profile) =>
                 {

@@ -857,6 +857,9 @@ fn signal_kind(s: &config::Signal) -> &'static str {
         DeadLetters { .. } => "dead_letters",
         Cost { .. } => "cost",
         NatsUnreachable => "nats_unreachable",
+        LatencyVsBaseline { .. } => "latency_vs_baseline",
+        LogLinesDropped { .. } => "log_lines_dropped",
+        LogIndexLag { .. } => "log_index_lag",
     }
 }
 

@@ -16,9 +16,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use clawfleet_shared::analytics::{GroupBy, GroupStats, SummaryReply, SummaryRequest, Window};
+use clawfleet_shared::analytics::{
+    BaselinesReply, BaselinesRequest, GroupBy, GroupStats, SummaryReply, SummaryRequest, Window,
+};
 use clawfleet_shared::api::{ListRequest, QueueDepth, QueuesReply};
 use clawfleet_shared::health::FleetState;
+use clawfleet_shared::logs::{Level, LogSearchReply, LogSearchRequest};
 use clawfleet_shared::timefmt::Timestamp;
 use clawfleet_shared::{subjects, ErrorBody};
 use serde::de::DeserializeOwned;
@@ -210,6 +213,103 @@ impl Sources {
                         })
                     })
                     .collect())
+            }
+            Signal::LatencyVsBaseline {
+                recent,
+                baseline_days,
+                min_attempts,
+            } => {
+                let request = BaselinesRequest {
+                    tenant: None,
+                    recent: *recent,
+                    baseline_days: *baseline_days,
+                    until: Some(now),
+                };
+                let reply: BaselinesReply = self
+                    .request(subjects::API_ANALYTICS_BASELINES, &request)
+                    .await?;
+                Ok(reply
+                    .capabilities
+                    .iter()
+                    .filter(|b| b.recent.succeeded + b.recent.failed >= *min_attempts)
+                    .filter_map(|b| {
+                        Some((
+                            Labels::from([("capability".to_string(), b.capability.clone())]),
+                            b.p95_ratio?,
+                        ))
+                    })
+                    .collect())
+            }
+            Signal::LogLinesDropped { window } => {
+                let mut dropped: BTreeMap<String, f64> = BTreeMap::new();
+                let mut cursor = None;
+                for _ in 0..MAX_PAGES {
+                    let request = LogSearchRequest {
+                        text: Some("\"log shipping dropped\"".to_string()),
+                        level: Some(Level::Warn),
+                        since: Some(now - *window),
+                        until: Some(now),
+                        limit: Some(1000),
+                        cursor: cursor.take(),
+                        ..Default::default()
+                    };
+                    let page: LogSearchReply =
+                        self.request(subjects::API_LOGS_SEARCH, &request).await?;
+                    for stored in &page.lines {
+                        let n = stored
+                            .line
+                            .fields
+                            .get("dropped_since_last_report")
+                            .and_then(|v| v.as_f64())
+                            .unwrap_or(0.0);
+                        *dropped.entry(stored.line.service.clone()).or_default() += n;
+                    }
+                    match page.next_cursor {
+                        Some(c) => cursor = Some(c),
+                        None => break,
+                    }
+                }
+                Ok(dropped
+                    .into_iter()
+                    .map(|(service, n)| (Labels::from([("service".to_string(), service)]), n))
+                    .collect())
+            }
+            Signal::LogIndexLag { consumer } => {
+                let jet = |e: &dyn std::fmt::Display| SignalError::JetStream(e.to_string());
+                let stream = self
+                    .js
+                    .get_stream_no_info(subjects::STREAM_LOGS)
+                    .await
+                    .map_err(|e| jet(&e))?;
+                let info = tokio::time::timeout(self.timeout, stream.consumer_info(consumer))
+                    .await
+                    .map_err(|_| SignalError::JetStream("the log consumer took too long".into()))?
+                    .map_err(|e| {
+                        SignalError::JetStream(format!("log aggregator consumer {consumer:?}: {e}"))
+                    })?;
+                let behind = info.num_pending + info.num_ack_pending as u64;
+                let lag = if behind == 0 {
+                    0.0
+                } else {
+                    // The first line past the acknowledged floor is the oldest
+                    // not indexed (or the next one, if retention took it).
+                    let next = info.ack_floor.stream_sequence + 1;
+                    match tokio::time::timeout(
+                        self.timeout,
+                        stream.direct_get_next_for_subject(subjects::LOGS_ALL, Some(next)),
+                    )
+                    .await
+                    {
+                        Ok(Ok(m)) => (now - m.time).as_seconds_f64().max(0.0),
+                        Ok(Err(e)) => return Err(jet(&e)),
+                        Err(_) => {
+                            return Err(SignalError::JetStream(
+                                "the log stream took too long".into(),
+                            ))
+                        }
+                    }
+                };
+                Ok(vec![(Labels::new(), lag)])
             }
             Signal::NatsUnreachable => {
                 let ok = match cycle.nats_ok {

@@ -748,3 +748,69 @@ severity = "critical"
     let got = received(&hook, 2).await;
     assert_eq!(got[1]["status"], "resolved", "{:#}", got[1]);
 }
+
+#[tokio::test]
+async fn a_stopped_log_index_fires_its_lag_alert_and_resolves_once_it_catches_up() {
+    let fleet = Fleet::new().await;
+    let hook = WebhookReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs_config = clawfleet_testkit::log_aggregator_config(fleet.server.url(), dir.path());
+    let logs = clawfleet_testkit::start_log_aggregator(logs_config.clone()).await;
+    let rules = r#"
+[[rules]]
+name = "log_index_stalled"
+signal = { kind = "log_index_lag" }
+op = ">"
+threshold = 1
+annotations = { summary = "{{ humanizeDuration $value }} behind" }
+
+[[rules]]
+name = "lines_dropped"
+signal = { kind = "log_lines_dropped", window = "10m" }
+op = ">"
+threshold = 0
+"#;
+    let _alerter = start_alerter(config(&fleet, rules, &hook.url(), &["alertname"])).await;
+    // Caught up: the lag is read as 0, and nothing was dropped.
+    wait_for("a caught-up index", NOTIFIED, || async {
+        let r: RulesReply = request(&fleet.client, subjects::API_ALERTS_RULES, b"{}".to_vec())
+            .await
+            .ok()?;
+        let lag = r.rules.iter().find(|r| r.name == "log_index_stalled")?;
+        let dropped = r.rules.iter().find(|r| r.name == "lines_dropped")?;
+        (lag.error.is_none()
+            && lag.values.first().is_some_and(|v| v.value < 1.0)
+            && dropped.error.is_none()
+            && dropped.values.is_empty())
+        .then_some(())
+    })
+    .await;
+    assert!(hook.received().is_empty(), "{:#?}", hook.received());
+    // The aggregator stops; the services go on shipping lines (a task's
+    // steps among them), which nobody indexes: the lag grows and fires.
+    logs.stop().await;
+    let mut fleet = fleet;
+    fleet.agent("l1", &[], None).await;
+    let id = clawfleet_testkit::client::submit(
+        &fleet.client,
+        &json!({"tenant": "acme", "payload": {"op": "echo"}}),
+    )
+    .await
+    .unwrap()
+    .id;
+    clawfleet_testkit::client::wait_final(&fleet.client, &id, crate::FINISH).await;
+    let got = received(&hook, 1).await;
+    assert_eq!(got[0]["groupLabels"]["alertname"], "log_index_stalled");
+    assert!(
+        got[0]["alerts"][0]["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with("behind"),
+        "{:#}",
+        got[0]
+    );
+    // Back, it catches up and the alert resolves.
+    let _logs = clawfleet_testkit::start_log_aggregator(logs_config).await;
+    let got = received(&hook, 2).await;
+    assert_eq!(got[1]["status"], "resolved", "{:#}", got[1]);
+}
