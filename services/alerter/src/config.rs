@@ -53,6 +53,14 @@ pub struct Config {
     pub receivers: Vec<Receiver>,
     /// Inhibition rules: a firing source alert mutes matching targets.
     pub inhibit_rules: Vec<InhibitRule>,
+    /// Alertmanagers that get every pending-free alert (`POST
+    /// <url>/api/v2/alerts`), as Prometheus sends them, for teams that route
+    /// and notify with their own Alertmanager; independent of `route`.
+    pub alertmanagers: Vec<String>,
+    /// How often firing alerts are sent to the Alertmanagers again (changes
+    /// go at once, at the next evaluation).
+    #[serde(with = "humantime_serde")]
+    pub alertmanager_resend: Duration,
     /// Cost budgets per tenant: alerts as spend reaches fractions of them,
     /// and optionally the tenant's new tasks refused once one is spent.
     pub budgets: Vec<Budget>,
@@ -323,9 +331,6 @@ pub struct Receiver {
     /// Webhooks that get Alertmanager's webhook payload (version 4).
     #[serde(default)]
     pub webhooks: Vec<Webhook>,
-    /// Alertmanagers to forward alerts to (`POST <url>/api/v2/alerts`).
-    #[serde(default)]
-    pub alertmanagers: Vec<String>,
 }
 
 /// One webhook.
@@ -370,9 +375,10 @@ impl Default for Config {
             receivers: vec![Receiver {
                 name: "log".to_string(),
                 webhooks: Vec::new(),
-                alertmanagers: Vec::new(),
             }],
             inhibit_rules: default_inhibit_rules(),
+            alertmanagers: Vec::new(),
+            alertmanager_resend: Duration::from_secs(60),
             budgets: Vec::new(),
             metrics_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9184))),
             log_shipping: clawfleet_shared::logship::LogShipping::default(),
@@ -620,6 +626,15 @@ impl Config {
             rule.validate()
                 .map_err(|e| ConfigError::invalid(format!("inhibit_rules[{i}]"), e.to_string()))?;
         }
+        for (i, url) in self.alertmanagers.iter().enumerate() {
+            check_url(&format!("alertmanagers[{i}]"), url)?;
+        }
+        if self.alertmanager_resend < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "alertmanager_resend",
+                "must be at least 1s",
+            ));
+        }
         let mut tenants = BTreeSet::new();
         for (i, b) in self.budgets.iter().enumerate() {
             let key = |field: &str| format!("budgets[{i}].{field}");
@@ -668,9 +683,6 @@ impl Config {
             }
             for (j, w) in r.webhooks.iter().enumerate() {
                 check_url(&format!("receivers[{i}].webhooks[{j}].url"), &w.url)?;
-            }
-            for (j, url) in r.alertmanagers.iter().enumerate() {
-                check_url(&format!("receivers[{i}].alertmanagers[{j}]"), url)?;
             }
         }
         let resolved = self

@@ -203,6 +203,9 @@ pub async fn start(
         in_flight: HashSet::new(),
         tracker: tracker.clone(),
         stats: stats.clone(),
+        forwarded_at: None,
+        forwarding: Arc::default(),
+        forward_failed: Arc::default(),
     };
     tracing::info!(
         rules = config.rules.len(),
@@ -237,6 +240,12 @@ struct Evaluator {
     /// Notifications being delivered: (group key, receiver).
     in_flight: HashSet<(String, String)>,
     stats: Arc<EvalStats>,
+    /// When the alerts were last sent to the Alertmanagers.
+    forwarded_at: Option<Timestamp>,
+    /// Whether a send to the Alertmanagers is under way.
+    forwarding: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the last send failed (tried again at the next evaluation).
+    forward_failed: Arc<std::sync::atomic::AtomicBool>,
     /// The bucket of tenants over a hard budget, once a dispatcher made it.
     budgets_kv: Option<async_nats::jetstream::kv::Store>,
     /// The entries this leader wrote there, by tenant.
@@ -425,27 +434,13 @@ impl Evaluator {
             self.in_flight.insert(key);
             let deliverer = self.deliverer.clone();
             let tx = tx.clone();
-            // Alertmanagers get the alerts themselves.
-            let alerts: Vec<_> = if receiver.alertmanagers.is_empty() {
-                Vec::new()
-            } else {
-                n.firing
-                    .iter()
-                    .chain(&n.resolved)
-                    .filter_map(|v| {
-                        self.book
-                            .alerts()
-                            .find(|a| a.fingerprint() == v.fingerprint)
-                            .cloned()
-                    })
-                    .collect()
-            };
             self.tracker.spawn(async move {
-                let done = deliverer.deliver(&receiver, n, alerts).await;
+                let done = deliverer.deliver(&receiver, n).await;
                 let _ = tx.send(done).await;
             });
         }
 
+        self.forward(&config, !transitions.is_empty(), now);
         if let Err(e) = self.store.put(store::ALERTS, &self.book).await {
             tracing::warn!(error = %e, "could not store the alerts");
         }
@@ -619,6 +614,52 @@ impl Evaluator {
                 tracing::info!(tenant = %tenant, "tenant within its budgets again: its tasks are accepted");
             }
         }
+    }
+
+    /// Sends the alerts to the configured Alertmanagers, as Prometheus does:
+    /// at once when some alert changed, else every `alertmanager_resend`,
+    /// with an `endsAt` far enough ahead (four resends) that Alertmanager
+    /// resolves them by itself only when this alerter stops sending.
+    fn forward(&mut self, config: &Config, changed: bool, now: Timestamp) {
+        if config.alertmanagers.is_empty() {
+            return;
+        }
+        let due = changed
+            || self
+                .forward_failed
+                .load(std::sync::atomic::Ordering::Relaxed)
+            || self
+                .forwarded_at
+                .is_none_or(|at| now - at >= config.alertmanager_resend);
+        if !due || self.forwarding.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let alerts: Vec<_> = self
+            .book
+            .alerts()
+            .filter(|a| a.state != AlertState::Pending)
+            .cloned()
+            .collect();
+        if alerts.is_empty() && self.forwarded_at.is_none() {
+            return;
+        }
+        self.forwarded_at = Some(now);
+        let busy = self.forwarding.clone();
+        let failed = self.forward_failed.clone();
+        busy.store(true, std::sync::atomic::Ordering::Relaxed);
+        let deliverer = self.deliverer.clone();
+        let targets = config.alertmanagers.clone();
+        let valid_for = config.alertmanager_resend.max(config.evaluation_interval) * 4;
+        self.tracker.spawn(async move {
+            let errors = deliverer.forward(&targets, &alerts, valid_for).await;
+            for e in &errors {
+                tracing::warn!(error = %e, "could not forward alerts to an Alertmanager; sending again at the next change or resend");
+            }
+            failed.store(!errors.is_empty(), std::sync::atomic::Ordering::Relaxed);
+            let outcome = if errors.is_empty() { "delivered" } else { "failed" };
+            ::metrics::counter!(crate::metrics::NOTIFICATIONS, "receiver" => "alertmanager", "outcome" => outcome).increment(1);
+            busy.store(false, std::sync::atomic::Ordering::Relaxed);
+        });
     }
 
     /// The alerts the notifier sees: firing and resolved ones, each marked

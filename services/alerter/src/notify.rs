@@ -22,9 +22,6 @@ use crate::engine::webhook;
 const TRIES: u32 = 3;
 /// Delay before the second try; doubled for each later one.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
-/// How long an Alertmanager keeps a firing alert forwarded to it without
-/// hearing of it again (its `endsAt`).
-const ALERTMANAGER_VALID_FOR: Duration = Duration::from_secs(24 * 3600);
 /// Most bytes of a receiver's error response kept in the record.
 const MAX_ERROR_BYTES: usize = 300;
 
@@ -55,14 +52,8 @@ impl Deliverer {
         Deliverer { http, external_url }
     }
 
-    /// Delivers `notification` to `receiver`, with retries; `alerts` are
-    /// its alerts as the book has them, for the receiver's Alertmanagers.
-    pub async fn deliver(
-        &self,
-        receiver: &Receiver,
-        notification: Notification,
-        alerts: Vec<ActiveAlert>,
-    ) -> Delivered {
+    /// Delivers `notification` to `receiver`, with retries.
+    pub async fn deliver(&self, receiver: &Receiver, notification: Notification) -> Delivered {
         let mut errors = Vec::new();
         let generator = |a: &AlertView| {
             format!(
@@ -85,27 +76,7 @@ impl Deliverer {
                 errors.push(format!("{}: {e}", hook.url));
             }
         }
-        for base in &receiver.alertmanagers {
-            // Alertmanager resolves an alert whose `endsAt` passes; ours are
-            // sent again at each repeat, and resolved explicitly.
-            let alerts = webhook::alertmanager_alerts(
-                &alerts,
-                clawfleet_shared::timefmt::now(),
-                ALERTMANAGER_VALID_FOR,
-                |a: &ActiveAlert| {
-                    format!(
-                        "{}/#/alerts?fingerprint={}",
-                        self.external_url.trim_end_matches('/'),
-                        a.fingerprint()
-                    )
-                },
-            );
-            let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
-            if let Err(e) = self.post(&url, &alerts, Duration::from_secs(10)).await {
-                errors.push(format!("{url}: {e}"));
-            }
-        }
-        if receiver.webhooks.is_empty() && receiver.alertmanagers.is_empty() {
+        if receiver.webhooks.is_empty() {
             for a in &notification.firing {
                 tracing::warn!(receiver = %receiver.name, group = %notification.group_key, alert = %a.labels.get("alertname").map_or("", String::as_str), fingerprint = %a.fingerprint, labels = ?a.labels, "alert firing: {}", a.annotations.get("summary").map_or("", String::as_str));
             }
@@ -119,6 +90,37 @@ impl Deliverer {
             ok,
             error: (!ok).then(|| clawfleet_shared::strict::cut(&errors.join("; "), 1024)),
         }
+    }
+
+    /// Sends `alerts` (firing and recently resolved, as the book has them)
+    /// to each Alertmanager, with retries; the errors of those that did not
+    /// take them.
+    pub async fn forward(
+        &self,
+        alertmanagers: &[String],
+        alerts: &[ActiveAlert],
+        valid_for: Duration,
+    ) -> Vec<String> {
+        let body = webhook::alertmanager_alerts(
+            alerts,
+            clawfleet_shared::timefmt::now(),
+            valid_for,
+            |a: &ActiveAlert| {
+                format!(
+                    "{}/#/alerts?fingerprint={}",
+                    self.external_url.trim_end_matches('/'),
+                    a.fingerprint()
+                )
+            },
+        );
+        let mut errors = Vec::new();
+        for base in alertmanagers {
+            let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
+            if let Err(e) = self.post(&url, &body, Duration::from_secs(10)).await {
+                errors.push(format!("{url}: {e}"));
+            }
+        }
+        errors
     }
 
     async fn post<T: serde::Serialize>(

@@ -47,7 +47,6 @@ fn config(fleet: &Fleet, rules: &str, url: &str, group_by: &[&str]) -> clawfleet
             max_alerts: 0,
             timeout: Duration::from_secs(2),
         }],
-        alertmanagers: Vec::new(),
     }];
     config.inhibit_rules = Vec::new();
     config.validate().expect("valid test config");
@@ -813,4 +812,62 @@ threshold = 0
     let _logs = clawfleet_testkit::start_log_aggregator(logs_config).await;
     let got = received(&hook, 2).await;
     assert_eq!(got[1]["status"], "resolved", "{:#}", got[1]);
+}
+
+#[tokio::test]
+async fn an_existing_alertmanager_gets_the_alerts_as_prometheus_sends_them() {
+    let (fleet, _monitor) = with_monitor(&["m1"]).await;
+    let hook = WebhookReceiver::start().await;
+    let alertmanager = WebhookReceiver::start().await;
+    let mut config = config(&fleet, QUARANTINED, &hook.url(), &["alertname"]);
+    config.alertmanagers = vec![alertmanager.base_url()];
+    let _alerter = start_alerter(config).await;
+    quarantine(&fleet, "m1").await;
+    let posted = wait_for("the alert at the Alertmanager", NOTIFIED, || async {
+        alertmanager
+            .received()
+            .into_iter()
+            .find(|b| b.as_array().is_some_and(|a| !a.is_empty()))
+    })
+    .await;
+    let alert = &posted[0];
+    let mut keys: Vec<&str> = alert
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "annotations",
+            "endsAt",
+            "generatorURL",
+            "labels",
+            "startsAt"
+        ]
+    );
+    assert_eq!(alert["labels"]["alertname"], "agent_quarantined");
+    assert_eq!(alert["labels"]["agent"], "m1");
+    let ends = |a: &Value| {
+        time::OffsetDateTime::parse(
+            a["endsAt"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    // Firing: it ends in the future unless it is sent again.
+    assert!(ends(alert) > time::OffsetDateTime::now_utc());
+    release(&fleet, "m1").await;
+    wait_for("the resolution at the Alertmanager", NOTIFIED, || async {
+        alertmanager.received().into_iter().find(|b| {
+            b.as_array().is_some_and(|a| {
+                a.iter().any(|a| {
+                    a["labels"]["agent"] == "m1" && ends(a) <= time::OffsetDateTime::now_utc()
+                })
+            })
+        })
+    })
+    .await;
 }
