@@ -259,8 +259,16 @@ impl Waitable for clawfleet_alerter::Running {
 /// Starts an alerter; returns once it serves its API (it evaluates once it
 /// holds the leader lease).
 pub async fn start_alerter(config: clawfleet_alerter::Config) -> Service {
+    start_alerter_with_reload(config, None).await
+}
+
+/// Starts an alerter that reads its configuration again with `reload` on SIGHUP.
+pub async fn start_alerter_with_reload(
+    config: clawfleet_alerter::Config,
+    reload: Option<clawfleet_alerter::Reload>,
+) -> Service {
     let (service, ready) = spawn("alerter".into(), move |token| async move {
-        clawfleet_alerter::start(config, None, token)
+        clawfleet_alerter::start(config, reload, token)
             .await
             .map_err(|e| e.to_string())
     });

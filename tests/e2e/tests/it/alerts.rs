@@ -871,3 +871,69 @@ async fn an_existing_alertmanager_gets_the_alerts_as_prometheus_sends_them() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_reload_on_sighup_resolves_the_alerts_of_a_removed_rule_and_keeps_the_others() {
+    let (fleet, _monitor) = with_monitor(&["h1"]).await;
+    let hook = WebhookReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerter.toml");
+    let other = r#"
+[[rules]]
+name = "still_here"
+signal = { kind = "quarantined_agent" }
+op = ">="
+threshold = 1
+"#;
+    std::fs::write(&file, format!("{QUARANTINED}\n{other}")).unwrap();
+    let base = config(&fleet, "rules = []", &hook.url(), &["alertname"]);
+    let load = {
+        let base = base.clone();
+        let file = file.clone();
+        move || -> Result<clawfleet_alerter::Config, clawfleet_shared::config::ConfigError> {
+            #[derive(serde::Deserialize)]
+            struct Rules {
+                rules: Vec<clawfleet_alerter::config::RuleConfig>,
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            let rules = toml::from_str::<Rules>(&text).map_err(|e| {
+                clawfleet_shared::config::ConfigError::invalid("rules", e.to_string())
+            })?;
+            Ok(clawfleet_alerter::Config {
+                rules: rules.rules,
+                ..base.clone()
+            })
+        }
+    };
+    let first = load().unwrap();
+    let _alerter = clawfleet_testkit::start_alerter_with_reload(first, Some(Box::new(load))).await;
+    quarantine(&fleet, "h1").await;
+    let got = received(&hook, 2).await;
+    let mut names: Vec<&str> = got
+        .iter()
+        .map(|b| b["groupLabels"]["alertname"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["agent_quarantined", "still_here"]);
+
+    // An invalid file is refused; nothing changes.
+    std::fs::write(&file, "rules = 3").unwrap();
+    nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(hook.received().len(), 2, "{:#?}", hook.received());
+
+    // The first rule removed: its alert resolves, the other keeps firing.
+    std::fs::write(&file, other).unwrap();
+    nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).unwrap();
+    let got = received(&hook, 3).await;
+    assert_eq!(got[2]["groupLabels"]["alertname"], "agent_quarantined");
+    assert_eq!(got[2]["status"], "resolved", "{:#}", got[2]);
+    let listed = alerts(&fleet).await;
+    let firing: Vec<&str> = listed
+        .alerts
+        .iter()
+        .filter(|a| a.state == "firing")
+        .map(|a| a.labels["alertname"].as_str())
+        .collect();
+    assert_eq!(firing, ["still_here"]);
+}
