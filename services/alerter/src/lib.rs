@@ -136,7 +136,7 @@ pub async fn start(
     .await?;
     clawfleet_shared::logship::attach(&client, "alerter", None);
     let js = nats::jetstream(client.clone());
-    let store = Store::open(&js, config.request_timeout).await?;
+    let store = Store::open(&js, client.clone(), config.request_timeout).await?;
     let replica = config.replica.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",

@@ -315,9 +315,10 @@ impl Sources {
                 let ok = match cycle.nats_ok {
                     Some(ok) => ok,
                     None => {
-                        let ok = tokio::time::timeout(self.timeout, self.js.query_account())
-                            .await
-                            .is_ok_and(|r| r.is_ok());
+                        let ok = crate::store::connected(&self.client)
+                            && tokio::time::timeout(self.timeout, self.js.query_account())
+                                .await
+                                .is_ok_and(|r| r.is_ok());
                         cycle.nats_ok = Some(ok);
                         ok
                     }
@@ -505,6 +506,12 @@ impl Sources {
         subject: &'static str,
         body: &Q,
     ) -> Result<R, SignalError> {
+        if !crate::store::connected(&self.client) {
+            return Err(SignalError::Request {
+                subject,
+                message: "not connected to NATS".to_string(),
+            });
+        }
         let body = serde_json::to_vec(body).expect("requests encode");
         let reply = tokio::time::timeout(self.timeout, self.client.request(subject, body.into()))
             .await

@@ -60,6 +60,8 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) kv: kv::Store,
+    /// The connection, to fail at once while it is down.
+    pub(crate) client: async_nats::Client,
     /// Longest any one operation may take: a leader that lost NATS must go
     /// on evaluating (and notifying that NATS is gone), not wait on it.
     pub(crate) timeout: Duration,
@@ -78,7 +80,11 @@ pub struct Lease {
 impl Store {
     /// Creates the bucket if it does not exist, and opens it; every later
     /// operation gives up after `timeout`.
-    pub async fn open(js: &jetstream::Context, timeout: Duration) -> Result<Store, StoreError> {
+    pub async fn open(
+        js: &jetstream::Context,
+        client: async_nats::Client,
+        timeout: Duration,
+    ) -> Result<Store, StoreError> {
         let kv = match js.get_key_value(subjects::BUCKET_ALERTER).await {
             Ok(kv) => kv,
             Err(_) => js
@@ -94,7 +100,11 @@ impl Store {
                 .await
                 .map_err(|e| StoreError::Open(e.to_string()))?,
         };
-        Ok(Store { kv, timeout })
+        Ok(Store {
+            kv,
+            client,
+            timeout,
+        })
     }
 
     /// Reads a JSON value; `None` when absent or unreadable (logged).
@@ -196,6 +206,9 @@ impl Store {
         &self,
         op: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        if !connected(&self.client) {
+            return Err(StoreError::Io("not connected to NATS".into()));
+        }
         tokio::time::timeout(self.timeout, op)
             .await
             .unwrap_or_else(|_| Err(StoreError::Io("no answer from JetStream in time".into())))
@@ -253,4 +266,10 @@ impl Store {
     pub async fn delete_silence(&self, id: &str) {
         let _ = self.kv.delete(format!("{SILENCE_PREFIX}{id}")).await;
     }
+}
+
+/// Whether the client is connected now (while it is not, requests would
+/// only wait for their timeout).
+pub fn connected(client: &async_nats::Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
 }
