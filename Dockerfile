@@ -7,7 +7,7 @@
 #
 # Every binary of the workspace is in /usr/local/bin of both images:
 # clawfleet-dispatcher, clawfleet-agent, clawfleet-health-monitor,
-# clawfleet-log-aggregator, clawfleet-alerter and the clawfleet CLI. They run as the
+# clawfleet-log-aggregator, clawfleet-alerter, clawfleet-console and the clawfleet CLI. They run as the
 # unprivileged user `clawfleet` (uid 10001) under tini, from /data, the
 # directory for state (the log aggregator's index; OpenClaw's state in the
 # openclaw image). Mount a volume there for the services that keep state:
@@ -34,9 +34,9 @@ RUN --mount=type=cache,id=clawfleet-cargo-registry,target=/usr/local/cargo/regis
     --mount=type=cache,id=clawfleet-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=clawfleet-target,target=/src/target,sharing=locked \
     set -eux; \
-    cargo build --release --locked -p clawfleet-dispatcher -p clawfleet-agent -p clawfleet-health-monitor -p clawfleet-log-aggregator -p clawfleet-alerter -p clawfleet; \
+    cargo build --release --locked -p clawfleet-dispatcher -p clawfleet-agent -p clawfleet-health-monitor -p clawfleet-log-aggregator -p clawfleet-alerter -p clawfleet-console -p clawfleet; \
     mkdir -p /out; \
-    for bin in clawfleet-dispatcher clawfleet-agent clawfleet-health-monitor clawfleet-log-aggregator clawfleet-alerter clawfleet; do \
+    for bin in clawfleet-dispatcher clawfleet-agent clawfleet-health-monitor clawfleet-log-aggregator clawfleet-alerter clawfleet-console clawfleet; do \
         cp "target/release/$bin" /out/; \
     done
 

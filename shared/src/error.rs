@@ -88,6 +88,10 @@ pub enum ErrorCode {
     Unavailable,
     /// An unexpected internal error; the message says more.
     Internal,
+    /// No valid credentials were given (HTTP 401).
+    Unauthorized,
+    /// The credentials do not allow this (HTTP 403).
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -131,6 +135,8 @@ impl ErrorCode {
             Self::Poison => "poison",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
         }
     }
 }

@@ -20,8 +20,8 @@ pub use process::{workspace_binary, AgentProcess, ProcessOptions};
 pub use server::{nats_server_binary, NatsServer};
 pub use services::{
     agent_config, alerter_config, dispatcher_config, log_aggregator_config, monitor_config,
-    start_agent, start_alerter, start_alerter_with_reload, start_dispatcher, start_health_monitor,
-    start_log_aggregator, Service,
+    start_agent, start_alerter, start_alerter_with_reload, start_console, start_dispatcher,
+    start_health_monitor, start_log_aggregator, Service,
 };
 
 /// Installs a test subscriber when `TEST_LOG=1`; tests are silent otherwise.

@@ -294,6 +294,36 @@ pub fn alerter_config(nats_url: &str) -> clawfleet_alerter::Config {
     }
 }
 
+impl Waitable for clawfleet_console::Running {
+    fn id(&self) -> String {
+        "console".to_string()
+    }
+    fn wait_done(self) -> impl std::future::Future<Output = ()> + Send {
+        self.wait()
+    }
+}
+
+/// Starts a console on a free loopback port; returns it and its address.
+pub async fn start_console(
+    mut config: clawfleet_console::Config,
+) -> (Service, std::net::SocketAddr) {
+    // A free port, so that tests run side by side.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    config.listen = probe.local_addr().expect("its address");
+    drop(probe);
+    let addr = config.listen;
+    let (service, ready) = spawn("console".into(), move |token| async move {
+        clawfleet_console::start(config, token)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match ready.await {
+        Ok(Ok(_)) => (service, addr),
+        Ok(Err(e)) => panic!("console failed to start: {e}"),
+        Err(_) => panic!("console thread ended before starting"),
+    }
+}
+
 /// Starts a dispatcher; returns once it serves requests.
 pub async fn start_dispatcher(config: clawfleet_dispatcher::Config) -> Service {
     let (service, ready) = spawn("dispatcher".into(), move |token| async move {

@@ -40,6 +40,10 @@ pub fn binaries() -> Binaries {
             "clawfleet-alerter",
             env!("CARGO_BIN_EXE_deploy-check-alerter"),
         ),
+        (
+            "clawfleet-console",
+            env!("CARGO_BIN_EXE_deploy-check-console"),
+        ),
     ])
 }
 

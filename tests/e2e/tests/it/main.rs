@@ -3,6 +3,7 @@
 
 mod alerts;
 mod analytics;
+mod console;
 mod control;
 mod corpus;
 mod failures;
