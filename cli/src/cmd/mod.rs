@@ -5,6 +5,7 @@ mod agents;
 mod alerter;
 mod alerts;
 mod batch;
+mod console;
 mod dispatcher;
 mod dlq;
 mod health_monitor;
@@ -94,6 +95,9 @@ pub enum Command {
     /// Run an alerter in this process (used by `up`).
     #[command(hide = true)]
     Alerter(alerter::AlerterArgs),
+    /// Run a console in this process (used by `up`).
+    #[command(hide = true)]
+    Console(console::ConsoleArgs),
 }
 
 impl Command {
@@ -108,6 +112,7 @@ impl Command {
                 | Command::HealthMonitor(_)
                 | Command::LogAggregator(_)
                 | Command::Alerter(_)
+                | Command::Console(_)
         )
     }
 
@@ -134,6 +139,7 @@ impl Command {
             Command::HealthMonitor(args) => health_monitor::run(&global, args).await,
             Command::LogAggregator(args) => log_aggregator::run(&global, args).await,
             Command::Alerter(args) => alerter::run(&global, args).await,
+            Command::Console(args) => console::run(&global, args).await,
         }
     }
 }

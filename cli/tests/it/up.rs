@@ -162,6 +162,31 @@ async fn healthz(addr: &str) -> String {
     reply.lines().next().unwrap_or_default().to_string()
 }
 
+/// A GET of `url` (`http://host:port/path`), with a bearer token: the
+/// whole reply, status line first.
+async fn http_get(url: &str, token: Option<&str>) -> String {
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (addr, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("send request");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.expect("read reply");
+    reply
+}
+
 fn accepting(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
@@ -213,7 +238,7 @@ async fn two_fleets_with_their_own_data_dirs_run_side_by_side_on_distinct_metric
     )
     .await;
 
-    let services = ["dispatcher", "health_monitor", "log_aggregator"];
+    let services = ["dispatcher", "health_monitor", "log_aggregator", "alerter"];
     let mut addrs: Vec<String> = services
         .iter()
         .flat_map(|s| [first.metrics(s), second.metrics(s)])
@@ -223,11 +248,28 @@ async fn two_fleets_with_their_own_data_dirs_run_side_by_side_on_distinct_metric
     }
     addrs.sort();
     addrs.dedup();
-    assert_eq!(addrs.len(), 6, "{addrs:?}");
+    assert_eq!(addrs.len(), 8, "{addrs:?}");
     for fleet in [&first, &second] {
         assert_ne!(fleet.banner["dispatcher_pid"], 0, "{}", fleet.banner);
         assert_eq!(fleet.banner["agents"][0]["id"], "general-1");
+        // Each fleet's console answers its own admin token, and only it.
+        let url = fleet.banner["console_url"].as_str().expect("console_url");
+        let token = fleet.banner["console_token"]
+            .as_str()
+            .expect("console_token");
+        let who = http_get(&format!("{url}/api/v1/whoami"), Some(token)).await;
+        assert!(
+            who.starts_with("HTTP/1.1 200") && who.contains("\"role\":\"admin\""),
+            "{who}"
+        );
+        let nobody = http_get(&format!("{url}/api/v1/whoami"), None).await;
+        assert!(nobody.starts_with("HTTP/1.1 401"), "{nobody}");
     }
+    let (t1, t2) = (
+        &first.banner["console_token"],
+        &second.banner["console_token"],
+    );
+    assert_ne!(t1, t2, "a token of its own per run");
     // Only the second was given a price table.
     let cost = first.cli_json(&["cost"]).await;
     assert_eq!(

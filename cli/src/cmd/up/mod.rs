@@ -71,6 +71,7 @@ const DISPATCHER_METRICS_PORT: u16 = 9180;
 const MONITOR_METRICS_PORT: u16 = 9182;
 const LOGS_METRICS_PORT: u16 = 9183;
 const ALERTER_METRICS_PORT: u16 = 9184;
+const CONSOLE_PORT: u16 = 9190;
 
 /// Options of `clawfleet up`.
 #[derive(Debug, clap::Args)]
@@ -115,6 +116,9 @@ pub struct UpArgs {
     /// Port of the alerter's /metrics and /healthz [default: 9184, or a free port].
     #[arg(long, value_name = "PORT")]
     alerter_metrics_port: Option<u16>,
+    /// Port of the console's HTTP API on 127.0.0.1 [default: 9190, or a free port].
+    #[arg(long, value_name = "PORT")]
+    console_port: Option<u16>,
 }
 
 /// Runs the fleet until Ctrl-C.
@@ -162,6 +166,11 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
             flag: "--alerter-metrics-port",
             given: args.alerter_metrics_port,
             usual: ALERTER_METRICS_PORT,
+        },
+        Wanted {
+            flag: "--console-port",
+            given: args.console_port,
+            usual: CONSOLE_PORT,
         },
     ])?;
     let exe = std::env::current_exe().context("while locating the clawfleet executable")?;
@@ -249,6 +258,20 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         service("alerter", &alerter_args, DISPATCHER_GRACE, None),
         kill.clone(),
     );
+    // The console, with an admin token made for this run (its hash in a
+    // config file only this user can read; the token in the banner).
+    let console_token = new_token();
+    let console_config = write_console_config(&args.data_dir, metrics[4], &console_token)?;
+    let console_config_arg = console_config.to_string_lossy().into_owned();
+    let console = Supervised::start(
+        service(
+            "console",
+            &["console", "--config", &console_config_arg],
+            DISPATCHER_GRACE,
+            None,
+        ),
+        kill.clone(),
+    );
     let max_concurrency = args.max_concurrency.to_string();
     let fleet: Vec<Supervised> = agents
         .iter()
@@ -276,6 +299,7 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
         ("the health monitor", &monitor),
         ("the log aggregator", &log_aggregator),
         ("the alerter", &alerter),
+        ("the console", &console),
     ];
     let started = tokio::select! {
         api = wait_ready(&url, &agents) => api.map(Some),
@@ -298,6 +322,8 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
                     monitor: &monitor,
                     log_aggregator: &log_aggregator,
                     alerter: &alerter,
+                    console: &console,
+                    console_token: &console_token,
                     metrics: &metrics,
                     data_dir: &args.data_dir,
                     logs_dir: &logs_dir,
@@ -330,6 +356,8 @@ pub async fn run(global: &Global, args: UpArgs) -> anyhow::Result<ExitCode> {
 
     tracing::info!("stopping agents");
     futures::future::join_all(fleet.into_iter().map(Supervised::stop)).await;
+    tracing::info!("stopping the console");
+    console.stop().await;
     tracing::info!("stopping the alerter");
     alerter.stop().await;
     tracing::info!("stopping the health monitor");
@@ -462,7 +490,10 @@ struct Services<'a> {
     monitor: &'a Supervised,
     log_aggregator: &'a Supervised,
     alerter: &'a Supervised,
-    /// The dispatcher's, the monitor's, the log aggregator's and the alerter's.
+    console: &'a Supervised,
+    console_token: &'a str,
+    /// The dispatcher's, the monitor's, the log aggregator's and the
+    /// alerter's metrics, then the console's address.
     metrics: &'a [SocketAddr],
     data_dir: &'a Path,
     logs_dir: &'a Path,
@@ -496,6 +527,9 @@ fn banner(
             "log_aggregator_metrics": metrics(2),
             "alerter_pid": services.alerter.pid(),
             "alerter_metrics": metrics(3),
+            "console_pid": services.console.pid(),
+            "console_url": format!("http://{}", services.metrics[4]),
+            "console_token": services.console_token,
             "prices": services.prices,
             "agents": agents,
         });
@@ -550,6 +584,12 @@ fn banner_text(
         services.alerter.pid(),
         metrics(3)
     ));
+    out.push_str(&format!(
+        "  console     pid {:<7}  http://{}  (admin token {})\n",
+        services.console.pid(),
+        services.metrics[4],
+        services.console_token
+    ));
     let width = agents.iter().map(|a| a.id.len()).max().unwrap_or(0);
     for (a, s) in agents.iter().zip(fleet) {
         let pid = if s.is_finished() {
@@ -576,7 +616,44 @@ fn banner_text(
          \x20 clawfleet agents; clawfleet queues; clawfleet watch; clawfleet alerts\n\
          \x20 kill -9 <an agent's pid>   (its task moves to another agent within seconds; the agent restarts)\n\
          \x20 clawfleet logs --level debug; clawfleet logs --follow\n\
-         \nCtrl-C stops the fleet (twice: at once).\n"
+         \x20 curl -H 'Authorization: Bearer {token}' http://{console}/api/v1/agents\n\
+         \nCtrl-C stops the fleet (twice: at once).\n",
+        token = services.console_token,
+        console = services.metrics[4],
     ));
     out
+}
+
+/// A new random API token (32 bytes, hex).
+fn new_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes the console's configuration for this run: its address and the
+/// hash of the admin token, readable by this user only.
+fn write_console_config(
+    data_dir: &Path,
+    listen: SocketAddr,
+    token: &str,
+) -> anyhow::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = std::path::absolute(data_dir.join("console.toml"))
+        .context("while locating the console configuration")?;
+    let text = format!(
+        "# Written by `clawfleet up` for this run; the token is in its banner.\n\
+         listen = \"{listen}\"\n\n[[tokens]]\nname = \"up-admin\"\nsha256 = \"{}\"\nrole = \"admin\"\n",
+        clawfleet_console::auth::hash_token(token)
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("while writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(path)
 }
