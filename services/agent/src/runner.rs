@@ -90,6 +90,13 @@ pub(crate) const BOOKKEEPING_RETRY: Duration = Duration::from_secs(1);
 /// Longest delay of a hand-back after which this agent looks for work again
 /// by itself; later ones are found by its idle polls.
 const WAKE_AFTER_MAX: Duration = Duration::from_secs(60);
+/// After a hand-back's delay, this agent looks for the task at once, then
+/// again after each of these pauses (the last one only ends the wait).
+const WAKE_AGAIN: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::ZERO,
+];
 
 /// What every attempt needs.
 pub struct Runner {
@@ -863,11 +870,19 @@ impl Runner {
             let queue = msg.subject.to_string();
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                eligible
-                    .read()
-                    .expect("eligible lock")
-                    .signalled(queue.as_bytes());
-                wake.notify_one();
+                // The server makes the message available again by its own
+                // timer, which may run a little after ours (more so on a
+                // loaded machine): look again a while later too, or a
+                // fetch that came a moment too early would leave the task
+                // to the next idle poll.
+                for after in WAKE_AGAIN {
+                    eligible
+                        .read()
+                        .expect("eligible lock")
+                        .signalled(queue.as_bytes());
+                    wake.notify_one();
+                    tokio::time::sleep(after).await;
+                }
             });
         }
     }

@@ -699,7 +699,25 @@ impl Evaluator {
         }
         let subject = subjects::alert_notified(&token(&n.receiver));
         if let Ok(body) = serde_json::to_vec(&record) {
-            let _ = self.client.publish(subject, body.into()).await;
+            self.publish(subject, body).await;
+        }
+    }
+
+    /// Publishes an event, unless NATS is down: then the event is lost
+    /// either way, and a publish would wait for room in the client's buffer
+    /// (which the service's own log lines fill during an outage), holding up
+    /// the very notification the outage calls for.
+    async fn publish(&self, subject: String, body: Vec<u8>) {
+        if !store::connected(&self.client) {
+            tracing::debug!(%subject, "NATS is down; event not published");
+            return;
+        }
+        let timeout = self.config().request_timeout;
+        if tokio::time::timeout(timeout, self.client.publish(subject, body.into()))
+            .await
+            .is_err()
+        {
+            tracing::debug!("event not published in time");
         }
     }
 
@@ -729,7 +747,7 @@ impl Evaluator {
         };
         let subject = subjects::alert_event(state, &token(&t.rule));
         if let Ok(body) = serde_json::to_vec(&info) {
-            let _ = self.client.publish(subject, body.into()).await;
+            self.publish(subject, body).await;
         }
     }
 

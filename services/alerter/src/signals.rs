@@ -84,6 +84,11 @@ impl Sources {
         cycle: &mut Cycle,
         now: Timestamp,
     ) -> Result<Vec<(Labels, f64)>, SignalError> {
+        // Every source but the connection itself is out of reach: say so at
+        // once rather than wait out each request.
+        if !matches!(signal, Signal::NatsUnreachable) && !crate::store::connected(&self.client) {
+            return Err(SignalError::JetStream("not connected to NATS".to_string()));
+        }
         match signal {
             Signal::ErrorRate {
                 window,

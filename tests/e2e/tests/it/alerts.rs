@@ -735,8 +735,12 @@ threshold = 1
 severity = "critical"
 "#;
     let _alerter = start_alerter(config(&fleet, rules, &hook.url(), &["alertname"])).await;
-    wait_for("the alerter leading", NOTIFIED, || async {
-        alerts(&fleet).await.leader.map(|_| ())
+    // Leading and evaluating (it stores its rules' values once it has).
+    wait_for("the alerter evaluating", NOTIFIED, || async {
+        let r: RulesReply = request(&fleet.client, subjects::API_ALERTS_RULES, b"{}".to_vec())
+            .await
+            .ok()?;
+        r.evaluated_at.map(|_| ())
     })
     .await;
     fleet.server.kill();
