@@ -48,6 +48,7 @@ mod fleet;
 mod idle;
 mod load;
 mod logs;
+mod production;
 mod raw;
 mod report;
 mod server;

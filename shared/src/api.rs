@@ -340,6 +340,62 @@ pub fn reply_budget(max_payload: usize) -> usize {
         .max(4 * 1024)
 }
 
+/// Calls a `clawfleet.api.*` subject from a service: the reply decoded, or
+/// what went wrong as an API error (`unavailable` when nothing answers in
+/// `timeout`, the service's own error reply as it sent it, `internal` for a
+/// reply that does not decode), naming the subject.
+pub async fn request<R: serde::de::DeserializeOwned>(
+    client: &async_nats::Client,
+    subject: &str,
+    body: bytes::Bytes,
+    timeout: std::time::Duration,
+) -> Result<R, ErrorBody> {
+    let unavailable =
+        |why: String| ErrorBody::new(crate::ErrorCode::Unavailable, format!("{subject}: {why}"));
+    let reply = match tokio::time::timeout(timeout, client.request(subject.to_string(), body)).await
+    {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            return Err(unavailable(
+                "nothing answers: is its service running?".to_string(),
+            ))
+        }
+        Ok(Err(e)) => return Err(unavailable(e.to_string())),
+        Err(_) => {
+            return Err(unavailable(format!(
+                "no answer within {}",
+                humantime::format_duration(timeout)
+            )))
+        }
+    };
+    if let Ok(e) = serde_json::from_slice::<crate::error::ErrorReply>(&reply.payload) {
+        return Err(e.error.bounded());
+    }
+    serde_json::from_slice(&reply.payload).map_err(|e| {
+        ErrorBody::new(
+            crate::ErrorCode::Internal,
+            format!("{subject}: unreadable reply: {e}"),
+        )
+    })
+}
+
+/// The first of `items` whose JSON encodings fit `budget` bytes together
+/// (with room for a reply's own framing), and whether some were left out.
+pub fn fit_budget<T: Serialize>(items: Vec<T>, budget: usize) -> (Vec<T>, bool) {
+    let mut used = 64;
+    let total = items.len();
+    let mut out = Vec::with_capacity(total);
+    for item in items {
+        used += serde_json::to_vec(&item).map_or(usize::MAX / 2, |v| v.len()) + 1;
+        if used > budget {
+            break;
+        }
+        out.push(item);
+    }
+    let more = out.len() < total;
+    (out, more)
+}
+
 /// Request to `clawfleet.api.task.cancel`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

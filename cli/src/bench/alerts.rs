@@ -29,6 +29,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::production::ProductionFleet;
 use super::server::TempServer;
 use crate::client::Api;
 
@@ -115,26 +116,7 @@ async fn measure(server: &TempServer, args: &AlertsBenchArgs) -> anyhow::Result<
     let url = server.url.clone();
     let stop = CancellationToken::new();
     let logs_dir = tempfile::tempdir().context("while making the log index directory")?;
-    let dispatcher = clawfleet_dispatcher::start(
-        clawfleet_dispatcher::Config {
-            nats_url: url.clone(),
-            metrics_addr: None,
-            ..Default::default()
-        },
-        stop.clone(),
-    )
-    .await
-    .context("while starting the dispatcher")?;
-    let monitor = clawfleet_health_monitor::start(
-        clawfleet_health_monitor::Config {
-            nats_url: url.clone(),
-            metrics_addr: None,
-            ..Default::default()
-        },
-        stop.clone(),
-    )
-    .await
-    .context("while starting the health monitor")?;
+    let fleet = ProductionFleet::start(&url, args.agents, "fleet", &stop).await?;
     let logs = clawfleet_log_aggregator::start(
         clawfleet_log_aggregator::Config {
             nats_url: url.clone(),
@@ -145,40 +127,19 @@ async fn measure(server: &TempServer, args: &AlertsBenchArgs) -> anyhow::Result<
         stop.clone(),
     )
     .await
-    .context("while starting the log aggregator")?;
-    let mut agents = Vec::with_capacity(args.agents as usize);
-    let run = std::process::id();
-    let started = async {
-        for n in 0..args.agents {
-            agents.push(
-                clawfleet_agent::start(
-                    clawfleet_agent::Config {
-                        nats_url: url.clone(),
-                        agent_id: format!("fleet-{run}-{n}"),
-                        max_concurrency: 2,
-                        connect_timeout: Duration::from_secs(30),
-                        ..Default::default()
-                    },
-                    stop.clone(),
-                )
-                .await
-                .with_context(|| format!("while starting agent {n}"))?,
-            );
+    .context("while starting the log aggregator");
+    let logs = match logs {
+        Ok(logs) => logs,
+        Err(e) => {
+            stop.cancel();
+            fleet.wait().await;
+            return Err(e);
         }
-        anyhow::Ok(())
-    }
-    .await;
-    let measured = match started {
-        Ok(()) => alerting(&url, args, &stop).await,
-        Err(e) => Err(e),
     };
+    let measured = alerting(&url, args, &stop).await;
     stop.cancel();
-    for agent in agents {
-        agent.wait().await;
-    }
     logs.wait().await;
-    monitor.wait().await;
-    dispatcher.wait().await;
+    fleet.wait().await;
     measured
 }
 

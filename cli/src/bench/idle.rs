@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::production::ProductionFleet;
 use super::server::TempServer;
 use crate::client::Api;
 use clawfleet_shared::subjects;
@@ -98,59 +99,11 @@ pub async fn run(args: IdleBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn measure(server: &TempServer, args: &IdleBenchArgs) -> anyhow::Result<IdleReport> {
-    let url = server.url.clone();
     let stop = CancellationToken::new();
-    let dispatcher = clawfleet_dispatcher::start(
-        clawfleet_dispatcher::Config {
-            nats_url: url.clone(),
-            metrics_addr: None,
-            ..Default::default()
-        },
-        stop.clone(),
-    )
-    .await
-    .context("while starting the dispatcher")?;
-    let monitor = clawfleet_health_monitor::start(
-        clawfleet_health_monitor::Config {
-            nats_url: url.clone(),
-            metrics_addr: None,
-            ..Default::default()
-        },
-        stop.clone(),
-    )
-    .await
-    .context("while starting the health monitor")?;
-    let mut agents = Vec::with_capacity(args.agents as usize);
-    let run = std::process::id();
-    let started = async {
-        for n in 0..args.agents {
-            let agent = clawfleet_agent::start(
-                clawfleet_agent::Config {
-                    nats_url: url.clone(),
-                    agent_id: format!("idle-{run}-{n}"),
-                    max_concurrency: 2,
-                    connect_timeout: Duration::from_secs(30),
-                    ..Default::default()
-                },
-                stop.clone(),
-            )
-            .await
-            .with_context(|| format!("while starting agent {n}"))?;
-            agents.push(agent);
-        }
-        anyhow::Ok(())
-    }
-    .await;
-    let measured = match started {
-        Ok(()) => idle(server, &url, args).await,
-        Err(e) => Err(e),
-    };
+    let fleet = ProductionFleet::start(&server.url, args.agents, "idle", &stop).await?;
+    let measured = idle(server, &server.url, args).await;
     stop.cancel();
-    for agent in agents {
-        agent.wait().await;
-    }
-    monitor.wait().await;
-    dispatcher.wait().await;
+    fleet.wait().await;
     measured
 }
 

@@ -5,7 +5,6 @@
 //! which replica a request reaches. Replies are bounded like every list in
 //! clawfleet ([`clawfleet_shared::api::reply_budget`]).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::Message;
@@ -14,7 +13,7 @@ use clawfleet_shared::alerts::{
     AlertsReply, ExpireRequest, RulesReply, SilenceInfo, SilenceRequest, SilencesReply, TestReply,
     TestRequest,
 };
-use clawfleet_shared::api::reply_budget;
+use clawfleet_shared::api::{fit_budget, reply_budget};
 use clawfleet_shared::error::ErrorReply;
 use clawfleet_shared::strict;
 use clawfleet_shared::{subjects, timefmt, ErrorBody, ErrorCode};
@@ -35,7 +34,7 @@ const MAX_SILENCE: Duration = Duration::from_secs(366 * 24 * 3600);
 pub(crate) struct Api {
     pub(crate) client: async_nats::Client,
     pub(crate) store: Store,
-    pub(crate) live: Arc<Mutex<Live>>,
+    pub(crate) live: Live,
 }
 
 type Reply = Result<Bytes, ErrorBody>;
@@ -93,13 +92,7 @@ impl Api {
             .map_err(unavailable)?
             .unwrap_or_default();
         let silences = self.store.silences().await.map_err(unavailable)?;
-        let inhibit_rules = self
-            .live
-            .lock()
-            .expect("live lock")
-            .config
-            .inhibit_rules
-            .clone();
+        let inhibit_rules = self.live.read().expect("live lock").inhibit_rules.clone();
         let now = timefmt::now();
         let firing: Vec<&Labels> = book
             .alerts()
@@ -125,7 +118,7 @@ impl Api {
             _ => 2,
         };
         alerts.sort_by(|a, b| (rank(&a.state), &a.labels).cmp(&(rank(&b.state), &b.labels)));
-        let (alerts, truncated) = bounded(alerts, self.budget());
+        let (alerts, truncated) = fit_budget(alerts, self.budget().saturating_sub(512));
         let rules: Option<RulesReply> = self.store.get(store::RULES).await.ok().flatten();
         encode(&AlertsReply {
             alerts,
@@ -154,7 +147,7 @@ impl Api {
         let request: TestRequest = strict::object(body).map_err(|e| {
             ErrorBody::new(ErrorCode::InvalidRequest, format!("bad test request: {e}"))
         })?;
-        let config = self.live.lock().expect("live lock").config.clone();
+        let config = self.live.read().expect("live lock").clone();
         let Some(rule) = config.rules.iter().find(|r| r.name == request.rule) else {
             return Err(ErrorBody::new(
                 ErrorCode::NotFound,
@@ -239,7 +232,7 @@ impl Api {
             (rank(&a.state), std::cmp::Reverse(a.ends_at))
                 .cmp(&(rank(&b.state), std::cmp::Reverse(b.ends_at)))
         });
-        let (silences, _) = bounded(all, self.budget());
+        let (silences, _) = fit_budget(all, self.budget().saturating_sub(512));
         encode(&SilencesReply { silences })
     }
 
@@ -349,23 +342,6 @@ fn silence_info(s: &Silence, now: timefmt::Timestamp) -> SilenceInfo {
         }
         .to_string(),
     }
-}
-
-/// The items that fit `budget` bytes, and whether some were left out.
-fn bounded<T: serde::Serialize>(items: Vec<T>, budget: usize) -> (Vec<T>, bool) {
-    let mut used = 512;
-    let mut keep = 0;
-    for item in &items {
-        used += serde_json::to_vec(item).map_or(usize::MAX / 2, |v| v.len()) + 1;
-        if used > budget {
-            break;
-        }
-        keep += 1;
-    }
-    let truncated = keep < items.len();
-    let mut items = items;
-    items.truncate(keep);
-    (items, truncated)
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Reply {

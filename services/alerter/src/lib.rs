@@ -26,7 +26,7 @@ pub mod signals;
 pub mod store;
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clawfleet_shared::alerts::{AlertInfo, RuleStatus, RuleValue};
@@ -115,10 +115,9 @@ pub async fn run(
     Ok(())
 }
 
-/// The configuration parts a reload replaces, shared with the API.
-pub(crate) struct Live {
-    pub(crate) config: Config,
-}
+/// The configuration in force, which a reload replaces; shared with the
+/// API. Readers take the `Arc` and let go of the lock at once.
+pub(crate) type Live = Arc<std::sync::RwLock<Arc<Config>>>;
 
 /// Starts the alerter; returns once it serves its API.
 pub async fn start(
@@ -144,9 +143,7 @@ pub async fn start(
             std::process::id()
         )
     });
-    let live = Arc::new(Mutex::new(Live {
-        config: config.clone(),
-    }));
+    let live: Live = Arc::new(std::sync::RwLock::new(Arc::new(config.clone())));
 
     let group = subjects::ALERTER_QUEUE_GROUP.to_string();
     let mut subs = Vec::new();
@@ -227,7 +224,7 @@ struct Evaluator {
     client: async_nats::Client,
     store: Store,
     replica: String,
-    live: Arc<Mutex<Live>>,
+    live: Live,
     sources: signals::Sources,
     deliverer: notify::Deliverer,
     book: AlertBook,
@@ -298,8 +295,8 @@ impl Evaluator {
         }
     }
 
-    fn config(&self) -> Config {
-        self.live.lock().expect("live lock").config.clone()
+    fn config(&self) -> Arc<Config> {
+        self.live.read().expect("live lock").clone()
     }
 
     /// Takes or renews the lease; loads the stored state on becoming leader.
@@ -712,7 +709,7 @@ impl Evaluator {
             tracing::debug!(%subject, "NATS is down; event not published");
             return;
         }
-        let timeout = self.config().request_timeout;
+        let timeout = self.sources.timeout;
         if tokio::time::timeout(timeout, self.client.publish(subject, body.into()))
             .await
             .is_err()
@@ -781,7 +778,7 @@ impl Evaluator {
         }
         self.notifier.set_route(route);
         tracing::info!(rules = config.rules.len(), "configuration reloaded");
-        self.live.lock().expect("live lock").config = config;
+        *self.live.write().expect("live lock") = Arc::new(config);
     }
 }
 

@@ -36,22 +36,9 @@ const MAX_PAGES: usize = 200;
 /// Why a signal could not be read.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SignalError {
-    /// The service that answers for it did not, in time.
-    #[error("no answer on {subject}: {message}")]
-    Request {
-        /// The API subject.
-        subject: &'static str,
-        /// What went wrong.
-        message: String,
-    },
-    /// It answered with an error.
-    #[error("{subject} answered {error}")]
-    Refused {
-        /// The API subject.
-        subject: &'static str,
-        /// Its error.
-        error: ErrorBody,
-    },
+    /// The service that answers for it did not, or answered an error.
+    #[error("{0}")]
+    Api(ErrorBody),
     /// JetStream did not answer.
     #[error("JetStream: {0}")]
     JetStream(String),
@@ -512,36 +499,15 @@ impl Sources {
         body: &Q,
     ) -> Result<R, SignalError> {
         if !crate::store::connected(&self.client) {
-            return Err(SignalError::Request {
-                subject,
-                message: "not connected to NATS".to_string(),
-            });
+            return Err(SignalError::Api(ErrorBody::new(
+                clawfleet_shared::ErrorCode::Unavailable,
+                format!("{subject}: not connected to NATS"),
+            )));
         }
         let body = serde_json::to_vec(body).expect("requests encode");
-        let reply = tokio::time::timeout(self.timeout, self.client.request(subject, body.into()))
+        clawfleet_shared::api::request(&self.client, subject, body.into(), self.timeout)
             .await
-            .map_err(|_| SignalError::Request {
-                subject,
-                message: format!(
-                    "timed out after {}",
-                    humantime::format_duration(self.timeout)
-                ),
-            })?
-            .map_err(|e| SignalError::Request {
-                subject,
-                message: e.to_string(),
-            })?;
-        if let Ok(e) = serde_json::from_slice::<clawfleet_shared::error::ErrorReply>(&reply.payload)
-        {
-            return Err(SignalError::Refused {
-                subject,
-                error: e.error.bounded(),
-            });
-        }
-        serde_json::from_slice(&reply.payload).map_err(|e| SignalError::Request {
-            subject,
-            message: format!("unreadable reply: {e}"),
-        })
+            .map_err(SignalError::Api)
     }
 }
 

@@ -5,13 +5,14 @@
 //! matching HTTP status; bodies are bounded (`max_body_bytes`), and every
 //! mutating call is audited ([`crate::audit`]) whatever its outcome.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -90,19 +91,27 @@ async fn healthz(State(s): State<AppState>) -> StatusCode {
     }
 }
 
-fn principal(s: &Shared, headers: &HeaderMap, from: SocketAddr) -> Result<Principal, ApiError> {
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    Ok(s.tokens.check(header, from.ip())?)
+/// The caller of a request, from its `Authorization` header and address:
+/// a handler that takes one refuses everyone without a valid token.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        let from = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        Ok(Caller(s.tokens.check(header, from)?))
+    }
 }
 
-async fn whoami(
-    State(s): State<AppState>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    let p = principal(&s, &headers, from)?;
+async fn whoami(Caller(p): Caller) -> Result<Json<Value>, ApiError> {
     Ok(Json(
         json!({"name": p.name, "role": p.role.as_str(), "tenant": p.tenant}),
     ))
@@ -123,49 +132,16 @@ async fn call_raw<R: DeserializeOwned>(
     subject: &'static str,
     body: Bytes,
 ) -> Result<R, ApiError> {
-    let timeout = s.config.request_timeout;
-    let reply = match tokio::time::timeout(timeout, s.client.request(subject, body)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-            return Err(ErrorBody::new(
-                ErrorCode::Unavailable,
-                format!("nothing answers {subject}: is its service running?"),
-            )
-            .into())
-        }
-        Ok(Err(e)) => {
-            return Err(ErrorBody::new(ErrorCode::Unavailable, format!("{subject}: {e}")).into())
-        }
-        Err(_) => {
-            return Err(ErrorBody::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "no answer on {subject} within {}",
-                    humantime::format_duration(timeout)
-                ),
-            )
-            .into())
-        }
-    };
-    if let Ok(e) = serde_json::from_slice::<ErrorReply>(&reply.payload) {
-        return Err(e.error.bounded().into());
-    }
-    serde_json::from_slice(&reply.payload).map_err(|e| {
-        ErrorBody::new(
-            ErrorCode::Internal,
-            format!("unreadable reply on {subject}: {e}"),
-        )
-        .into()
-    })
+    clawfleet_shared::api::request(&s.client, subject, body, s.config.request_timeout)
+        .await
+        .map_err(ApiError)
 }
 
 async fn submit(
     State(s): State<AppState>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let p = principal(&s, &headers, from)?;
     let outcome = submit_as(&s, &p, &body).await;
     s.audit
         .record(&p, "task.submit", outcome_target(&outcome, "id"), &outcome)
@@ -211,11 +187,9 @@ fn outcome_target(outcome: &Result<Value, ApiError>, field: &str) -> String {
 
 async fn task_get(
     State(s): State<AppState>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = principal(&s, &headers, from)?;
     let record: Value = call(
         &s,
         subjects::API_TASK_GET,
@@ -234,12 +208,10 @@ struct CancelBody {
 
 async fn cancel(
     State(s): State<AppState>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let p = principal(&s, &headers, from)?;
     let outcome = async {
         p.may_mutate(s.config.read_only)?;
         let body: CancelBody = if body.is_empty() {
@@ -265,48 +237,45 @@ async fn cancel(
 
 async fn agents(
     State(s): State<AppState>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = principal(&s, &headers, from)?;
-    p.fleet_wide()?;
-    Ok(Json(
-        call(
-            &s,
-            subjects::API_FLEET_STATE,
-            &json!({"cursor": page.cursor}),
-        )
-        .await?,
-    ))
+    fleet_view(
+        &s,
+        &p,
+        subjects::API_FLEET_STATE,
+        json!({"cursor": page.cursor}),
+    )
+    .await
 }
 
 async fn queues(
     State(s): State<AppState>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = principal(&s, &headers, from)?;
-    p.fleet_wide()?;
-    Ok(Json(
-        call(
-            &s,
-            subjects::API_QUEUES_LIST,
-            &json!({"cursor": page.cursor}),
-        )
-        .await?,
-    ))
+    fleet_view(
+        &s,
+        &p,
+        subjects::API_QUEUES_LIST,
+        json!({"cursor": page.cursor}),
+    )
+    .await
 }
 
-async fn alerts(
-    State(s): State<AppState>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+async fn alerts(State(s): State<AppState>, Caller(p): Caller) -> Result<Json<Value>, ApiError> {
+    fleet_view(&s, &p, subjects::API_ALERTS_LIST, json!({})).await
+}
+
+/// A fleet-wide listing, which a tenant token may not see.
+async fn fleet_view(
+    s: &Shared,
+    p: &Principal,
+    subject: &'static str,
+    body: Value,
 ) -> Result<Json<Value>, ApiError> {
-    let p = principal(&s, &headers, from)?;
     p.fleet_wide()?;
-    Ok(Json(call(&s, subjects::API_ALERTS_LIST, &json!({})).await?))
+    Ok(Json(call(s, subject, &body).await?))
 }
 
 /// A page of a listing.
@@ -328,11 +297,9 @@ struct AuditQuery {
 
 async fn audit(
     State(s): State<AppState>,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Caller(p): Caller,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = principal(&s, &headers, from)?;
     p.fleet_wide()?;
     let since = match q.since.as_deref() {
         None => Duration::from_secs(24 * 3600),

@@ -8,8 +8,9 @@
 //! 3. `quota.submit_rate`: the tenant's token bucket has a token
 //!    (`rate_limited`);
 //! 4. the tenant's hard cost budget: no alerter has found it spent
-//!    (`budget_exceeded`, from the `clawfleet-budgets` bucket, read at most
-//!    every [`BUDGETS_TTL`]).
+//!    (`budget_exceeded`, from the `clawfleet-budgets` bucket, which
+//!    [`Admission::follow_budgets`] keeps in memory: nothing is read on the
+//!    way of a submission).
 //!
 //! Request/reply submissions get the error in the reply; intake submissions
 //! are dead-lettered as `rejected` with it. Never a silent drop.
@@ -37,9 +38,7 @@ use crate::validate::{Quota, TenantConfig};
 
 /// How stale a tenant's queue depth may be.
 pub const DEPTH_TTL: Duration = Duration::from_millis(500);
-/// How stale the list of tenants over their budget may be.
-pub const BUDGETS_TTL: Duration = Duration::from_secs(1);
-/// Most budget entries read (one per tenant over its budget).
+/// Most budget entries kept (one per tenant over its budget).
 const MAX_BUDGET_ENTRIES: usize = 100_000;
 
 /// The admission checks.
@@ -53,8 +52,8 @@ pub struct Admission {
     dispatchers: Arc<Dispatchers>,
     depths: Mutex<Option<(Instant, HashMap<String, u64>)>>,
     budgets: kv::Store,
-    /// Tenants over their budget, and when they were read.
-    over_budget: Mutex<Option<(Instant, HashMap<String, BudgetExceeded>)>>,
+    /// Tenants over their budget, as the budgets bucket says now.
+    over_budget: std::sync::RwLock<HashMap<String, BudgetExceeded>>,
 }
 
 /// A token bucket holding `1/dispatchers` of the quota's rate and burst
@@ -94,7 +93,7 @@ impl Admission {
             dispatchers,
             depths: Mutex::new(None),
             budgets,
-            over_budget: Mutex::new(None),
+            over_budget: Default::default(),
         }
     }
 
@@ -140,7 +139,7 @@ impl Admission {
     pub async fn admit(&self, spec: &TaskSpec, rate_checked: bool) -> Result<(), ErrorBody> {
         let policy = self.tenants.get(&spec.tenant);
         self.runnable(spec).await?;
-        self.within_budget(&spec.tenant).await?;
+        self.within_budget(&spec.tenant)?;
         let Some(policy) = policy else {
             return Ok(());
         };
@@ -181,20 +180,9 @@ impl Admission {
 
     /// `budget_exceeded` when an alerter found `tenant` over a hard budget
     /// whose period has not ended.
-    async fn within_budget(&self, tenant: &str) -> Result<(), ErrorBody> {
-        let mut cache = self.over_budget.lock().await;
-        let fresh = cache
-            .as_ref()
-            .is_some_and(|(at, _)| at.elapsed() < BUDGETS_TTL);
-        if !fresh {
-            match self.read_budgets().await {
-                Ok(b) => *cache = Some((Instant::now(), b)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read the budgets; using the last ones")
-                }
-            }
-        }
-        let Some(over) = cache.as_ref().and_then(|(_, b)| b.get(tenant)) else {
+    fn within_budget(&self, tenant: &str) -> Result<(), ErrorBody> {
+        let over_budget = self.over_budget.read().expect("budgets lock");
+        let Some(over) = over_budget.get(tenant) else {
             return Ok(());
         };
         if over.until <= clawfleet_shared::timefmt::now() {
@@ -214,20 +202,31 @@ impl Admission {
         ))
     }
 
-    async fn read_budgets(&self) -> Result<HashMap<String, BudgetExceeded>, String> {
-        let mut keys = self.budgets.keys().await.map_err(|e| e.to_string())?;
-        let mut out = HashMap::new();
-        while let Some(key) = keys.try_next().await.map_err(|e| e.to_string())? {
-            if out.len() >= MAX_BUDGET_ENTRIES {
-                break;
-            }
-            if let Ok(Some(bytes)) = self.budgets.get(&key).await {
-                if let Ok(entry) = serde_json::from_slice::<BudgetExceeded>(&bytes) {
-                    out.insert(entry.tenant.clone(), entry);
+    /// Keeps the tenants over their budget in memory, following the
+    /// budgets bucket until `stop`.
+    pub async fn follow_budgets(
+        self: std::sync::Arc<Self>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let budgets = self.budgets.clone();
+        clawfleet_shared::watch::follow(&budgets, ">", true, &stop, |entry| {
+            let mut over = self.over_budget.write().expect("budgets lock");
+            let parsed = (entry.operation == kv::Operation::Put)
+                .then(|| serde_json::from_slice::<BudgetExceeded>(&entry.value).ok())
+                .flatten()
+                .filter(|b| b.tenant == entry.key);
+            match parsed {
+                Some(b) if over.len() < MAX_BUDGET_ENTRIES || over.contains_key(&b.tenant) => {
+                    over.insert(b.tenant.clone(), b);
+                }
+                Some(_) => tracing::warn!(key = %entry.key, "too many tenants over their budget; ignoring one"),
+                None => {
+                    over.remove(&entry.key);
                 }
             }
-        }
-        Ok(out)
+            std::future::ready(())
+        })
+        .await;
     }
 
     /// Tasks waiting in `tenant`'s queues (all priorities, capability sets, regions).

@@ -333,7 +333,7 @@ impl Api {
         if let Some(after) = &req.cursor {
             agents.retain(|a| a.agent_id > *after);
         }
-        let (agents, more) = page(agents, self.budget());
+        let (agents, more) = clawfleet_shared::api::fit_budget(agents, self.budget());
         let next_cursor = more
             .then(|| agents.last().map(|a| a.agent_id.clone()))
             .flatten();
@@ -417,7 +417,8 @@ impl Api {
         if let Some(after) = &req.cursor {
             queues.retain(|q| q.subject > *after);
         }
-        let (queues, more) = page(queues, self.budget().saturating_sub(16 * 1024));
+        let (queues, more) =
+            clawfleet_shared::api::fit_budget(queues, self.budget().saturating_sub(16 * 1024));
         let next_cursor = more
             .then(|| queues.last().map(|q| q.subject.clone()))
             .flatten();
@@ -451,23 +452,6 @@ impl Api {
             capped: tenants,
         })
     }
-}
-
-/// The first of `items` that fit in `budget` bytes of JSON, and whether
-/// any were left out.
-fn page<T: Serialize>(items: Vec<T>, budget: usize) -> (Vec<T>, bool) {
-    let mut used = 64;
-    let total = items.len();
-    let mut out = Vec::with_capacity(total);
-    for item in items {
-        used += serde_json::to_vec(&item).map_or(usize::MAX / 2, |v| v.len()) + 1;
-        if used > budget {
-            break;
-        }
-        out.push(item);
-    }
-    let more = out.len() < total;
-    (out, more)
 }
 
 async fn read_bucket<T: serde::de::DeserializeOwned>(

@@ -146,6 +146,7 @@ pub async fn start(
         dispatchers.clone(),
         topo.budgets.clone(),
     ));
+    let budgets = admission.clone();
     publish_named_profiles(&topo.profiles, &config).await;
     let wake = Arc::new(Wake::default());
 
@@ -187,6 +188,7 @@ pub async fn start(
     });
     tracker.spawn(intake.run(intake_consumer, config.intake_concurrency, shutdown.clone()));
     tracker.spawn(refresh_catalogue(catalogue, shutdown.clone()));
+    tracker.spawn(budgets.follow_budgets(shutdown.clone()));
     tracker.spawn(peers::run(client.clone(), dispatchers, shutdown.clone()));
     tracker.spawn(wake_agents(client.clone(), wake, shutdown.clone()));
     let metrics_addr = match config.metrics_addr {
